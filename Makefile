@@ -1,0 +1,45 @@
+# Everything a newcomer needs: `make demo` and `make test` set themselves up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+VENV6  := .venv-ipykernel6
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
+CHROMIUM := /usr/lib/chromium/chromium
+
+.PHONY: setup setup-ipykernel6 chromium demo test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[test,notebook,browser,bench]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbsched)" >/dev/null
+	touch $@
+
+# A second environment with ipykernel 6.29, so the kernel tests run on both major versions.
+setup-ipykernel6: $(VENV6)/.installed
+
+$(VENV6)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV6)
+	$(VENV6)/bin/python -m pip install --disable-pip-version-check -q 'ipykernel==6.29.5' 'jupyter_client>=8' -e '.[notebook]'
+	touch $@
+
+# Debian's Chromium for the browser test (Playwright's own download does not work offline).
+chromium:
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+demo: setup
+	$(BIN)/nbsched run notebooks/quickstart.ipynb --for 20s --out demo-out
+
+test: setup setup-ipykernel6 chromium
+	NBSCHED_IPYKERNEL6_PYTHON=$(CURDIR)/$(VENV6)/bin/python $(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not kernel and not browser and not store"
+
+bench: setup
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) $(VENV6) demo-out .pytest_cache

@@ -1,0 +1,63 @@
+"""nbsched: notebook-native scheduling on the kernel's own asyncio loop.
+
+    import nbsched
+    sched = nbsched.get_scheduler()
+    sched.add(refresh, "every 5m", retries=3, timeout="30s")
+    sched.history()          # one row per run attempt
+    sched.results("refresh") # what the job returned, accumulated
+
+In Jupyter: ``%load_ext nbsched`` then ``%%schedule every 5m`` on a cell.  Importing nbsched is cheap:
+IPython, ipywidgets and pandas are imported only where needed.
+"""
+from __future__ import annotations
+
+from . import events
+from ._durations import parse_duration
+from .clock import Clock, SystemClock
+from .errors import (
+    DurationError,
+    JobLookupError,
+    NbschedError,
+    NbschedWarning,
+    NoEventLoopError,
+    PolicyError,
+    SchedulerShutdownError,
+    TriggerError,
+)
+from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
+from .history import Outcome, RunRecord
+from .job import Job, JobPolicy, JobState
+from .scheduler import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
+from .triggers import Cron, Date, Interval, Trigger, parse_trigger
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
+    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
+    "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
+    "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
+    "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning",
+    "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
+]
+
+
+def dashboard(scheduler: Scheduler | None = None):
+    """A live ipywidgets dashboard of every job (see :mod:`nbsched.dashboard`)."""
+    from .dashboard import Dashboard
+
+    return Dashboard(scheduler or get_scheduler())
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext nbsched``: register ``%%schedule`` / ``%schedule`` and the kernel integration."""
+    from ._magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext nbsched``: stop every job cleanly and remove the magics."""
+    from ._magics import unload
+
+    unload(ipython)

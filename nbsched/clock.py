@@ -1,0 +1,163 @@
+"""Time, in one place.
+
+Every other module is handed a :class:`Clock`; only this module (and the fake clock in
+:mod:`nbsched.testing`) reads the wall clock or sleeps.  Times inside nbsched are POSIX seconds
+(``float``) on the hot path and timezone-aware :class:`~datetime.datetime` at the edges.
+
+A clock does three things for the scheduler:
+
+* ``time()``  - the current POSIX time (float seconds);
+* ``call_at(when, callback)`` - arm a one-shot timer for POSIX time ``when``; returns a handle with
+  ``cancel()``;
+* ``sleep(seconds)`` - an awaitable pause (retry delays, timeouts).
+
+The system clock arms timers on the running asyncio loop.  Wall time and the loop's monotonic time
+can drift apart (a laptop suspended for an hour): timers are therefore never armed more than
+:data:`MAX_TIMER_HORIZON` seconds ahead; when such a timer fires early the scheduler simply re-arms.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time as _time
+from datetime import datetime, timezone, tzinfo
+from typing import Callable, Protocol, runtime_checkable
+
+__all__ = ["perf_counter", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_datetime", "to_timestamp", "resolve_zone"]
+
+#: A monotonic high-resolution counter for measuring how long work takes (never for scheduling).
+perf_counter = _time.perf_counter
+
+#: Timers further ahead than this are armed for this long and re-armed (wall-clock jumps).
+MAX_TIMER_HORIZON = 30.0
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the scheduler needs from time.  See :class:`SystemClock` and :class:`nbsched.testing.FakeClock`."""
+
+    def time(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock: wall time from :func:`time.time`, timers on the running asyncio loop."""
+
+    def time(self) -> float:
+        return _time.time()
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        loop = asyncio.get_running_loop()
+        return self.call_at_on(loop, when, callback)
+
+    def call_at_on(self, loop: asyncio.AbstractEventLoop, when: float, callback: Callable[[], None]) -> TimerHandle:
+        delay = when - _time.time()
+        if delay > MAX_TIMER_HORIZON:
+            delay = MAX_TIMER_HORIZON
+        return loop.call_at(loop.time() + delay, callback)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+def to_datetime(ts: float, tz: tzinfo | None = None) -> datetime:
+    """POSIX seconds -> aware datetime (UTC unless ``tz`` is given)."""
+    return datetime.fromtimestamp(ts, tz or timezone.utc)
+
+
+def to_timestamp(value: datetime) -> float:
+    """Aware datetime -> POSIX seconds.  Naive datetimes are refused (they are ambiguous)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"naive datetime {value!r}: nbsched needs timezone-aware datetimes "
+            "(e.g. datetime(2026, 12, 1, 9, 0, tzinfo=ZoneInfo('Europe/Berlin')))"
+        )
+    return value.timestamp()
+
+
+def resolve_zone(tz: str | tzinfo | None) -> tzinfo:
+    """A :class:`tzinfo` from an IANA name, a tzinfo, or ``None`` (this machine's local zone)."""
+    if tz is None:
+        return local_zone()
+    if isinstance(tz, tzinfo):
+        return tz
+    if isinstance(tz, str):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        name = tz.strip()
+        if name.upper() in ("UTC", "Z"):
+            return timezone.utc
+        if name.lower() == "local":
+            return local_zone()
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+            from .errors import TriggerError
+
+            raise TriggerError(
+                f"unknown time zone {tz!r}: use an IANA name such as 'Europe/Berlin', "
+                "'America/New_York', 'UTC' or 'local'"
+            ) from None
+    raise TypeError(f"tz must be an IANA zone name or a tzinfo, not {type(tz).__name__}")
+
+
+_LOCAL: tzinfo | None = None
+
+
+def local_zone() -> tzinfo:
+    """This machine's local time zone as a DST-aware :class:`~zoneinfo.ZoneInfo` when it can be named.
+
+    Looks at ``$TZ``, then the ``/etc/localtime`` link, then ``/etc/timezone``; falls back to the
+    current fixed UTC offset (which does not follow DST) only when no name can be found.
+    """
+    global _LOCAL
+    if _LOCAL is not None:
+        return _LOCAL
+    from zoneinfo import ZoneInfo
+
+    candidates = []
+    env = os.environ.get("TZ")
+    if env:
+        candidates.append(env.lstrip(":"))
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    try:
+        with open("/etc/timezone") as fh:
+            candidates.append(fh.read().strip())
+    except OSError:
+        pass
+    zone: tzinfo | None = None
+    for name in candidates:
+        if not name:
+            continue
+        if name in ("UTC", "Etc/UTC", "Universal", "Zulu"):
+            zone = timezone.utc
+            break
+        try:
+            zone = ZoneInfo(name)
+            break
+        except Exception:
+            continue
+    if zone is None:
+        zone = datetime.now().astimezone().tzinfo or timezone.utc
+    _LOCAL = zone
+    return zone

@@ -1,0 +1,234 @@
+"""Past-tense events and the listener registry.
+
+Subscribe with :meth:`nbsched.Scheduler.subscribe`::
+
+    def on_failure(event):
+        print(event.job, event.record.error)
+
+    sub = sched.subscribe(on_failure, kinds=nbsched.events.JobFailed)
+    ...
+    sub.unsubscribe()
+
+``kinds`` takes event classes (a base class such as :class:`JobEvent` selects all its subclasses).
+A listener that raises is logged (logger ``nbsched``) and never breaks the scheduler.  Coroutine
+listeners are run as tasks on the scheduler's loop.  Events are built only when someone listens.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .history import RunRecord
+
+__all__ = [
+    "Event", "SchedulerEvent", "SchedulerStarted", "SchedulerPaused", "SchedulerResumed", "SchedulerShutdown",
+    "JobEvent", "JobAdded", "JobModified", "JobRemoved", "JobPaused", "JobResumed", "JobFinished",
+    "JobSubmitted", "JobExecuted", "JobFailed", "JobMissed", "JobMaxInstancesReached", "JobRetried",
+    "JobTimedOut", "JobCancelled", "JobInterrupted", "Subscription", "EventBus",
+]
+
+log = logging.getLogger("nbsched")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every event: ``timestamp`` is when it happened (aware)."""
+
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class SchedulerEvent(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class SchedulerStarted(SchedulerEvent):
+    """The scheduler armed its first timer on an event loop."""
+
+
+@dataclass(frozen=True)
+class SchedulerPaused(SchedulerEvent):
+    """``pause()`` without a name: no job fires until ``resume()``."""
+
+
+@dataclass(frozen=True)
+class SchedulerResumed(SchedulerEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class SchedulerShutdown(SchedulerEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobEvent(Event):
+    """Base of job events; ``job`` is the job's name."""
+
+    job: str
+
+
+@dataclass(frozen=True)
+class JobAdded(JobEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobModified(JobEvent):
+    """A job was replaced by a new definition with the same name (a re-run cell)."""
+
+
+@dataclass(frozen=True)
+class JobRemoved(JobEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobPaused(JobEvent):
+    reason: str = "paused"
+
+
+@dataclass(frozen=True)
+class JobResumed(JobEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobFinished(JobEvent):
+    """The job has no more fire times (one-shot done, ``max_runs`` or ``until`` reached)."""
+
+
+@dataclass(frozen=True)
+class JobSubmitted(JobEvent):
+    run_id: int
+    scheduled_at: datetime
+    attempt: int
+
+
+@dataclass(frozen=True)
+class _RunEvent(JobEvent):
+    record: "RunRecord"
+
+
+@dataclass(frozen=True)
+class JobExecuted(_RunEvent):
+    """A run attempt succeeded."""
+
+
+@dataclass(frozen=True)
+class JobFailed(_RunEvent):
+    """A run attempt raised; ``record.error`` and ``record.traceback`` say what."""
+
+
+@dataclass(frozen=True)
+class JobTimedOut(_RunEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobCancelled(_RunEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobInterrupted(_RunEvent):
+    """The user interrupted the run (the kernel's interrupt button); the job was paused."""
+
+
+@dataclass(frozen=True)
+class JobMissed(JobEvent):
+    """A fire time passed without a run (coalesced, or later than ``misfire_grace``)."""
+
+    scheduled_at: datetime
+    lateness: timedelta
+
+
+@dataclass(frozen=True)
+class JobMaxInstancesReached(JobEvent):
+    """A fire time came while ``max_instances`` runs were still going: that run was skipped."""
+
+    scheduled_at: datetime
+
+
+@dataclass(frozen=True)
+class JobRetried(JobEvent):
+    """A failed attempt will be retried after ``delay``."""
+
+    run_id: int
+    attempt: int
+    delay: timedelta
+
+
+class Subscription:
+    """Returned by ``subscribe``; ``unsubscribe()`` (or use it as a context manager) to stop listening."""
+
+    def __init__(self, bus: "EventBus", callback: Callable[[Event], Any], kinds: tuple[type, ...]):
+        self._bus = bus
+        self.callback = callback
+        self.kinds = kinds
+
+    def unsubscribe(self) -> None:
+        self._bus._remove(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unsubscribe()
+
+
+class EventBus:
+    """Dispatches events to subscribers.  ``wants(kind)`` is a cheap check done before building an event."""
+
+    def __init__(self, spawn: Callable[[Any], Any] | None = None):
+        self._subs: list[Subscription] = []
+        self._wanted: dict[type, bool] = {}
+        self._spawn = spawn
+
+    def subscribe(self, callback: Callable[[Event], Any], kinds: type | Iterable[type] | None = None) -> Subscription:
+        if not callable(callback):
+            raise TypeError(f"subscribe() needs a callable, got {callback!r}")
+        if kinds is None:
+            kinds_t: tuple[type, ...] = (Event,)
+        elif isinstance(kinds, type):
+            kinds_t = (kinds,)
+        else:
+            kinds_t = tuple(kinds)
+        for k in kinds_t:
+            if not (isinstance(k, type) and issubclass(k, Event)):
+                names = ", ".join(__all__[:-2])
+                raise TypeError(f"unknown event kind {k!r}: use classes from nbsched.events ({names})")
+        sub = Subscription(self, callback, kinds_t)
+        self._subs.append(sub)
+        self._wanted.clear()
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        try:
+            self._subs.remove(sub)
+        except ValueError:
+            pass
+        self._wanted.clear()
+
+    def wants(self, kind: type) -> bool:
+        hit = self._wanted.get(kind)
+        if hit is None:
+            hit = any(issubclass(kind, k) for s in self._subs for k in s.kinds)
+            self._wanted[kind] = hit
+        return hit
+
+    def emit(self, event: Event) -> None:
+        for sub in list(self._subs):
+            if isinstance(event, sub.kinds):
+                try:
+                    result = sub.callback(event)
+                    if inspect.isawaitable(result) and self._spawn is not None:
+                        self._spawn(result)
+                except Exception:
+                    log.exception("nbsched: event listener %r failed on %s (the scheduler carries on)",
+                                  sub.callback, type(event).__name__)

@@ -1,0 +1,318 @@
+"""Jobs: a function, a trigger and a policy - plus live state.  Definitions are plain data
+(:meth:`Job.spec` is JSON-able; nothing is pickled)."""
+from __future__ import annotations
+
+import enum
+import inspect
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._durations import DurationLike, parse_duration
+from .clock import to_timestamp
+from .errors import PolicyError
+from .history import Outcome, ResultLog, RunLog
+
+if TYPE_CHECKING:
+    from .scheduler import RunHandle, Scheduler
+    from .triggers import Trigger
+
+__all__ = ["JobPolicy", "JobState", "Job", "COALESCE_CHOICES"]
+
+COALESCE_CHOICES = ("latest", "earliest", "all")
+
+
+class JobState(str, enum.Enum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    FAILING = "failing"
+    REMOVED = "removed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    """How a job runs.  Durations are seconds here; :meth:`build` accepts ``"5s"``, numbers, timedeltas.
+
+    - ``max_instances``: runs of this job allowed at once; a fire time beyond it is recorded ``skipped``.
+    - ``misfire_grace``: how late a run may start; later fire times are recorded ``missed`` (None: any).
+    - ``coalesce``: several fire times overdue at once (the loop was blocked) ->
+      ``latest`` runs the newest and records the rest missed, ``earliest`` the oldest, ``all`` runs each.
+    - ``jitter``: a random delay in [0, jitter] added to each fire time.
+    - ``max_runs`` / ``until``: stop after this many scheduled runs / after this time.
+    - ``retries``: up to N further attempts after a failure (an error or a timeout), waiting
+      ``retry_delay * backoff ** (attempt - 1)``, at most ``max_retry_delay``.
+    - ``timeout``: async jobs are cancelled; thread/process jobs are abandoned and recorded ``timeout``.
+      (A plain function on the ``loop`` executor cannot be interrupted; use ``thread`` for those.)
+    - ``executor``: ``loop``, ``thread``, ``process`` or a registered name.
+    - ``history_rows``/``history_age``, ``results_rows``/``results_age``: retention.
+    """
+
+    max_instances: int = 1
+    misfire_grace: float | None = None
+    coalesce: str = "latest"
+    jitter: float = 0.0
+    max_runs: int | None = None
+    until: float | None = None
+    retries: int = 0
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    max_retry_delay: float = 300.0
+    timeout: float | None = None
+    executor: str = "loop"
+    history_rows: int | None = 10_000
+    history_age: float | None = None
+    results_rows: int | None = 10_000
+    results_age: float | None = None
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def build(cls, base: "JobPolicy | None" = None, **options: Any) -> "JobPolicy":
+        """Validate user options (raising :class:`PolicyError` with the valid choices) over ``base``."""
+        valid = cls.names()
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            raise PolicyError(f"unknown option {unknown[0]!r}: valid options are {', '.join(valid)}")
+        values = asdict(base or cls())
+        for key, value in options.items():
+            values[key] = _check(key, value)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _int(key: str, value: Any, minimum: int, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise PolicyError(f"invalid {key} {value!r}: must be a whole number >= {minimum}") from None
+    if value < minimum:
+        raise PolicyError(f"invalid {key} {value!r}: must be a whole number >= {minimum}")
+    return value
+
+
+def _check(key: str, value: Any) -> Any:
+    from .errors import DurationError
+
+    try:
+        if key == "max_instances":
+            return _int(key, value, 1, False)
+        if key in ("max_runs",):
+            return _int(key, value, 1, True)
+        if key in ("retries",):
+            return _int(key, value, 0, False)
+        if key in ("history_rows", "results_rows"):
+            return _int(key, value, 1, True)
+        if key == "coalesce":
+            if isinstance(value, bool):  # APScheduler's coalesce=True/False
+                return "latest" if value else "all"
+            if value not in COALESCE_CHOICES:
+                raise PolicyError(f"invalid coalesce {value!r}: choose one of {', '.join(map(repr, COALESCE_CHOICES))}")
+            return value
+        if key in ("misfire_grace", "timeout", "history_age", "results_age"):
+            return None if value is None else parse_duration(value, what=key)
+        if key in ("jitter",):
+            return parse_duration(value or 0, what=key, allow_zero=True)
+        if key in ("retry_delay", "max_retry_delay"):
+            return parse_duration(value, what=key, allow_zero=True)
+        if key == "backoff":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise PolicyError(f"invalid backoff {value!r}: a factor >= 1 (1 = constant delay, 2 = doubling)") from None
+            if not value >= 1:
+                raise PolicyError(f"invalid backoff {value!r}: a factor >= 1 (1 = constant delay, 2 = doubling)")
+            return float(value)
+        if key == "until":
+            if value is None:
+                return None
+            if isinstance(value, datetime):
+                return to_timestamp(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            raise PolicyError(f"invalid until {value!r}: give an aware datetime (or a spec string through the magic)")
+        if key == "executor":
+            if not isinstance(value, str) or not value:
+                raise PolicyError(f"invalid executor {value!r}: choose 'loop', 'thread', 'process' or a registered name")
+            return value
+    except DurationError as exc:
+        raise PolicyError(str(exc)) from None
+    return value
+
+
+class Job:
+    """A scheduled job and its live state.  Create jobs with :meth:`Scheduler.add`."""
+
+    __slots__ = (
+        "name", "func", "trigger", "policy", "scheduler", "meta", "is_coroutine",
+        "_next_ts", "_planned", "_gen", "_paused", "_finished", "_removed",
+        "running", "runs", "successes", "failures", "missed", "skipped",
+        "last_outcome", "last_started", "last_finished", "last_duration", "last_error",
+        "log", "results_log", "_backlog", "_run_tasks", "_waiters", "__weakref__",
+    )
+
+    def __init__(self, scheduler: "Scheduler", name: str, func: Callable[[], Any], trigger: "Trigger",
+                 policy: JobPolicy, meta: dict[str, Any] | None, log: RunLog, results: ResultLog):
+        self.scheduler = scheduler
+        self.name = name
+        self.func = func
+        self.trigger = trigger
+        self.policy = policy
+        self.meta = dict(meta or {})
+        self.is_coroutine = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+        self._next_ts: float | None = None
+        self._planned: float | None = None
+        self._gen = 0
+        self._paused = False
+        self._finished = False
+        self._removed = False
+        self.running = 0
+        self.runs = 0
+        self.successes = 0
+        self.failures = 0
+        self.missed = 0
+        self.skipped = 0
+        self.last_outcome: Outcome | None = None
+        self.last_started: float | None = None
+        self.last_finished: float | None = None
+        self.last_duration: float | None = None
+        self.last_error: str | None = None
+        self.log = log
+        self.results_log = results
+        self._backlog: list[float] = []
+        self._run_tasks: set = set()
+        self._waiters: list = []
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def state(self) -> JobState:
+        if self._removed:
+            return JobState.REMOVED
+        if self.running:
+            return JobState.RUNNING
+        if self._paused:
+            return JobState.PAUSED
+        if self._finished:
+            return JobState.FINISHED
+        if self.last_outcome in (Outcome.ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED):
+            return JobState.FAILING
+        return JobState.SCHEDULED
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def next_fire_time(self) -> datetime | None:
+        """When the job fires next (aware, in the trigger's zone), or None (paused/finished)."""
+        ts = self._planned
+        return None if ts is None else datetime.fromtimestamp(ts, self.trigger.tz)
+
+    @property
+    def last_run_time(self) -> datetime | None:
+        return None if self.last_started is None else datetime.fromtimestamp(self.last_started, self.trigger.tz)
+
+    def preview(self, n: int = 5) -> list[datetime]:
+        """The next ``n`` fire times (from the next scheduled one; from now if paused)."""
+        n = _int("n", n, 0, False)
+        base = self._next_ts
+        if base is None:
+            after = self.scheduler.clock.time()
+            first = self.trigger.next_timestamp(after)
+        else:
+            first = base
+        out: list[datetime] = []
+        ts = first
+        until = self.policy.until
+        while ts is not None and len(out) < n and (until is None or ts <= until):
+            out.append(datetime.fromtimestamp(ts, self.trigger.tz))
+            ts = self.trigger.next_timestamp(ts)
+        return out
+
+    def describe(self) -> str:
+        return self.trigger.describe()
+
+    # -- delegation to the scheduler ----------------------------------------------------------
+    def pause(self) -> "Job":
+        return self.scheduler.pause(self.name)
+
+    def resume(self) -> "Job":
+        return self.scheduler.resume(self.name)
+
+    def run_now(self) -> "RunHandle":
+        return self.scheduler.run_now(self.name)
+
+    def remove(self) -> None:
+        self.scheduler.remove(self.name)
+
+    def history(self):
+        """This job's history frame (see :meth:`Scheduler.history`)."""
+        return self.log.frame(self.scheduler.tz)
+
+    def results(self):
+        """This job's results frame (see :meth:`Scheduler.results`)."""
+        return self.results_log.frame(self.scheduler.tz)
+
+    async def wait_next_run(self):
+        """Wait for this job's next run to finish; returns its :class:`~nbsched.history.RunRecord`."""
+        fut = self.scheduler._loop_or_raise("Job.wait_next_run").create_future()
+        self._waiters.append(fut)
+        return await fut
+
+    # -- plain data -----------------------------------------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        """The definition as JSON-able data: name, trigger, policy and what to run."""
+        return {
+            "name": self.name,
+            "trigger": self.trigger.to_spec(),
+            "policy": self.policy.to_dict(),
+            "target": describe_target(self.func),
+            "paused": self._paused,
+            "meta": self.meta,
+        }
+
+    def __repr__(self) -> str:
+        nxt = self.next_fire_time
+        when = "-" if nxt is None else nxt.isoformat(timespec="seconds")
+        return f"<Job {self.name!r} {self.trigger.describe()} state={self.state.value} next={when} runs={self.runs}>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        nxt = self.next_fire_time
+        last = "-" if self.last_outcome is None else self.last_outcome.value
+        return (
+            "<div class='nbsched-job'><b>" + escape(self.name) + "</b> &middot; " + escape(self.describe())
+            + f" &middot; state <code>{self.state.value}</code> &middot; next "
+            + ("-" if nxt is None else escape(nxt.strftime("%Y-%m-%d %H:%M:%S %Z")))
+            + f" &middot; runs {self.runs} &middot; last {escape(last)}</div>"
+        )
+
+
+def describe_target(func: Callable[..., Any]) -> dict[str, Any]:
+    """What a job runs, as data.  Cells (from the magic) describe themselves via ``__nbsched_target__``."""
+    target = getattr(func, "__nbsched_target__", None)
+    if isinstance(target, dict):
+        return dict(target)
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = None
+    return {"kind": "function", "module": module, "qualname": qualname, "source": source}

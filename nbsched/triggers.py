@@ -1,0 +1,582 @@
+"""Triggers: small frozen values that answer one question, *when next?*
+
+``Trigger.next_fire(after)`` is pure: it returns the first fire time strictly after ``after`` as an
+aware datetime in the trigger's time zone, or ``None`` when the trigger is finished.  No trigger reads
+the clock; relative specs (``in 10m``, an interval's first run) are anchored once, when the job is
+added (:meth:`Trigger.anchored`).
+
+One grammar serves the Python API and the ``%%schedule`` magic (:func:`parse_trigger`)::
+
+    every 30s | every 5m | every 1h30m | every 250ms | every 0.5s | every 2 days
+    cron */5 * * * *   (5 fields; 6 with leading seconds; names like mon-fri, jan; @hourly, @daily,
+                        @weekly, @monthly, @yearly)
+    at 2026-12-01 09:00   (in the trigger's zone unless an offset is given)  |  in 10m
+    daily at 09:30 | weekdays at 18:00 | weekends at 10:00 | mondays at 08:15
+
+DST policy (cron, shorthand and ``at`` triggers; intervals are real elapsed time):
+
+* A job whose hour field names specific hours (a number, list or range: ``30 2 * * *``) and whose
+  local time does not exist on spring-forward day runs once, at the first valid instant after the
+  gap - the gap's end (e.g. 03:00:00).  It is never silently skipped.
+* On fall-back day such a job runs **once**, at the first occurrence of the repeated wall time.
+* Jobs with a wildcard or stepped hour (``*/30 * * * *``, ``@hourly``, ``15 * * * *``) follow real
+  time: wall times inside the spring gap do not exist and are not run; wall times in the repeated
+  hour run at both occurrences, so the rhythm in elapsed time is unbroken.
+* When both day-of-month and day-of-week are restricted (``0 9 1 * mon``), a day matches if **either**
+  matches (OR), as in Vixie cron and croniter.
+
+The only import of croniter in nbsched is in this module.
+"""
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timedelta, timezone, tzinfo
+from typing import Any, ClassVar, Iterator
+
+from ._durations import DurationLike, UNIT_HELP, format_duration, parse_duration
+from .clock import resolve_zone, to_timestamp
+from .errors import DurationError, TriggerError
+
+__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
+
+SPEC_HELP = (
+    "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
+    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00'"
+)
+
+
+def _zone_name(tz: tzinfo) -> str:
+    key = getattr(tz, "key", None)
+    if key:
+        return key
+    if tz is timezone.utc:
+        return "UTC"
+    return str(tz)
+
+
+class Trigger:
+    """Base class: a frozen value with one pure method, :meth:`next_fire`."""
+
+    tz: tzinfo
+    kind: ClassVar[str] = "trigger"
+
+    def next_fire(self, after: datetime) -> datetime | None:
+        """The first fire time strictly after ``after`` (aware, in this trigger's zone), or ``None``."""
+        ts = self.next_timestamp(to_timestamp(after))
+        return None if ts is None else datetime.fromtimestamp(ts, self.tz)
+
+    def next_timestamp(self, after: float) -> float | None:
+        """:meth:`next_fire` on POSIX seconds (the scheduler's hot path)."""
+        raise NotImplementedError
+
+    def anchored(self, now: float) -> "Trigger":
+        """This trigger with relative parts fixed to ``now`` (POSIX seconds).  Most triggers are absolute."""
+        return self
+
+    def preview(self, n: int, after: datetime) -> list[datetime]:
+        """The next ``n`` fire times after ``after``."""
+        out: list[datetime] = []
+        ts = to_timestamp(after)
+        for _ in range(n):
+            nxt = self.next_timestamp(ts)
+            if nxt is None:
+                break
+            out.append(datetime.fromtimestamp(nxt, self.tz))
+            ts = nxt
+        return out
+
+    def describe(self) -> str:
+        """The trigger in words (for cards and the dashboard)."""
+        raise NotImplementedError
+
+    def to_spec(self) -> dict[str, Any]:
+        """A JSON-able description; :func:`trigger_from_spec` rebuilds the trigger from it."""
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> str:
+        """The trigger in the spec grammar (what :func:`parse_trigger` reads)."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+# --------------------------------------------------------------------------------------- interval
+@dataclass(frozen=True, eq=True)
+class Interval(Trigger):
+    """Every ``seconds``, anchored to ``start`` (fires at start, start + every, ...), until ``end``.
+
+    Intervals measure real elapsed time, so DST changes do not move them.  Unanchored (``start=None``)
+    the first fire is one interval after :meth:`anchored` is called (when the job is added).
+    """
+
+    seconds: float
+    start: datetime | None = None
+    end: datetime | None = None
+    tz: tzinfo = field(default=timezone.utc, compare=False)
+    kind: ClassVar[str] = "interval"
+
+    def __post_init__(self) -> None:
+        secs = parse_duration(self.seconds, what="interval")
+        object.__setattr__(self, "seconds", secs)
+        object.__setattr__(self, "_start", None if self.start is None else to_timestamp(self.start))
+        object.__setattr__(self, "_end", None if self.end is None else to_timestamp(self.end))
+        if self._start is not None and self._end is not None and self._end < self._start:
+            raise TriggerError(f"interval end {self.end!r} is before its start {self.start!r}: swap them or drop one")
+
+    def anchored(self, now: float) -> "Interval":
+        if self.start is not None:
+            return self
+        return Interval(self.seconds, datetime.fromtimestamp(now + self.seconds, self.tz), self.end, self.tz)
+
+    def next_timestamp(self, after: float) -> float | None:
+        start = self._start
+        every = self.seconds
+        if start is None:
+            nxt = after + every
+        elif after < start:
+            nxt = start
+        else:
+            k = math.floor((after - start) / every) + 1
+            nxt = start + k * every
+            if nxt <= after:  # float rounding
+                nxt += every
+        end = self._end
+        if end is not None and nxt > end:
+            return None
+        return nxt
+
+    def describe(self) -> str:
+        text = f"every {format_duration(self.seconds)}"
+        if self.end is not None:
+            text += f" until {self.end.astimezone(self.tz):%Y-%m-%d %H:%M}"
+        return text
+
+    @property
+    def spec(self) -> str:
+        return f"every {format_duration(self.seconds)}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "kind": "interval",
+            "seconds": self.seconds,
+            "start": None if self.start is None else self.start.isoformat(),
+            "end": None if self.end is None else self.end.isoformat(),
+            "tz": _zone_name(self.tz),
+        }
+
+
+# ------------------------------------------------------------------------------------------- date
+@dataclass(frozen=True, eq=True)
+class Date(Trigger):
+    """Once, at ``run_at``."""
+
+    run_at: datetime
+    tz: tzinfo = field(default=timezone.utc, compare=False)
+    kind: ClassVar[str] = "date"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ts", to_timestamp(self.run_at))
+
+    def next_timestamp(self, after: float) -> float | None:
+        return self._ts if self._ts > after else None
+
+    def describe(self) -> str:
+        return f"once at {self.run_at.astimezone(self.tz):%Y-%m-%d %H:%M:%S %Z}"
+
+    @property
+    def spec(self) -> str:
+        return f"at {self.run_at.astimezone(self.tz).isoformat()}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "date", "run_at": self.run_at.isoformat(), "tz": _zone_name(self.tz)}
+
+
+# ------------------------------------------------------------------------------------------- cron
+_CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_FIELD_NAMES5 = ("minute", "hour", "day of month", "month", "day of week")
+_FIELD_HELP = {
+    "second": "0-59",
+    "minute": "0-59",
+    "hour": "0-23",
+    "day of month": "1-31 (or L)",
+    "month": "1-12 or jan-dec",
+    "day of week": "0-6 (0 = Sunday) or sun-sat",
+}
+_DOW = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+_DOW_WORDS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+
+_CRON_LOCK = threading.Lock()
+
+
+def _croniter():
+    from croniter import croniter  # the one place nbsched imports croniter
+
+    return croniter
+
+
+@dataclass(frozen=True, eq=True)
+class Cron(Trigger):
+    """A cron expression in a time zone: 5 fields (minute hour day month weekday), or 6 with leading
+    seconds, or an alias (``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``).
+
+    See the module docstring for the DST policy.
+    """
+
+    expr: str
+    tz: tzinfo = field(default=timezone.utc)
+    label: str | None = field(default=None, compare=False)  # shorthand it came from, for describe()
+    kind: ClassVar[str] = "cron"
+
+    def __post_init__(self) -> None:
+        raw = " ".join(self.expr.split())
+        expanded = _CRON_ALIASES.get(raw.lower(), raw)
+        fields = expanded.split()
+        if len(fields) not in (5, 6):
+            raise TriggerError(
+                f"invalid cron spec 'cron {raw}': expected 5 fields (minute hour day-of-month month day-of-week) "
+                f"or 6 with leading seconds, got {len(fields)}; e.g. 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
+                "'cron 30 */10 * * * *' or '@daily'"
+            )
+        names = (("second",) + _FIELD_NAMES5) if len(fields) == 6 else _FIELD_NAMES5
+        _validate_cron(fields, names, raw)
+        hour = fields[names.index("hour")]
+        object.__setattr__(self, "expr", raw)
+        object.__setattr__(self, "_expanded", expanded)
+        object.__setattr__(self, "_seconds", len(fields) == 6)
+        object.__setattr__(self, "_fixed_hour", "*" not in hour and "/" not in hour and not hour.upper().startswith("H"))
+        object.__setattr__(self, "_fields", dict(zip(names, fields)))
+
+    # -- the DST-correct search ------------------------------------------------------------------
+    def next_timestamp(self, after: float) -> float | None:
+        with _CRON_LOCK:
+            return self._next_locked(after)
+
+    def _next_locked(self, after: float) -> float | None:
+        tz = self.tz
+        after_local = datetime.fromtimestamp(after, tz)
+        wall = after_local.replace(tzinfo=None, fold=0)
+        near_transition = _offset_changes_near(after, tz)
+        start = wall - timedelta(hours=3) if near_transition else wall
+        it = self._iterator(start)
+        best: float | None = None
+        best_wall: datetime | None = None
+        best_from_fold1 = False
+        for _ in range(100_000):
+            try:
+                cand = it.get_next(datetime)
+            except Exception:  # CroniterBadDateError: no match in the horizon (e.g. 'cron 0 0 30 2 *')
+                return best
+            if best_wall is not None and (not best_from_fold1 or cand > best_wall + timedelta(hours=3)):
+                break
+            for ts, fold1 in _instants(cand, tz, self._fixed_hour):
+                if ts > after and (best is None or ts < best):
+                    best, best_wall, best_from_fold1 = ts, cand, fold1
+        return best
+
+    def _iterator(self, start: datetime):
+        # Parsing the expression costs ~200 us; parse once per trigger and re-position it.  A trigger
+        # is used from the scheduler's loop thread; the lock only guards rare calls from elsewhere.
+        cached = self.__dict__.get("_iter")
+        if cached is None:
+            cached = _croniter()(self._expanded, start, ret_type=datetime, day_or=True,
+                                 second_at_beginning=self._seconds, max_years_between_matches=50)
+            object.__setattr__(self, "_iter", cached)
+        else:
+            cached.set_current(start, force=True)
+        return cached
+
+    def describe(self) -> str:
+        zone = _zone_name(self.tz)
+        text = self.label or _describe_cron(self._fields) or f"cron '{self.expr}'"
+        return f"{text} ({zone})"
+
+    @property
+    def spec(self) -> str:
+        return self.label or f"cron {self.expr}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "cron", "expr": self.expr, "tz": _zone_name(self.tz), "label": self.label}
+
+
+def _validate_cron(fields: list[str], names: tuple[str, ...], raw: str) -> None:
+    """Let croniter judge the expression; when it refuses, find and name the bad field."""
+    croniter = _croniter()
+    expr = " ".join(fields)
+    six = len(fields) == 6
+    try:
+        croniter(expr, datetime(2026, 1, 1), second_at_beginning=six)
+        return
+    except Exception as whole_error:
+        reason = str(whole_error)
+    for i, name in enumerate(names):
+        probe = ["*"] * len(fields)
+        probe[i] = fields[i]
+        try:
+            croniter(" ".join(probe), datetime(2026, 1, 1), second_at_beginning=six)
+        except Exception:
+            raise TriggerError(
+                f"invalid cron spec 'cron {raw}': the {name} field {fields[i]!r} is not valid "
+                f"(use {_FIELD_HELP[name]}, '*', lists 'a,b', ranges 'a-b' and steps '*/n'); "
+                "e.g. 'cron */5 * * * *'"
+            ) from None
+    raise TriggerError(f"invalid cron spec 'cron {raw}': {reason}; e.g. 'cron */5 * * * *'")
+
+
+def _offset_changes_near(ts: float, tz: tzinfo) -> bool:
+    if isinstance(tz, timezone):
+        return False
+    here = datetime.fromtimestamp(ts, tz).utcoffset()
+    return (datetime.fromtimestamp(ts - 10800, tz).utcoffset() != here
+            or datetime.fromtimestamp(ts + 10800, tz).utcoffset() != here)
+
+
+def _instants(wall: datetime, tz: tzinfo, fixed_hour: bool) -> list[tuple[float, bool]]:
+    """The real instants of a local wall time under the DST policy, as (timestamp, is_second_occurrence)."""
+    first = wall.replace(tzinfo=tz, fold=0)
+    second = wall.replace(tzinfo=tz, fold=1)
+    off0, off1 = first.utcoffset(), second.utcoffset()
+    if off0 == off1:
+        return [(first.timestamp(), False)]
+    round_trip = first.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
+    if round_trip == wall:  # ambiguous: the wall time happens twice (fall back)
+        if fixed_hour:
+            return [(first.timestamp(), False)]
+        return [(first.timestamp(), False), (second.timestamp(), True)]
+    # the wall time does not exist (spring forward)
+    if not fixed_hour:
+        return []
+    return [(_gap_end(wall, tz), False)]
+
+
+def _gap_end(wall: datetime, tz: tzinfo) -> float:
+    """The instant the clocks jumped over ``wall`` (the first valid instant after the gap)."""
+    lo = int(wall.replace(tzinfo=tz, fold=1).timestamp()) - 1  # before the transition
+    hi = int(math.ceil(wall.replace(tzinfo=tz, fold=0).timestamp())) + 1  # after it
+    before = datetime.fromtimestamp(lo, tz).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return float(hi)
+
+
+def _describe_cron(f: dict[str, str]) -> str | None:
+    minute, hour, dom, month, dow = f["minute"], f["hour"], f["day of month"], f["month"], f["day of week"]
+    if f.get("second", "0") != "0":
+        return None
+    if dom != "*" or month != "*":
+        return None
+    days = _describe_dow(dow)
+    if days is None:
+        return None
+    if hour == "*" and minute == "*":
+        return "every minute" + days
+    if hour == "*" and minute.startswith("*/") and minute[2:].isdigit():
+        return f"every {minute[2:]} minutes" + days
+    if hour == "*" and minute.isdigit():
+        return f"hourly at :{int(minute):02d}" + days
+    if minute.isdigit() and hour.isdigit():
+        return f"at {int(hour):02d}:{int(minute):02d}" + (days or " every day")
+    return None
+
+
+def _describe_dow(dow: str) -> str | None:
+    d = dow.lower()
+    if d == "*":
+        return ""
+    table = {"mon-fri": " on weekdays", "1-5": " on weekdays", "sat,sun": " on weekends", "0,6": " on weekends",
+             "6,0": " on weekends", "sun,sat": " on weekends"}
+    if d in table:
+        return table[d]
+    if d in _DOW:
+        return f" on {_DOW_WORDS[_DOW[d]]}"
+    if d.isdigit() and int(d) <= 7:
+        return f" on {_DOW_WORDS[int(d) % 7]}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------- parsing
+TriggerLike = "str | Trigger"
+
+_TIME_RE = r"(\d{1,2}):(\d{2})(?::(\d{2}))?"
+_SHORTHAND = re.compile(
+    r"^(?:every\s+)?(?P<days>daily|day|weekdays?|weekends?|"
+    r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*)\s+at\s+" + _TIME_RE + r"$",
+    re.IGNORECASE,
+)
+_DAY_PREFIX = {"mon": "mon", "tue": "tue", "wed": "wed", "thu": "thu", "fri": "fri", "sat": "sat", "sun": "sun"}
+_CRONISH = re.compile(r"^[\d*/,\-?LW#A-Za-z]+(\s+[\d*/,\-?LW#A-Za-z]+){4,5}$")
+
+
+def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now: float | datetime | None = None,
+                  start: datetime | None = None, end: datetime | None = None) -> Trigger:
+    """Read a trigger spec (see the module docstring for the grammar).
+
+    ``tz`` is the zone for cron, shorthand and naive ``at`` times (default: this machine's local zone).
+    ``now`` anchors the relative forms (``in 10m``, ``at 09:00``); it defaults to the system clock and
+    the scheduler passes its own clock's time.  ``start``/``end`` bound an interval.
+
+    Raises :class:`~nbsched.errors.TriggerError` (a ``ValueError``) naming the bad part and the valid forms.
+    """
+    if isinstance(spec, Trigger):
+        return spec
+    if not isinstance(spec, str):
+        raise TriggerError(f"invalid trigger {spec!r} ({type(spec).__name__}): give a spec string or a Trigger; {SPEC_HELP}")
+    zone = resolve_zone(tz)
+    text = " ".join(spec.strip().split())
+    if not text:
+        raise TriggerError(f"empty trigger spec: {SPEC_HELP}")
+    head, _, rest = text.partition(" ")
+    head_l = head.lower()
+    if (start is not None or end is not None) and head_l != "every":
+        raise TriggerError(f"start/end apply to 'every ...' intervals only, not to {spec!r}")
+
+    if head_l == "every" and not _SHORTHAND.match(text):
+        if not rest:
+            raise TriggerError(f"invalid interval {spec!r}: missing the length ({UNIT_HELP})")
+        try:
+            seconds = parse_duration(rest, what="interval")
+        except DurationError as exc:
+            raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
+        return Interval(seconds, start=start, end=end, tz=zone)
+    if head_l == "cron":
+        if not rest:
+            raise TriggerError(f"invalid cron spec {spec!r}: missing the fields; e.g. 'cron */5 * * * *'")
+        return Cron(rest, tz=zone)
+    if head_l in _CRON_ALIASES:
+        if rest:
+            raise TriggerError(f"invalid cron spec {spec!r}: nothing may follow {head}")
+        return Cron(head_l, tz=zone)
+    if head_l == "in":
+        try:
+            delay = parse_duration(rest, what="delay")
+        except DurationError as exc:
+            raise TriggerError(f"invalid delay {spec!r}: {_reason(exc)}") from None
+        base = _now_ts(now)
+        return Date(datetime.fromtimestamp(base + delay, zone), tz=zone)
+    if head_l == "at":
+        return Date(_parse_at(rest, spec, zone, now), tz=zone)
+    m = _SHORTHAND.match(text)
+    if m:
+        return _shorthand(m, zone, text)
+    if _CRONISH.match(text) and any(c in text for c in "*/0123456789"):
+        return Cron(text, tz=zone)
+    raise TriggerError(f"unknown trigger spec {spec!r}: {SPEC_HELP}")
+
+
+def _reason(exc: Exception) -> str:
+    msg = str(exc)
+    return msg.split(": ", 1)[1] if ": " in msg else msg
+
+
+def _now_ts(now: float | datetime | None) -> float:
+    if now is None:
+        from .clock import SystemClock
+
+        return SystemClock().time()
+    if isinstance(now, datetime):
+        return to_timestamp(now)
+    return float(now)
+
+
+def _localize(naive: datetime, zone: tzinfo) -> datetime:
+    """A naive local time in ``zone`` under the DST policy: gap -> gap end, repeated -> first occurrence."""
+    instants = _instants(naive, zone, fixed_hour=True)
+    return datetime.fromtimestamp(instants[0][0], zone)
+
+
+def _parse_at(rest: str, spec: str, zone: tzinfo, now: float | datetime | None) -> datetime:
+    if not rest:
+        raise TriggerError(f"invalid date {spec!r}: missing the time (use 'at YYYY-MM-DD HH:MM', e.g. 'at 2026-12-01 09:00')")
+    m = re.fullmatch(_TIME_RE, rest)
+    if m:  # 'at 09:00': the next time the clock shows it
+        hh, mm, ss = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+        _check_time(hh, mm, ss, spec)
+        base = _now_ts(now)
+        local = datetime.fromtimestamp(base, zone)
+        for add_days in range(0, 3):
+            day = (local + timedelta(days=add_days)).date()
+            cand = _localize(datetime.combine(day, dtime(hh, mm, ss)), zone)
+            if cand.timestamp() > base:
+                return cand
+    text = rest.replace("T", " ") if "T" in rest and "+" not in rest else rest
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise TriggerError(
+            f"invalid date {spec!r}: {exc} (use 'at YYYY-MM-DD HH:MM[:SS]' with an optional offset, "
+            "e.g. 'at 2026-12-01 09:00' or 'at 2026-12-01T09:00+01:00', or 'at 09:00')"
+        ) from None
+    if value.tzinfo is None:
+        return _localize(value, zone)
+    return value
+
+
+def _check_time(hh: int, mm: int, ss: int, spec: str) -> None:
+    if not (0 <= hh <= 23 and 0 <= mm <= 59 and 0 <= ss <= 59):
+        raise TriggerError(f"invalid time in {spec!r}: use HH:MM with hours 0-23 and minutes 0-59 (e.g. '09:30')")
+
+
+def _shorthand(m: re.Match, zone: tzinfo, text: str) -> Cron:
+    days = m.group("days").lower()
+    hh, mm, ss = int(m.group(2)), int(m.group(3)), int(m.group(4) or 0)
+    _check_time(hh, mm, ss, text)
+    if days in ("daily", "day"):
+        dow = "*"
+    elif days.startswith("weekday"):
+        dow = "mon-fri"
+    elif days.startswith("weekend"):
+        dow = "sat,sun"
+    else:
+        prefix = days[:3]
+        full = {"mon": "monday", "tue": "tuesday", "wed": "wednesday", "thu": "thursday", "fri": "friday",
+                "sat": "saturday", "sun": "sunday"}[prefix] if prefix in _DAY_PREFIX else None
+        if full is None or not (full.startswith(days.rstrip("s")) or days in (prefix, prefix + "s")):
+            raise TriggerError(f"unknown day {m.group('days')!r} in {text!r}: use daily, weekdays, weekends or a day name like 'mondays'")
+        dow = prefix
+    expr = f"{ss} {mm} {hh} * * {dow}" if ss else f"{mm} {hh} * * {dow}"
+    label = " ".join(text.split()).lower()
+    return Cron(expr, tz=zone, label=label)
+
+
+def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
+    """Rebuild a trigger from :meth:`Trigger.to_spec` output (JSON data)."""
+    kind = spec.get("kind")
+    zone = resolve_zone(spec.get("tz") or "UTC")
+    if kind == "interval":
+        start = spec.get("start")
+        end = spec.get("end")
+        return Interval(spec["seconds"], start=datetime.fromisoformat(start) if start else None,
+                        end=datetime.fromisoformat(end) if end else None, tz=zone)
+    if kind == "cron":
+        return Cron(spec["expr"], tz=zone, label=spec.get("label"))
+    if kind == "date":
+        return Date(datetime.fromisoformat(spec["run_at"]), tz=zone)
+    raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron or date")
+
+
+def iter_fires(trigger: Trigger, after: float) -> Iterator[float]:
+    """Fire times (POSIX seconds) after ``after``, lazily."""
+    ts = after
+    while True:
+        nxt = trigger.next_timestamp(ts)
+        if nxt is None:
+            return
+        yield nxt
+        ts = nxt
