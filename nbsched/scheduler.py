@@ -105,7 +105,7 @@ class Scheduler:
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None, **defaults: Any):
+                 loop: asyncio.AbstractEventLoop | None = None, store: Any = None, **defaults: Any):
         self.clock: Clock = clock or SystemClock()
         self.tz: tzinfo = resolve_zone(tz)
         self.defaults = JobPolicy.build(**defaults)
@@ -140,6 +140,9 @@ class Scheduler:
         self.events = ev.EventBus(spawn=self._spawn_listener)
         self._time = self.clock.time
         self._hooks_interrupt: list[Callable[[Job], None]] = []
+        self._store: Any = None
+        if store is not None:
+            self.attach_store(store)
         if loop is not None:
             self._bind(loop, None)
         else:
@@ -235,7 +238,7 @@ class Scheduler:
     def add(self, func: Callable[[], Any], trigger: "str | Trigger", *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
             start: datetime | None = None, end: datetime | None = None,
-            meta: dict[str, Any] | None = None, **options: Any) -> Job:
+            meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
@@ -245,6 +248,7 @@ class Scheduler:
         :class:`~nbsched.job.JobPolicy`): ``retries``, ``timeout``, ``max_instances``, ``coalesce``,
         ``misfire_grace``, ``jitter``, ``max_runs``, ``until``, ``executor``, ``retry_delay``,
         ``backoff``, ``max_retry_delay``, ``history_rows``, ``history_age``, ``results_rows``, ``results_age``.
+        ``persist`` (default: whether a store is attached) saves the job, its runs and results to the store.
 
         Everything is validated before anything changes: a bad spec or option raises and adds nothing.
         """
@@ -269,7 +273,7 @@ class Scheduler:
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
             )
-        return self._call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta)
+        return self._call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist)
 
     def job(self, trigger: "str | Trigger", **kwargs: Any) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
         """Decorator form of :meth:`add`: ``@sched.job("every 10s")``.  Returns the function unchanged."""
@@ -371,6 +375,33 @@ class Scheduler:
         """Call ``callback(event)`` for events of ``kinds`` (classes from :mod:`nbsched.events`; default all)."""
         return self.events.subscribe(callback, kinds)
 
+    def attach_store(self, store: Any = None, *, persist_all: bool = True) -> Any:
+        """Attach a durable store (a path to an SQLite file, or a store object; ``None``: ``nbsched.db``
+        in the working directory).  With ``persist_all`` every job added from now on is persisted."""
+        if self._store is not None and store is None:
+            self._store.persist_all = self._store.persist_all or persist_all
+            return self._store
+        from .store import open_store
+
+        opened = open_store(store)
+        opened.persist_all = persist_all
+        opened.attach(self)
+        if self._store is not None and self._store is not opened:
+            self._store.close()
+        self._store = opened
+        return opened
+
+    @property
+    def store(self) -> Any:
+        return self._store
+
+    def restore(self, path: Any = None, *, namespace: dict | None = None) -> list[Job]:
+        """Re-register every job persisted in the store (the attached one, ``path``, or ``nbsched.db``)
+        with its history and results.  Stored code runs only because you call this."""
+        if path is not None or self._store is None:
+            self.attach_store(path, persist_all=self._store.persist_all if self._store is not None else False)
+        return self._store.restore(self, namespace=namespace)
+
     def add_executor(self, name: str, executor: Executor) -> None:
         """Register an executor (the seam for distributed engines)."""
         if not hasattr(executor, "submit"):
@@ -430,7 +461,7 @@ class Scheduler:
         return self._shutdown_now(wait)
 
     # ======================================================================== internals: jobs
-    def _add(self, func, name, trig, policy, now, paused, meta) -> Job:
+    def _add(self, func, name, trig, policy, now, paused, meta, persist=None) -> Job:
         if self._shutdown:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
         logs = self._logs.get(name)
@@ -444,6 +475,11 @@ class Scheduler:
         if old is not None:
             self._detach(old)
         job = Job(self, name, func, trig, policy, meta, logs[0], logs[1])
+        if persist is None:
+            persist = self._store is not None and getattr(self._store, "persist_all", True)
+        if persist and self._store is None:
+            self.attach_store(None, persist_all=False)  # the default file, for this job only
+        job.persist = bool(persist)
         self._jobs[name] = job
         self._version += 1
         t0 = self._time()
@@ -462,6 +498,8 @@ class Scheduler:
             self._emit_job(ev.JobModified, name)
         else:
             self._emit_job(ev.JobAdded, name)
+        if job.persist:
+            self._store.on_job_saved(job)
         if now:
             self._start_runs(job, [t0], t0, scheduled=True)
         return job
@@ -480,7 +518,14 @@ class Scheduler:
         del self._jobs[name]
         self._detach(job)
         self._version += 1
+        if job.persist and self._store is not None:
+            self._store.on_job_removed(name)
         self._emit_job(ev.JobRemoved, name)
+
+    def _changed(self, job: Job) -> None:
+        self._version += 1
+        if job.persist and self._store is not None and not job._removed:
+            self._store.on_job_saved(job)
 
     def _pause(self, name: str, reason: str) -> Job:
         job = self.get(name)
@@ -489,7 +534,7 @@ class Scheduler:
             job._gen += 1
             job._next_ts = job._planned = None
             job._backlog.clear()
-            self._version += 1
+            self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
         return job
 
@@ -497,7 +542,7 @@ class Scheduler:
         job = self.get(name)
         if job._paused:
             job._paused = False
-            self._version += 1
+            self._changed(job)
             if not job._finished:
                 self._schedule_from_now(job)
             self._emit_job(ev.JobResumed, name)
@@ -541,7 +586,7 @@ class Scheduler:
         job.trigger = trig
         job._finished = False
         job._gen += 1
-        self._version += 1
+        self._changed(job)
         if not job._paused:
             self._schedule_from_now(job)
         self._emit_job(ev.JobModified, job.name)
@@ -551,7 +596,7 @@ class Scheduler:
         job.policy = policy
         job.log.set_retention(policy.history_rows, policy.history_age)
         job.results_log.set_retention(policy.results_rows, policy.results_age)
-        self._version += 1
+        self._changed(job)
         self._emit_job(ev.JobModified, job.name)
         return job
 
@@ -560,7 +605,7 @@ class Scheduler:
         job._next_ts = job._planned = None
         if not job._finished:
             job._finished = True
-            self._version += 1
+            self._changed(job)
             self._emit_job(ev.JobFinished, job.name)
 
     def _run_now(self, name: str) -> RunHandle:
@@ -741,7 +786,7 @@ class Scheduler:
 
     def _record_missed(self, job: Job, scheduled: float, lateness: float) -> None:
         self._run_ids += 1
-        job.log.append((self._run_ids, scheduled, None, None, lateness, MISSED, 0, None))
+        self._append_row(job, (self._run_ids, scheduled, None, None, lateness, MISSED, 0, None))
         job.missed += 1
         self._missed += 1
         self._version += 1
@@ -755,6 +800,8 @@ class Scheduler:
         for i, nominal in enumerate(times):
             self._run_ids += 1
             run_id = self._run_ids
+            if scheduled and self._store is not None and job.persist and not self._store.claim(job.name, nominal):
+                continue  # another process sharing the store has this fire time: it runs and records it
             if job.running >= job.policy.max_instances:
                 if i > 0 and job.policy.coalesce == "all":
                     job._backlog.append(nominal)  # catch-up run: start when an instance frees up
@@ -766,9 +813,14 @@ class Scheduler:
             self._start_one(job, run_id, nominal, planned if i == 0 else nominal)
         return run_id
 
+    def _append_row(self, job: Job, row: tuple) -> None:
+        job.log.append(row)
+        if self._store is not None and job.persist:
+            self._store.on_row(job.name, row)
+
     def _record_skipped(self, job: Job, run_id: int, nominal: float) -> None:
         now = self._time()
-        job.log.append((run_id, nominal, None, None, now - nominal, SKIPPED, 0, None))
+        self._append_row(job, (run_id, nominal, None, None, now - nominal, SKIPPED, 0, None))
         job.skipped += 1
         self._skipped += 1
         self._version += 1
@@ -914,10 +966,16 @@ class Scheduler:
                         finished: float, attempt: int, value: Any, running: bool = False) -> None:
         if running:
             job.running -= 1
-        job.log.append((run_id, nominal, started, finished, started - planned, SUCCESS, attempt, None))
+        row = (run_id, nominal, started, finished, started - planned, SUCCESS, attempt, None)
+        job.log.append(row)
+        store = self._store
+        if store is not None and job.persist:
+            store.on_row(job.name, row)
         if value is not None:
             try:
                 job.results_log.append(run_id, nominal, value)
+                if store is not None and job.persist:
+                    store.on_result(job.name, run_id, nominal, value)
             except Exception:  # an odd return value must not break the scheduler
                 log.exception("nbsched: could not record the value returned by job %r", job.name)
         job.successes += 1
@@ -945,7 +1003,7 @@ class Scheduler:
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), "".join(_tb.format_exception(type(exc), exc, exc.__traceback__)))
         row = (run_id, nominal, started, finished, started - planned, outcome, attempt, err)
-        job.log.append(row)
+        self._append_row(job, row)
         job.last_outcome = outcome
         job.last_started = started
         job.last_finished = finished
@@ -1079,6 +1137,11 @@ class Scheduler:
                 log.exception("nbsched: executor %r failed to shut down", executor)
         self._version += 1
         self._emit_simple(ev.SchedulerShutdown)
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:
+                log.exception("nbsched: closing the store failed")
         global _default
         if _default is self:
             _default = None
