@@ -163,7 +163,7 @@ class Job:
         "_next_ts", "_planned", "_gen", "_paused", "_finished", "_removed",
         "running", "runs", "successes", "failures", "missed", "skipped",
         "last_outcome", "last_started", "last_finished", "last_duration", "last_error",
-        "log", "results_log", "_backlog", "_run_tasks", "_waiters", "persist", "__weakref__",
+        "log", "results_log", "_backlog", "_run_tasks", "_waiters", "persist", "output", "__weakref__",
     )
 
     def __init__(self, scheduler: "Scheduler", name: str, func: Callable[[], Any], trigger: "Trigger",
@@ -198,6 +198,9 @@ class Job:
         self._run_tasks: set = set()
         self._waiters: list = []
         self.persist = False
+        #: Where the job's output goes in a kernel (set by the %%schedule magic; None for API jobs).
+        #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched._kernel.OutputSink.
+        self.output: Any = None
 
     # -- state --------------------------------------------------------------------------------
     @property
