@@ -168,7 +168,7 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
         "error_type": pd.Series(etype, dtype="object"),
         "traceback": pd.Series(tb, dtype="object"),
     })
-    if len(frame) and frame["job"].nunique() > 1:
+    if len(frame) > 1:
         frame = frame.sort_values(["scheduled_at", "run_id", "attempt"], kind="stable").reset_index(drop=True)
     return frame
 

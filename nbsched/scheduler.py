@@ -611,6 +611,10 @@ class Scheduler:
     def _run_now(self, name: str) -> RunHandle:
         job = self.get(name)
         t0 = self._time()
+        fut = self._loop.create_future()
+        # the handle may never be awaited: mark the exception as retrieved so asyncio does not complain
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._run_futures[self._run_ids + 1] = fut
         run_id = self._start_runs(job, [t0], t0, scheduled=False)
         return RunHandle(self, name, run_id)
 

@@ -1,0 +1,236 @@
+"""The store's file: checking it before use, creating it privately, and migrating its schema.
+
+Checks happen in an order that never changes a file we refuse: the SQLite header is read with plain
+file I/O first (magic string, application id, schema version all live in the first 100 bytes), then a
+read-only connection runs ``PRAGMA quick_check``.  Only a file that passes is opened read-write.
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` holds one function per
+version step (``MIGRATIONS[0]`` creates version 1 from an empty file, ``MIGRATIONS[1]`` would turn
+version 1 into 2, ...).  A file newer than this nbsched knows is refused, never downgraded.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
+
+from .errors import NbschedError
+
+__all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES"]
+
+#: ``PRAGMA application_id`` of nbsched stores ("nbsd"): tells our files from other SQLite files.
+APPLICATION_ID = 0x6E627364
+_MAGIC = b"SQLite format 3\x00"
+
+#: Stable integer codes for outcomes in the ``history.outcome`` column (never renumber).
+OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6}
+
+
+class StoreError(NbschedError):
+    """The store file cannot be used: it is not an nbsched store, it is damaged, it was written by a
+    newer nbsched, or it cannot be written.  The message names the path, the problem and what to do;
+    the file is left exactly as it was."""
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """Version 1: owners, job definitions, history, results, leases, and a readable view of runs."""
+    outcome_case = " ".join(f"WHEN {code} THEN '{name}'" for name, code in OUTCOME_CODES.items())
+    script = f"""
+        CREATE TABLE owners (
+            id INTEGER PRIMARY KEY, token TEXT NOT NULL UNIQUE, pid INTEGER, host TEXT,
+            started REAL, heartbeat REAL, closed REAL);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            spec TEXT,                     -- JSON definition; NULL once removed (history is kept)
+            paused INTEGER NOT NULL DEFAULT 0, finished INTEGER NOT NULL DEFAULT 0,
+            next_ts REAL, runs INTEGER NOT NULL DEFAULT 0, saved_by INTEGER, saved_at REAL);
+        CREATE TABLE history (
+            id INTEGER PRIMARY KEY, job INTEGER NOT NULL, owner INTEGER NOT NULL,
+            run_id INTEGER NOT NULL, scheduled REAL NOT NULL, started REAL, finished REAL,
+            lateness REAL NOT NULL, outcome INTEGER NOT NULL, attempt INTEGER NOT NULL,
+            error_type TEXT, error_message TEXT, traceback TEXT);
+        CREATE INDEX history_job ON history(job);
+        CREATE TABLE results (
+            id INTEGER PRIMARY KEY, job INTEGER NOT NULL, owner INTEGER NOT NULL,
+            run_id INTEGER NOT NULL, scheduled REAL NOT NULL,
+            frame INTEGER NOT NULL,        -- 1: one row of a returned DataFrame; 0: a dict/Series/scalar
+            data TEXT NOT NULL);           -- JSON object: column -> value
+        CREATE INDEX results_job ON results(job);
+        CREATE TABLE leases (job TEXT PRIMARY KEY, owner INTEGER NOT NULL, expires REAL NOT NULL);
+        CREATE VIEW runs AS
+            SELECT h.id, j.name AS job, o.pid AS pid, o.host AS host, h.run_id,
+                   strftime('%Y-%m-%d %H:%M:%f', h.scheduled, 'unixepoch') AS scheduled_at,
+                   strftime('%Y-%m-%d %H:%M:%f', h.started, 'unixepoch') AS started_at,
+                   h.finished - h.started AS duration, h.lateness,
+                   CASE h.outcome {outcome_case} END AS outcome, h.attempt,
+                   h.error_type, h.error_message
+            FROM history h JOIN jobs j ON j.id = h.job LEFT JOIN owners o ON o.id = h.owner
+    """
+    for statement in script.split(";\n"):  # not executescript(): it would COMMIT our migration transaction
+        conn.execute(statement)
+
+
+#: One function per schema step; the file's ``user_version`` says how many have been applied.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+
+
+def schema_version() -> int:
+    """The schema version this nbsched writes (and the newest it can read)."""
+    return len(MIGRATIONS)
+
+
+def _fail(path: Path, problem: str, todo: str) -> StoreError:
+    return StoreError(f"cannot use {str(path)!r} as an nbsched store: {problem}. {todo} (the file was not changed)")
+
+
+def _check_header(path: Path) -> tuple[bool, int]:
+    """(is_empty, user_version) from the first 100 bytes; raises StoreError for foreign/newer files."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except IsADirectoryError:
+        raise StoreError(f"cannot use {str(path)!r} as an nbsched store: it is a directory. "
+                         "Pass a file path such as 'jobs.db'") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read the store file {str(path)!r}: {exc.strerror}. "
+                         "Check the path and its permissions") from None
+    if not header:
+        return True, 0
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        raise _fail(path, f"it is not an SQLite database (it starts with {header[:16]!r})",
+                    "Pass the path of an nbsched store or of a file that does not exist yet")
+    version = int.from_bytes(header[60:64], "big", signed=True)
+    app_id = int.from_bytes(header[68:72], "big", signed=True)
+    if app_id not in (0, APPLICATION_ID):
+        raise _fail(path, f"it is an SQLite database of another application (application_id {app_id:#x})",
+                    "Pass a different path for nbsched's store")
+    if app_id == APPLICATION_ID and version > schema_version():
+        raise _fail(path, f"it was written by a newer nbsched (schema version {version}; this nbsched reads "
+                          f"up to {schema_version()})",
+                    "Upgrade nbsched (pip install -U nbsched) or pass another path")
+    return False, version
+
+
+def _probe(path: Path) -> list[str]:
+    """Read-only integrity probe; returns the table names.  Never writes the database file."""
+    siblings = {s: os.path.exists(str(path) + s) for s in ("-wal", "-shm")}
+    uri = "file:" + quote(str(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        verdict, tables = str(exc), []
+    finally:
+        _drop_created_siblings(path, siblings)
+    if verdict != "ok":
+        raise _fail(path, f"the database is damaged ({verdict})",
+                    "Move it aside and start a new store (restore a backup if you have one); "
+                    "`sqlite3 FILE .recover` can salvage rows")
+    return tables
+
+
+def _drop_created_siblings(path: Path, existed: dict[str, bool]) -> None:
+    # A read-only connection on a WAL file leaves an empty -wal and an -shm behind; remove what we
+    # created (only when the -wal is empty, i.e. nobody wrote through it meanwhile).
+    wal = str(path) + "-wal"
+    try:
+        if not existed["-wal"] and os.path.exists(wal) and os.path.getsize(wal) == 0:
+            os.remove(wal)
+            if not existed["-shm"] and os.path.exists(str(path) + "-shm"):
+                os.remove(str(path) + "-shm")
+    except OSError:
+        pass
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty file readable by its owner only (SQLite gives -wal/-shm the same mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process created it first: it is checked like any existing file
+    except FileNotFoundError:
+        raise StoreError(f"cannot create the store {str(path)!r}: the folder {str(path.parent)!r} does not exist. "
+                         "Create it first or pass another path") from None
+    except PermissionError:
+        raise StoreError(f"cannot create the store {str(path)!r}: permission denied. "
+                         "Pass a path in a folder you can write to") from None
+    os.close(fd)
+
+
+def connect(path: Path, *, durable: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A read-write connection with nbsched's settings (WAL, autocommit mode: explicit BEGIN/COMMIT)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread, timeout=10.0)
+    conn.execute("PRAGMA synchronous = " + ("FULL" if durable else "NORMAL"))
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+def open_database(path: Path, *, durable: bool = False) -> sqlite3.Connection:
+    """Check ``path`` (creating it if missing), migrate it to :func:`schema_version`, return a connection.
+
+    Raises :class:`StoreError` - leaving the file untouched - for a non-SQLite file, another
+    application's database, a damaged file or a newer schema.
+    """
+    path = Path(path)
+    if not path.exists():
+        _create_private(path)
+    empty, version = _check_header(path)
+    if not empty:
+        tables = _probe(path)
+        if version == 0 and tables:
+            raise _fail(path, f"it is an SQLite database but not an nbsched store (tables: {', '.join(sorted(tables)[:8])})",
+                        "Pass a different path for nbsched's store")
+    try:
+        conn = connect(path, durable=durable)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {str(path)!r}: {exc}. Check the path and its permissions") from None
+    try:
+        if empty:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"cannot use {str(path)!r} as an nbsched store: SQLite refused WAL mode "
+                             f"(journal_mode is {mode!r}; network file systems do not support it). "
+                             "Put the store on a local disk")
+        _migrate(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot use {str(path)!r} as an nbsched store: {exc}. "
+                         "Check that the disk is writable and not full") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    target = schema_version()
+    if conn.execute("PRAGMA user_version").fetchone()[0] == target:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may have migrated
+    try:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > target:
+            raise _fail(path, f"it was written by a newer nbsched (schema version {current}; this nbsched reads "
+                              f"up to {target})", "Upgrade nbsched (pip install -U nbsched) or pass another path")
+        for step in MIGRATIONS[current:]:
+            step(conn)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def is_private(path: Path) -> bool:
+    """True when no one but the owner may read or write ``path``."""
+    return not (os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
