@@ -1,0 +1,469 @@
+"""``%%schedule`` and ``%schedule``: thin adapters over the Python API.
+
+The cell magic parses its line, compiles the body once (:mod:`nbsched._cell`), wraps it so its output
+goes to the job's own area (:mod:`nbsched._kernel`), calls :meth:`Scheduler.add` and returns the
+job's live card.  Bad input raises ``UsageError`` (so "Run All" stops) and adds nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import shlex
+import threading
+from datetime import datetime
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from . import events as ev
+from ._durations import parse_duration
+from .errors import NbschedError
+from .job import COALESCE_CHOICES, Job
+from .scheduler import Scheduler, get_scheduler
+
+SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
+               "dashboard", "store", "restore", "help")
+
+
+def _state() -> "_KernelState":
+    global _STATE
+    if _STATE is None:
+        _STATE = _KernelState()
+    return _STATE
+
+
+_STATE: "_KernelState | None" = None
+
+
+class _KernelState:
+    """What the extension keeps per kernel: the scheduler, cards, --into bindings, the cell id."""
+
+    def __init__(self) -> None:
+        self.shell = None
+        self.cards: dict[str, Any] = {}
+        self.into: dict[str, str] = {}
+        self.cell_id: str | None = None
+        self.subscription = None
+        self.refresher = None
+
+    def scheduler(self) -> Scheduler:
+        from . import scheduler as mod
+        from ._kernel import kernel_loop
+
+        sched = mod._default
+        if sched is None or sched._shutdown:
+            loop = kernel_loop()
+            with mod._default_lock:
+                sched = mod._default = Scheduler(loop=loop) if loop is not None else Scheduler()
+                if loop is not None:
+                    # the kernel's main loop runs on the main thread; calls from subshells are handed over
+                    sched._bind(loop, threading.main_thread().ident)
+            self._watch(sched)
+        elif self.subscription is None or self.subscription._bus is not sched.events:
+            self._watch(sched)
+        return sched
+
+    def _watch(self, sched: Scheduler) -> None:
+        if self.subscription is not None:
+            self.subscription.unsubscribe()
+        self.subscription = sched.subscribe(self._on_event, kinds=ev.JobEvent)
+
+    def _on_event(self, event: ev.JobEvent) -> None:
+        var = self.into.get(event.job)
+        if var is not None and isinstance(event, (ev.JobExecuted,)) and self.shell is not None:
+            sched = self.scheduler()
+            try:
+                self.shell.user_ns[var] = sched.results(event.job)
+            except Exception:
+                pass
+        card = self.cards.get(event.job)
+        if card is not None:
+            card.mark_dirty()
+        if isinstance(event, (ev.JobRemoved,)):
+            self.into.pop(event.job, None)
+
+
+# ---------------------------------------------------------------------------------- the cell job
+class CellJob:
+    """A compiled cell as a job function: output routed to the job's sink, interruptible, errors shown."""
+
+    def __init__(self, compiled: Any, sink: Any, source: str, line: str, name: str):
+        self.compiled = compiled
+        self.sink = sink
+        self.__name__ = name
+        self.__qualname__ = name
+        self.__nbsched_target__ = {"kind": "cell", "source": source, "line": line}
+
+    def __call__(self) -> Any:
+        from ._kernel import route_output, sync_job_running
+
+        sink = self.sink
+        try:
+            with route_output(sink), sync_job_running():
+                value = self.compiled()
+        except BaseException as exc:
+            if sink is not None:
+                sink.show_exception(exc)
+            raise
+        if inspect.isawaitable(value):
+            return self._await(value)
+        return value
+
+    async def _await(self, coro: Any) -> Any:
+        from ._kernel import interruptible, route_output
+
+        sink = self.sink
+        with route_output(sink):
+            try:
+                return await interruptible(coro)
+            except BaseException as exc:
+                if sink is not None:
+                    sink.show_exception(exc)
+                raise
+
+
+def _default_name(body: str, cell_id: str | None) -> str:
+    """A readable name, stable for the cell: the first assigned/called name + a short hash."""
+    base = "cell"
+    try:
+        import ast
+
+        tree = ast.parse(body)
+        for node in tree.body:
+            target = None
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                tgt = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                target = getattr(tgt, "id", None) or getattr(tgt, "attr", None)
+            elif isinstance(node, ast.Expr):
+                value = node.value.value if isinstance(node.value, ast.Await) else node.value
+                if isinstance(value, ast.Call):
+                    fn = value.func
+                    target = getattr(fn, "id", None) or getattr(fn, "attr", None)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if target:
+                base = re.sub(r"[^A-Za-z0-9_]", "", target)[:24] or "cell"
+                break
+    except SyntaxError:
+        pass
+    key = cell_id or body
+    return f"{base}-{hashlib.sha1(key.encode()).hexdigest()[:4]}"
+
+
+def _split_line(line: str) -> tuple[str, list[str]]:
+    """SPEC words up to the first ``--option``; the rest are options."""
+    try:
+        tokens = shlex.split(line, posix=True)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the %%schedule line {line!r}: {exc}") from None
+    for i, tok in enumerate(tokens):
+        if tok.startswith("--"):
+            return " ".join(tokens[:i]), tokens[i:]
+    return " ".join(tokens), []
+
+
+def _until(value: str, sched: Scheduler, tz: Any) -> float:
+    from .clock import resolve_zone
+    from .triggers import parse_trigger
+
+    try:
+        return parse_trigger(f"at {value}", tz=tz or sched.tz, now=sched.clock.time()).next_timestamp(float("-inf"))
+    except NbschedError:
+        pass
+    try:
+        return sched.clock.time() + parse_duration(value, what="--until")
+    except NbschedError:
+        raise UsageError(
+            f"invalid --until {value!r}: give a date/time ('2026-12-01 18:00', '18:00') or a duration from now ('2h')"
+        ) from None
+
+
+@magics_class
+class ScheduleMagics(Magics):
+    @magic_arguments()
+    @argument("SPEC", nargs="*", help="when to run: 'every 5m', 'cron 0 9 * * mon-fri', 'daily at 09:30', "
+                                       "'at 2026-12-01 09:00', 'in 10m' (see nbsched.parse_trigger)")
+    @argument("--name", help="job name (default: derived from the cell, stable when the cell is re-run)")
+    @argument("--tz", help="IANA time zone for cron/at/daily specs (default: the scheduler's, local)")
+    @argument("--max-runs", type=int, help="stop after this many runs")
+    @argument("--until", help="no runs after this time ('2026-12-01 18:00', '18:00', or a duration like '2h')")
+    @argument("--retries", type=int, help="further attempts after a failure (default 0)")
+    @argument("--retry-delay", help="wait before the first retry (default 1s)")
+    @argument("--backoff", type=float, help="multiply the retry delay by this each time (default 2)")
+    @argument("--max-retry-delay", help="longest wait between retries (default 5m)")
+    @argument("--timeout", help="stop a run after this long (e.g. 30s)")
+    @argument("--jitter", help="random delay up to this much added to each fire time")
+    @argument("--max-instances", type=int, help="runs allowed at once (default 1; extra fires are skipped)")
+    @argument("--coalesce", choices=COALESCE_CHOICES, help="after the kernel was busy: run the latest missed "
+                                                            "fire time (default), the earliest, or all")
+    @argument("--misfire-grace", help="how late a run may start before it is recorded as missed")
+    @argument("--executor", help="loop (default), thread, or a registered executor")
+    @argument("--now", action="store_true", help="also run once immediately")
+    @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
+    @argument("--quiet", action="store_true", help="show no card")
+    @argument("--persist", action="store_true", help="save the job, its history and results to the store")
+    @argument("--paused", action="store_true", help="add the job paused")
+    @cell_magic
+    def schedule(self, line: str, cell: str) -> Any:
+        """Turn this cell into a job that runs on the kernel's event loop, in the notebook namespace.
+
+        The body runs on every fire (top-level ``await`` allowed; assignments land in the namespace;
+        the last expression's value goes into the job's results frame).  Re-running the cell
+        replaces its job.  The output is the job's live card with its own output area.
+        """
+        st = _state()
+        spec, option_tokens = _split_line(line)
+        if not spec:
+            raise UsageError("%%schedule needs a SPEC, e.g. '%%schedule every 5m' or '%%schedule cron 0 9 * * mon-fri' "
+                             "(see '%%schedule?')")
+        args = parse_argstring(self.schedule, shlex.join(option_tokens))
+        if args.SPEC:
+            raise UsageError(f"unexpected words after the options: {' '.join(args.SPEC)!r}; put the SPEC first")
+        sched = st.scheduler()
+        options: dict[str, Any] = {}
+        for key in ("max_runs", "retries", "retry_delay", "backoff", "max_retry_delay", "timeout", "jitter",
+                    "max_instances", "coalesce", "misfire_grace", "executor"):
+            value = getattr(args, key)
+            if value is not None:
+                options[key] = value
+        if args.until is not None:
+            options["until"] = _until(args.until, sched, args.tz)
+        if args.into is not None and not args.into.isidentifier():
+            raise UsageError(f"invalid --into {args.into!r}: give a Python variable name (e.g. --into prices)")
+        if not cell.strip():
+            raise UsageError("the %%schedule cell is empty: put the code to run on schedule below the magic line")
+        name = args.name or _default_name(cell, st.cell_id)
+        from ._cell import compile_cell
+
+        try:
+            compiled = compile_cell(cell, self.shell.user_ns, filename=f"<schedule {name}>")
+        except SyntaxError as exc:
+            raise UsageError(f"syntax error in the %%schedule cell (line {exc.lineno}): {exc.msg}; "
+                             "no job was created") from None
+        executor = options.get("executor", "loop")
+        if executor == "process":
+            raise UsageError("a cell cannot run in the process executor (it is not importable): "
+                             "use --executor thread, or schedule an imported function with nbsched.get_scheduler().add")
+        if compiled.is_async and executor != "loop":
+            raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
+        from ._kernel import OutputSink, kernel_loop
+
+        old = sched._jobs.get(name)
+        sink = old.output if old is not None and getattr(old, "output", None) is not None else None
+        if sink is None:
+            sink = OutputSink(loop=kernel_loop())
+        func = CellJob(compiled, sink, cell, line, name)
+        try:
+            job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
+                            persist=True if args.persist else None, **options)
+        except NbschedError as exc:
+            raise UsageError(str(exc)) from None
+        job.output = sink
+        if args.into:
+            st.into[name] = args.into
+            self.shell.user_ns[args.into] = sched.results(name)
+        else:
+            st.into.pop(name, None)
+        from ._card import JobCard, ensure_refresher
+
+        card = JobCard(sched, name)
+        old_card = st.cards.get(name)
+        if old_card is not None:
+            old_card.retire("replaced by a newer run of its cell")
+        st.cards[name] = card
+        ensure_refresher(st)
+        if args.quiet:
+            return None
+        return card
+
+    @line_magic("schedule")
+    def schedule_line(self, line: str) -> Any:
+        """%schedule list | pause NAME | resume NAME | run NAME | remove NAME | remove --all |
+        history [NAME] | results NAME | preview NAME [N] | stop | dashboard | store [PATH] | restore [PATH]"""
+        st = _state()
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"cannot read {line!r}: {exc}") from None
+        if not words:
+            raise UsageError(f"%schedule needs a subcommand: {', '.join(SUBCOMMANDS)} (or use %%schedule SPEC on a cell)")
+        cmd, rest = words[0], words[1:]
+        if cmd not in SUBCOMMANDS:
+            raise UsageError(f"unknown %schedule subcommand {cmd!r}: choose one of {', '.join(SUBCOMMANDS)}")
+        sched = st.scheduler()
+        try:
+            return getattr(self, "_cmd_" + cmd)(sched, rest)
+        except NbschedError as exc:
+            raise UsageError(str(exc)) from None
+
+    # -- subcommands ---------------------------------------------------------------------------
+    def _one(self, sched: Scheduler, rest: list[str], cmd: str) -> Job:
+        if len(rest) != 1:
+            names = ", ".join(j.name for j in sched.jobs) or "none yet"
+            raise UsageError(f"%schedule {cmd} needs one job name (jobs: {names})")
+        return sched.get(rest[0])
+
+    def _card(self, sched: Scheduler, name: str) -> Any:
+        from ._card import JobCard
+
+        card = _state().cards.get(name)
+        if card is None or card.retired:
+            card = JobCard(sched, name)
+        card.refresh(force=True)
+        return card
+
+    def _cmd_help(self, sched: Scheduler, rest: list[str]) -> str:
+        print(self.schedule_line.__doc__)
+
+    def _cmd_list(self, sched: Scheduler, rest: list[str]):
+        from ._card import jobs_table
+
+        return jobs_table(sched)
+
+    def _cmd_pause(self, sched, rest):
+        job = self._one(sched, rest, "pause")
+        sched.pause(job.name)
+        return self._card(sched, job.name)
+
+    def _cmd_resume(self, sched, rest):
+        job = self._one(sched, rest, "resume")
+        sched.resume(job.name)
+        return self._card(sched, job.name)
+
+    def _cmd_run(self, sched, rest):
+        job = self._one(sched, rest, "run")
+        sched.run_now(job.name)
+        return self._card(sched, job.name)
+
+    def _cmd_remove(self, sched, rest):
+        if rest == ["--all"]:
+            n = len(sched.jobs)
+            for name in [j.name for j in sched.jobs]:
+                sched.remove(name)
+                card = _state().cards.pop(name, None)
+                if card is not None:
+                    card.retire("removed")
+            print(f"removed {n} job(s)")
+            return None
+        job = self._one(sched, rest, "remove")
+        sched.remove(job.name)
+        card = _state().cards.pop(job.name, None)
+        if card is not None:
+            card.retire("removed")
+        print(f"removed job {job.name!r}")
+
+    def _cmd_history(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("%schedule history takes at most one job name")
+        if rest and rest[0] not in sched._logs:
+            sched.get(rest[0])  # raises with the list of names
+        return sched.history(rest[0] if rest else None)
+
+    def _cmd_results(self, sched, rest):
+        if len(rest) != 1:
+            raise UsageError(f"%schedule results needs one job name (jobs: {', '.join(j.name for j in sched.jobs) or 'none yet'})")
+        if rest[0] not in sched._logs:
+            sched.get(rest[0])
+        return sched.results(rest[0])
+
+    def _cmd_preview(self, sched, rest):
+        if not rest or len(rest) > 2:
+            raise UsageError("usage: %schedule preview NAME [N]")
+        job = sched.get(rest[0])
+        n = 5
+        if len(rest) == 2:
+            if not rest[1].isdigit() or int(rest[1]) < 1:
+                raise UsageError(f"invalid N {rest[1]!r}: give a positive whole number, e.g. %schedule preview {job.name} 10")
+            n = int(rest[1])
+        import pandas as pd
+
+        return pd.DataFrame({"fire_time": job.preview(n)})
+
+    def _cmd_stop(self, sched, rest):
+        n = len(sched.jobs)
+        sched.shutdown(wait=False)
+        st = _state()
+        for card in st.cards.values():
+            card.retire("scheduler stopped")
+        st.cards.clear()
+        print(f"scheduler stopped ({n} job(s) ended); the next %%schedule starts a new one")
+
+    def _cmd_dashboard(self, sched, rest):
+        from . import dashboard
+
+        return dashboard(sched)
+
+    def _cmd_store(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule store [PATH]  (default: nbsched.db in the working directory)")
+        store = sched.attach_store(rest[0] if rest else None, persist_all=True)
+        print(f"store attached: {getattr(store, 'path', store)} - every job added from now on is persisted")
+        return None
+
+    def _cmd_restore(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule restore [PATH]")
+        jobs = sched.restore(rest[0] if rest else None, namespace=self.shell.user_ns)
+        from ._card import jobs_table
+
+        print(f"restored {len(jobs)} job(s)")
+        return jobs_table(sched)
+
+
+def _pre_run_cell(info: Any) -> None:
+    _state().cell_id = getattr(info, "cell_id", None)
+
+
+def load(ipython: Any) -> None:
+    from ._kernel import install_interrupt_handler, install_router, kernel_loop
+
+    st = _state()
+    st.shell = ipython
+    ipython.register_magics(ScheduleMagics)
+    try:
+        ipython.events.register("pre_run_cell", _pre_run_cell)
+    except Exception:
+        pass
+    loop = kernel_loop()
+    st.scheduler()
+    if loop is not None:
+        install_router(ipython)
+        install_interrupt_handler(loop, _is_job_task, _on_interrupt)
+
+
+def _is_job_task(task: Any) -> bool:
+    return task is not None and task.get_name().startswith("nbsched:")
+
+
+def _on_interrupt(task: Any) -> None:
+    # the run itself is recorded 'interrupted' and its job paused by the scheduler; refresh cards
+    for card in list(_state().cards.values()):
+        card.mark_dirty()
+
+
+def unload(ipython: Any) -> None:
+    from . import scheduler as mod
+    from ._kernel import uninstall_interrupt_handler, uninstall_router
+
+    st = _state()
+    sched = mod._default
+    if sched is not None and not sched._shutdown:
+        sched.shutdown(wait=False)
+    for card in st.cards.values():
+        card.retire("extension unloaded")
+    st.cards.clear()
+    if st.refresher is not None:
+        st.refresher.cancel()
+        st.refresher = None
+    if st.subscription is not None:
+        st.subscription.unsubscribe()
+        st.subscription = None
+    try:
+        ipython.events.unregister("pre_run_cell", _pre_run_cell)
+    except Exception:
+        pass
+    uninstall_router()
+    uninstall_interrupt_handler()
