@@ -916,6 +916,7 @@ class Scheduler:
                 delay = min(policy.retry_delay * policy.backoff ** (attempt - 1), policy.max_retry_delay)
                 if self.events.wants(ev.JobRetried):
                     self.events.emit(ev.JobRetried(self.clock.now(), job.name, run_id, attempt + 1, timedelta(seconds=delay)))
+                planned = finished + delay  # the retry's own lateness is measured from its planned start
                 try:
                     await self.clock.sleep(delay)
                 except asyncio.CancelledError:

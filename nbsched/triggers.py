@@ -378,7 +378,10 @@ def _gap_end(wall: datetime, tz: tzinfo) -> float:
 
 def _describe_cron(f: dict[str, str]) -> str | None:
     minute, hour, dom, month, dow = f["minute"], f["hour"], f["day of month"], f["month"], f["day of week"]
-    if f.get("second", "0") != "0":
+    second = f.get("second", "0")
+    if second != "0":
+        if second.startswith("*/") and second[2:].isdigit() and minute == hour == dom == month == dow == "*":
+            return f"every {second[2:]} seconds"
         return None
     if dom != "*" or month != "*":
         return None
