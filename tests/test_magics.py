@@ -1,0 +1,208 @@
+"""%%schedule and %schedule end to end, in real kernels (ipykernel 7.x and 6.29), through jupyter_client.
+
+Assertions read kernel-side state and iopub messages; waiting is polling, never blind sleeping.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernel_harness import REPO_ROOT, parent_id
+
+pytestmark = pytest.mark.kernel
+
+JOBS = "[j.name for j in __import__('nbsched').get_scheduler().jobs]"
+
+
+def outcomes(kernel, name):
+    return kernel.value(f"list(__import__('nbsched').get_scheduler().history({name!r})['outcome'].astype(str))")
+
+
+def test_job_fires_while_idle_and_during_await_cell(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("%%schedule every 0.2s --name tick --quiet\nticks = globals().get('ticks', 0) + 1")
+    kernel.poll_until(lambda: kernel.value("globals().get('ticks', 0)") >= 3, timeout=15, message="job never fired while idle")
+    before = kernel.value("ticks")
+    kernel.run("import asyncio\nawait asyncio.sleep(1.0)\nduring = ticks")
+    assert kernel.value("during") >= before + 3  # it kept firing while the cell awaited
+
+
+def test_output_goes_only_to_the_jobs_area(kernel):
+    kernel.run("%load_ext nbsched")
+    defining = kernel.run(
+        "%%schedule every 0.1s --name chatty\n"
+        "print('JOB-OUT', globals().setdefault('k', [0]).__setitem__(0, k[0] + 1) or k[0])\n"
+        "from IPython.display import display\n"
+        "display({'text/plain': 'JOB-DISPLAY'}, raw=True)"
+    )
+    kernel.poll_until(lambda: kernel.value("globals().get('k', [0])[0]") >= 3, timeout=15)
+    # a cell printing concurrently keeps its own output clean
+    other = kernel.run("import asyncio\nfor i in range(5):\n    print('CELL', i)\n    await asyncio.sleep(0.1)")
+    assert other.stdout == "".join(f"CELL {i}\n" for i in range(5))
+    kernel.poll_until(lambda: kernel.value("globals().get('k', [0])[0]") >= 8, timeout=15)
+    for msg in kernel.messages(("stream", "display_data", "update_display_data", "execute_result")):
+        text = json.dumps(msg["content"])
+        if "JOB-OUT" in text or "JOB-DISPLAY" in text:
+            raise AssertionError(f"job output escaped to cell {parent_id(msg)}: {msg['msg_type']} {text[:200]}")
+    area = kernel.value("__import__('nbsched').get_scheduler().get('chatty').output.stream_text()")
+    assert "JOB-OUT 1" in area
+    assert kernel.value("any('JOB-DISPLAY' in str(o) for o in __import__('nbsched').get_scheduler().get('chatty').output.outputs)")
+    assert defining.status == "ok"
+
+
+def test_thread_executor_keeps_routing(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("%%schedule every 0.2s --name threaded --executor thread --quiet\n"
+               "import threading\nprint('FROM-THREAD', threading.current_thread().name)")
+    kernel.poll_until(lambda: "FROM-THREAD nbsched" in kernel.value(
+        "__import__('nbsched').get_scheduler().get('threaded').output.stream_text()"), timeout=15)
+    assert not [m for m in kernel.messages("stream") if "FROM-THREAD" in m["content"]["text"]]
+
+
+def test_rerunning_the_cell_replaces_the_job_and_into_binds_a_frame(kernel):
+    kernel.run("%load_ext nbsched")
+    cell = "%%schedule every 0.2s --into frame --quiet\nvalue = globals().get('value', 0) + 1\n{'value': value}"
+    kernel.run(cell)
+    kernel.run(cell)
+    assert len(kernel.value(JOBS)) == 1
+    kernel.poll_until(lambda: kernel.value("len(frame)") >= 2, timeout=15)
+    assert kernel.value("list(frame.columns)")[:3] == ["run_id", "scheduled_at", "value"]
+    assert kernel.value("type(frame).__name__") == "DataFrame"
+    # the name is derived from the cell and shown on the card
+    name = kernel.value(JOBS)[0]
+    assert name.startswith("value-")
+
+
+def test_blocking_cell_delays_jobs_and_missed_runs_are_recorded(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("%%schedule every 0.2s --name steady --quiet\nsteady = globals().get('steady', 0) + 1")
+    kernel.poll_until(lambda: kernel.value("globals().get('steady', 0)") >= 2, timeout=15)
+    kernel.run("import time\ntime.sleep(1.5)")  # blocks the loop
+    kernel.poll_until(lambda: "missed" in outcomes(kernel, "steady"), timeout=15)
+    got = outcomes(kernel, "steady")
+    assert got.count("missed") >= 4
+    card = kernel.user_expression("repr(__import__('nbsched._magics', fromlist=['_state'])._state().cards['steady'])")
+    assert "missed while the kernel was busy" in card
+
+
+def test_interrupt_stops_a_runaway_job_and_kernel_stays_usable(kernel, tmp_path):
+    marker = tmp_path / "started"
+    kernel.run("%load_ext nbsched")
+    kernel.run(f"%%schedule every 0.5s --name runaway --quiet\nopen({str(marker)!r}, 'w').close()\nwhile True:\n    pass")
+    kernel.poll_until(marker.exists, timeout=15, message="the runaway job never started")
+    # the job now blocks the loop: interrupt until the kernel answers again
+    kernel.poll_until(lambda: kernel.interrupt() or _idle_and_answers(kernel), timeout=20, interval=0.5,
+                      message="kernel did not come back after interrupting the runaway job")
+    assert "interrupted" in outcomes(kernel, "runaway")
+    assert kernel.value("str(__import__('nbsched').get_scheduler().get('runaway').state)") == "paused"
+    # normal cells are still interrupted as before
+    msg_id = kernel.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(30)", wait=False)
+    kernel.poll_until(lambda: kernel.messages("stream", parent=msg_id), timeout=10)
+    kernel.interrupt()
+    reply = kernel.wait_for_reply(msg_id, timeout=15)
+    assert reply.reply["content"].get("ename") == "KeyboardInterrupt"
+    assert kernel.run("1 + 1").status == "ok"
+
+
+def _idle_and_answers(kernel):
+    try:
+        return kernel.value("1 + 1", timeout=1.5) == 2
+    except Exception:
+        return False
+
+
+BAD_INPUTS = [
+    ("%%schedule every 5 parsecs\nx = 1", "unknown unit 'parsecs'"),
+    ("%%schedule every 0s\nx = 1", "more than zero"),
+    ("%%schedule every -1m\nx = 1", "more than zero"),
+    ("%%schedule cron 61 * * * *\nx = 1", "minute field '61'"),
+    ("%%schedule cron * * *\nx = 1", "expected 5 fields"),
+    ("%%schedule at 2025-13-01\nx = 1", "month must be in 1..12"),
+    ("%%schedule every 5m --tz Mars/Olympus\nx = 1", "unknown time zone"),
+    ("%%schedule sometimes\nx = 1", "unknown trigger spec"),
+    ("%%schedule\nx = 1", "needs a SPEC"),
+    ("%%schedule every 5m --coalesce sometimes\nx = 1", "invalid choice"),
+    ("%%schedule every 5m --retries -2\nx = 1", "retries -2"),
+    ("%%schedule every 5m --max-instances 0\nx = 1", "max_instances 0"),
+    ("%%schedule every 5m --timeout forever\nx = 1", "invalid timeout"),
+    ("%%schedule every 5m --colour red\nx = 1", "unrecognized arguments"),
+    ("%%schedule every 5m --into 2fast\nx = 1", "invalid --into"),
+    ("%%schedule every 5m --executor gpu\nx = 1", "unknown executor 'gpu'"),
+    ("%%schedule every 5m --executor process\nx = 1", "process executor"),
+    ("%%schedule every 5m\nx = (", "syntax error"),
+    ("%%schedule every 5m\n   \n", "cell is empty"),
+    ("%%schedule at 2020-01-01 09:00\nx = 1", "never fires"),
+    ("%schedule frobnicate", "unknown %schedule subcommand 'frobnicate'"),
+    ("%schedule pause nosuchjob", "no job named 'nosuchjob'"),
+    ("%schedule results nosuchjob", "no job named 'nosuchjob'"),
+    ("%schedule preview keeper zero", "invalid N"),
+    ("%schedule", "needs a subcommand"),
+]
+
+
+def test_bad_inputs_raise_usage_error_and_change_nothing(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("%%schedule every 1h --name keeper --quiet\nkept = 1")
+    before = kernel.value(JOBS)
+    for code, fragment in BAD_INPUTS:
+        result = kernel.execute(code)
+        content = result.reply["content"]
+        assert content["status"] == "error", code
+        assert content["ename"] == "UsageError", (code, content["ename"], content["evalue"])
+        assert fragment in content["evalue"], (code, content["evalue"])
+        assert kernel.value(JOBS) == before, code
+    assert len(BAD_INPUTS) >= 15
+
+
+def test_line_magic_subcommands(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("%%schedule every 0.2s --name sub --quiet\n{'n': 1}")
+    kernel.poll_until(lambda: kernel.value("len(__import__('nbsched').get_scheduler().history('sub'))") >= 1, timeout=15)
+    for code, needle in [("%schedule list", "sub"), ("%schedule history sub", "run_id"),
+                         ("%schedule results sub", "run_id"), ("%schedule preview sub 3", "fire_time"),
+                         ("%schedule pause sub", "paused"), ("%schedule resume sub", "sub"),
+                         ("%schedule run sub", "sub")]:
+        result = kernel.run(code)
+        shown = " ".join(m["content"]["data"].get("text/plain", "") for m in result.of_type("execute_result"))
+        assert needle in shown, (code, shown[:300])
+    kernel.run("%schedule remove sub")
+    assert kernel.value(JOBS) == []
+    kernel.run("%schedule stop")
+    assert kernel.value("__import__('nbsched.scheduler', fromlist=['x'])._default is None")
+
+
+def test_unload_stops_every_job_and_leaves_no_tasks(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("%%schedule every 0.1s --name a --quiet\nimport asyncio\nawait asyncio.sleep(0.05)")
+    kernel.poll_until(lambda: kernel.value("len(__import__('nbsched').get_scheduler().history('a'))") >= 2, timeout=15)
+    kernel.run("%unload_ext nbsched")
+    kernel.run("import asyncio\nawait asyncio.sleep(0.3)")
+    left = kernel.value("[t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith('nbsched:') and not t.done()]")
+    assert left == []
+
+
+@pytest.mark.parametrize("kernel_python", ["ipykernel-current"], indirect=True)
+def test_nbsched_run_on_quickstart_produces_frames(tmp_path, kernel_python):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "nbsched", "run", str(REPO_ROOT / "notebooks" / "quickstart.ipynb"),
+                           "--for", "3s", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sample" in proc.stdout and "flaky" in proc.stdout
+    import pandas as pd
+
+    for name in ["sample", "flaky", "aggregate", "ping"]:
+        hist = pd.read_csv(out / f"{name}.history.csv")
+        assert len(hist) > 0, name
+    assert len(pd.read_csv(out / "sample.results.csv")) >= 2
+    flaky = pd.read_csv(out / "flaky.history.csv")
+    assert {"error", "success"} <= set(flaky["outcome"])
+
+
+def test_every_notebook_executes(tmp_path):
+    """Every notebook in notebooks/ runs top to bottom in a real kernel without error."""
+    for nb in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        proc = subprocess.run([sys.executable, "-m", "nbsched", "run", str(nb), "--for", "1s",
+                               "--out", str(tmp_path / nb.stem)], capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, f"{nb.name}:\n{proc.stdout}\n{proc.stderr}"
