@@ -204,10 +204,11 @@ function render({ model, el: host }) {
       banner.hidden = true;
       return;
     }
-    const parts = [`${sched.jobs} job${sched.jobs === 1 ? "" : "s"}`];
+    const plural = (n, word) => `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
+    const parts = [plural(sched.jobs, "job")];
     if (sched.running) parts.push(`${sched.running} running`);
     parts.push(`${sched.failing} failing`);
-    parts.push(`${sched.fires} runs`, `${sched.errors} errors`);
+    parts.push(plural(sched.fires, "run"), plural(sched.errors, "error"));
     parts.push(sched.shutdown ? "scheduler shut down" : sched.paused ? "scheduler paused" : "scheduler running");
     summary.textContent = parts.join(" \u00b7 ");
     summary.classList.toggle("has-failing", sched.failing > 0);

@@ -11,6 +11,7 @@ version 1 into 2, ...).  A file newer than this nbsched knows is refused, never 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -59,7 +60,10 @@ def _v1(conn: sqlite3.Connection) -> None:
             frame INTEGER NOT NULL,        -- 1: one row of a returned DataFrame; 0: a dict/Series/scalar
             data TEXT NOT NULL);           -- JSON object: column -> value
         CREATE INDEX results_job ON results(job);
-        CREATE TABLE leases (job TEXT PRIMARY KEY, owner INTEGER NOT NULL, expires REAL NOT NULL);
+        CREATE TABLE leases (
+            job TEXT PRIMARY KEY, owner INTEGER NOT NULL,
+            expires REAL NOT NULL,         -- wall clock; 0 once released
+            fence REAL NOT NULL);          -- scheduler clock: the holder ran no fire time after this
         CREATE VIEW runs AS
             SELECT h.id, j.name AS job, o.pid AS pid, o.host AS host, h.run_id,
                    strftime('%Y-%m-%d %H:%M:%f', h.scheduled, 'unixepoch') AS scheduled_at,
@@ -69,8 +73,15 @@ def _v1(conn: sqlite3.Connection) -> None:
                    h.error_type, h.error_message
             FROM history h JOIN jobs j ON j.id = h.job LEFT JOIN owners o ON o.id = h.owner
     """
-    for statement in script.split(";\n"):  # not executescript(): it would COMMIT our migration transaction
-        conn.execute(statement)
+    _execute_script(conn, script)
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the caller's transaction (``executescript`` would COMMIT it)."""
+    text = re.sub(r"--[^\n]*", "", script)
+    for statement in text.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 #: One function per schema step; the file's ``user_version`` says how many have been applied.

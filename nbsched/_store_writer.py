@@ -20,6 +20,8 @@ connection:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
 import threading
 from collections import deque
@@ -42,6 +44,17 @@ _NO_FROM = float("-inf")
 _DEFAULT_POLICY = JobPolicy()
 
 
+class _NullLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NULL_LOCK = _NullLock()
+
+
 def _drain(queue: deque) -> list:
     out = []
     pop = queue.popleft
@@ -53,41 +66,66 @@ def _drain(queue: deque) -> list:
 
 
 def acquire_leases(conn: sqlite3.Connection, store: "SQLiteStore", names, t: float) -> dict[str, float]:
-    """Inside a transaction: take the leases of ``names`` that are free or expired.
+    """Inside a transaction: take the leases of ``names`` that are free, expired or held by a dead process.
 
-    Returns name -> the first nominal fire time this process may run: any, for a lease nobody held
-    or we held last; *now* (scheduler clock) for one taken over from another process, which may
-    have run fire times up to its expiry.
+    Returns name -> the nominal fire time after which this process may run the job: any for a
+    lease nobody held, we held last, or whose holder is known dead (its runs are in the history,
+    which a restore resumes from); the old holder's *fence* for a lease that expired or was released.
     """
     owner = store.owner_id
-    current: dict[str, tuple[int, float]] = {}
+    current: dict[str, tuple[int, float, float]] = {}
     chunk = list(names)
     for i in range(0, len(chunk), 500):
         part = chunk[i:i + 500]
-        q = "SELECT job, owner, expires FROM leases WHERE job IN (" + ",".join("?" * len(part)) + ")"
-        for job, holder, expires in conn.execute(q, part):
-            current[job] = (holder, expires)
+        q = "SELECT job, owner, expires, fence FROM leases WHERE job IN (" + ",".join("?" * len(part)) + ")"
+        for job, holder, expires, fence in conn.execute(q, part):
+            current[job] = (holder, expires, fence)
     got: dict[str, float] = {}
     inserts, updates = [], []
-    takeover_from = None
+    dead: dict[int, bool] = {}
+    expires, fence = t + store.lease_ttl, store._sched_now() + store.lease_ttl
     for name in chunk:
         prev = current.get(name)
         if prev is None:
-            inserts.append((name, owner, t + store.lease_ttl))
+            inserts.append((name, owner, expires, fence))
             got[name] = _NO_FROM
-        elif prev[0] == owner or prev[1] < t:
-            updates.append((owner, t + store.lease_ttl, name))
-            if prev[0] == owner:
-                got[name] = _NO_FROM
-            else:
-                if takeover_from is None:
-                    takeover_from = store._sched_now()
-                got[name] = takeover_from
+            continue
+        holder, until, their_fence = prev
+        if holder == owner:
+            got[name] = _NO_FROM
+        elif until < t:
+            got[name] = their_fence
+        else:
+            if holder not in dead:
+                dead[holder] = _owner_dead(conn, holder)
+            if not dead[holder]:
+                continue  # a live process runs it
+            got[name] = _NO_FROM
+        updates.append((owner, expires, fence, name))
     if inserts:
-        conn.executemany("INSERT INTO leases(job, owner, expires) VALUES (?,?,?)", inserts)
+        conn.executemany("INSERT INTO leases(job, owner, expires, fence) VALUES (?,?,?,?)", inserts)
     if updates:
-        conn.executemany("UPDATE leases SET owner = ?, expires = ? WHERE job = ?", updates)
+        conn.executemany("UPDATE leases SET owner = ?, expires = ?, fence = ? WHERE job = ?", updates)
     return got
+
+
+def _owner_dead(conn: sqlite3.Connection, owner: int) -> bool:
+    """True when ``owner`` closed the store, or was a process on this host that no longer exists."""
+    row = conn.execute("SELECT pid, host, closed FROM owners WHERE id = ?", (owner,)).fetchone()
+    if row is None:
+        return True
+    pid, host, closed = row
+    if closed is not None:
+        return True
+    if host != socket.gethostname() or pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process: it exists
+        return False
+    return False
 
 
 class BatchWriter:
@@ -156,7 +194,8 @@ class BatchWriter:
                 elif kind == "remove":
                     conn.execute("UPDATE jobs SET spec = NULL, saved_by = ?, saved_at = ? WHERE name = ?",
                                  (owner, store._wall(), op[1]))
-                    conn.execute("UPDATE leases SET expires = 0 WHERE job = ? AND owner = ?", (op[1], owner))
+                    conn.execute("UPDATE leases SET expires = 0, fence = ? WHERE job = ? AND owner = ?",
+                                 (store._sched_now(), op[1], owner))
                     self.states.pop(op[1], None)
                 elif kind == "forget":
                     jid = self.ids.pop(op[1], None)
@@ -253,13 +292,14 @@ class BatchWriter:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute("UPDATE owners SET heartbeat = ? WHERE id = ?", (t, owner))
-                conn.execute("UPDATE leases SET expires = ? WHERE owner = ? AND expires >= ?", (t + ttl, owner, t))
+                conn.execute("UPDATE leases SET expires = ?, fence = ? WHERE owner = ? AND expires >= ?",
+                             (t + ttl, store._sched_now() + ttl, owner, t))
                 held = {r[0] for r in conn.execute("SELECT job FROM leases WHERE owner = ? AND expires >= ?",
                                                    (owner, t))}
                 unwanted = held - wanted
                 if unwanted:
-                    conn.executemany("UPDATE leases SET expires = 0 WHERE job = ? AND owner = ?",
-                                     [(n, owner) for n in unwanted])
+                    conn.executemany("UPDATE leases SET expires = 0, fence = ? WHERE job = ? AND owner = ?",
+                                     [(store._sched_now(), n, owner) for n in unwanted])
                     held -= unwanted
                 acquired = acquire_leases(conn, store, wanted - held, t) if wanted - held else {}
                 conn.execute("COMMIT")
@@ -280,7 +320,8 @@ class BatchWriter:
 
     def release_all(self) -> None:
         store = self.store
-        self.conn.execute("UPDATE leases SET expires = 0 WHERE owner = ?", (store.owner_id,))
+        self.conn.execute("UPDATE leases SET expires = 0, fence = ? WHERE owner = ? AND expires > 0",
+                          (store._sched_now(), store.owner_id))
         self.conn.execute("UPDATE owners SET closed = ?, heartbeat = ? WHERE id = ?",
                           (store._wall(), store._wall(), store.owner_id))
         store._leases.clear()
@@ -447,9 +488,13 @@ class WriterThread(threading.Thread):
         ops = _drain(store._ops)
         rows = _drain(store._rows)
         if not ops and not rows:
+            if store._pending_leases:
+                store._take_pending_leases(writer.conn, _NULL_LOCK)
             return
         try:
             after = writer.write(ops, rows)
+            if store._pending_leases:
+                store._take_pending_leases(writer.conn, _NULL_LOCK)
             self._failures = 0
         except sqlite3.Error as exc:
             self._failures += 1

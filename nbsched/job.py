@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -76,17 +76,20 @@ class JobPolicy:
     @classmethod
     def build(cls, base: "JobPolicy | None" = None, **options: Any) -> "JobPolicy":
         """Validate user options (raising :class:`PolicyError` with the valid choices) over ``base``."""
-        valid = cls.names()
+        if not options:
+            return base or cls()
+        valid = _POLICY_NAMES
         unknown = [k for k in options if k not in valid]
         if unknown:
             raise PolicyError(f"unknown option {unknown[0]!r}: valid options are {', '.join(valid)}")
-        values = asdict(base or cls())
-        for key, value in options.items():
-            values[key] = _check(key, value)
-        return cls(**values)
+        checked = {key: _check(key, value) for key, value in options.items()}
+        return replace(base or cls(), **checked)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_POLICY_NAMES = tuple(f.name for f in fields(JobPolicy))
 
 
 def _int(key: str, value: Any, minimum: int, allow_none: bool) -> int | None:
@@ -173,8 +176,8 @@ class Job:
         self.func = func
         self.trigger = trigger
         self.policy = policy
-        self.meta = dict(meta or {})
-        self.is_coroutine = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+        self.meta = dict(meta) if meta else {}
+        self.is_coroutine = _is_coroutine_function(func)
         self._next_ts: float | None = None
         self._planned: float | None = None
         self._gen = 0
@@ -194,9 +197,11 @@ class Job:
         self.last_error: str | None = None
         self.log = log
         self.results_log = results
-        self._backlog: list[float] = []
-        self._run_tasks: set = set()
-        self._waiters: list = []
+        # created on first use: a job usually needs none of them, and 100,000 jobs x 3 containers
+        # would make the garbage collector's work (and add()) noticeably slower
+        self._backlog: list[float] | None = None
+        self._run_tasks: set | None = None
+        self._waiters: list | None = None
         self.persist = False
         #: Where the job's output goes in a kernel (set by the %%schedule magic; None for API jobs).
         #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched._kernel.OutputSink.
@@ -275,6 +280,8 @@ class Job:
     async def wait_next_run(self):
         """Wait for this job's next run to finish; returns its :class:`~nbsched.history.RunRecord`."""
         fut = self.scheduler._loop_or_raise("Job.wait_next_run").create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(fut)
         return await fut
 
@@ -306,6 +313,13 @@ class Job:
             + ("-" if nxt is None else escape(nxt.strftime("%Y-%m-%d %H:%M:%S %Z")))
             + f" &middot; runs {self.runs} &middot; last {escape(last)}</div>"
         )
+
+
+def _is_coroutine_function(func: Any) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(type(func), "__call__", None)
+    return call is not None and not inspect.isfunction(func) and inspect.iscoroutinefunction(call)
 
 
 def describe_target(func: Callable[..., Any]) -> dict[str, Any]:

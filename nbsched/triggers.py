@@ -131,7 +131,17 @@ class Interval(Trigger):
     def anchored(self, now: float) -> "Interval":
         if self.start is not None:
             return self
-        return Interval(self.seconds, datetime.fromtimestamp(now + self.seconds, self.tz), self.end, self.tz)
+        # hot when adding thousands of jobs: build the anchored copy without re-validating
+        copy = object.__new__(Interval)
+        set_ = object.__setattr__
+        first = now + self.seconds
+        set_(copy, "seconds", self.seconds)
+        set_(copy, "start", datetime.fromtimestamp(first, self.tz))
+        set_(copy, "end", self.end)
+        set_(copy, "tz", self.tz)
+        set_(copy, "_start", first)
+        set_(copy, "_end", self._end)
+        return copy
 
     def next_timestamp(self, after: float) -> float | None:
         start = self._start
