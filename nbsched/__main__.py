@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 _EXPORT = r'''
@@ -86,9 +85,11 @@ def run_notebook(path: Path, duration: float, out: Path | None, *, kernel_name: 
                 raise RuntimeError(f"cell {index} of {path} failed: {content.get('ename')}: {content.get('evalue')}\n"
                                    + "\n".join(content.get("traceback", [])))
         echo(f"nbsched: executed {path.name}; letting its jobs run for {duration:g}s ...")
-        deadline = time.monotonic() + duration
-        while time.monotonic() < deadline:
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        from .clock import monotonic, sleep_blocking
+
+        deadline = monotonic() + duration
+        while monotonic() < deadline:
+            sleep_blocking(min(1.0, deadline - monotonic()))
         out_dir = str((out or Path("nbsched-out")).resolve())
         reply = kc.execute_interactive(_EXPORT, timeout=timeout, output_hook=lambda msg: None, silent=True,
                                        user_expressions={"summary": f"__nbsched_export({out_dir!r})"})

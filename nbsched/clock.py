@@ -23,10 +23,19 @@ import time as _time
 from datetime import datetime, timezone, tzinfo
 from typing import Callable, Protocol, runtime_checkable
 
-__all__ = ["perf_counter", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_datetime", "to_timestamp", "resolve_zone"]
+__all__ = ["perf_counter", "monotonic", "sleep_blocking", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_datetime", "to_timestamp", "resolve_zone"]
 
 #: A monotonic high-resolution counter for measuring how long work takes (never for scheduling).
 perf_counter = _time.perf_counter
+
+#: Monotonic seconds, for measuring how long something took (never for scheduling).
+monotonic = _time.monotonic
+
+
+def sleep_blocking(seconds: float) -> None:
+    """Block this thread (never call it on an event loop's thread: it would freeze the loop)."""
+    _time.sleep(max(0.0, seconds))
+
 
 #: Timers further ahead than this are armed for this long and re-armed (wall-clock jumps).
 MAX_TIMER_HORIZON = 30.0
