@@ -22,6 +22,7 @@ import heapq
 import inspect
 import logging
 import math
+import os
 import random
 import threading
 import traceback as _tb
@@ -43,7 +44,7 @@ __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "Ma
 log = logging.getLogger("nbsched")
 
 #: How long one slice of due-job processing may hold the loop before yielding.
-SLICE_SECONDS = 0.003
+SLICE_SECONDS = 0.002
 _CHECK_EVERY = 16  # entries between budget checks
 
 SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
@@ -65,6 +66,17 @@ class SchedulerStatistics:
     errors: int
     due_backlog: int
     next_fire: datetime | None
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _format_user_traceback(exc: BaseException) -> str:
+    """The traceback from the job's own code on (nbsched's calling frames are noise to the user)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(_tb.format_exception(type(exc), exc, tb))
 
 
 def _key(ts: float) -> int:
@@ -1027,7 +1039,7 @@ class Scheduler:
         if outcome is CANCELLED:
             err = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
         else:
-            err = ErrorInfo(type(exc).__name__, str(exc), "".join(_tb.format_exception(type(exc), exc, exc.__traceback__)))
+            err = ErrorInfo(type(exc).__name__, str(exc), _format_user_traceback(exc))
         row = (run_id, nominal, started, finished, started - planned, outcome, attempt, err)
         self._append_row(job, row)
         job.last_outcome = outcome
