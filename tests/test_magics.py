@@ -206,3 +206,37 @@ def test_every_notebook_executes(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "nbsched", "run", str(nb), "--for", "1s",
                                "--out", str(tmp_path / nb.stem)], capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, f"{nb.name}:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_help_is_generated(kernel):
+    kernel.run("%load_ext nbsched")
+    result = kernel.run("%%schedule?")
+    text = json.dumps(result.reply["content"].get("payload", [])) + result.stdout
+    assert "--into" in text and "--retries" in text and "every 5m" in text
+
+
+def test_magic_from_another_thread_runs_job_on_the_kernel_loop(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run(
+        "import asyncio, threading\n"
+        "def define():\n"
+        "    get_ipython().run_cell_magic('schedule', 'every 0.2s --name fromthread --quiet',\n"
+        "        'on_main = threading.current_thread() is threading.main_thread()')\n"
+        "await asyncio.to_thread(define)"
+    )
+    kernel.poll_until(lambda: kernel.value("globals().get('on_main', None)") is not None, timeout=15)
+    assert kernel.value("on_main") is True
+
+
+def test_extension_listed_in_config_loads_at_startup(tmp_path, kernel_python):
+    from kernel_harness import KernelHarness
+
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text("c.InteractiveShellApp.extensions = ['nbsched']\n")
+    harness = KernelHarness(kernel_python, env={"IPYTHONDIR": str(tmp_path / "ipython")}).start()
+    try:
+        harness.run("%%schedule every 0.2s --name boot --quiet\nbooted = True")
+        harness.poll_until(lambda: harness.value("globals().get('booted', False)"), timeout=15)
+    finally:
+        harness.shutdown()
