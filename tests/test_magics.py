@@ -97,6 +97,8 @@ def test_interrupt_stops_a_runaway_job_and_kernel_stays_usable(kernel, tmp_path)
                       message="kernel did not come back after interrupting the runaway job")
     assert "interrupted" in outcomes(kernel, "runaway")
     assert kernel.value("str(__import__('nbsched').get_scheduler().get('runaway').state)") == "paused"
+    card = kernel.user_expression("repr(__import__('nbsched._magics', fromlist=['_state'])._state().cards['runaway'])")
+    assert "interrupted by you and paused" in card
     # normal cells are still interrupted as before
     msg_id = kernel.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(30)", wait=False)
     kernel.poll_until(lambda: kernel.messages("stream", parent=msg_id), timeout=10)
