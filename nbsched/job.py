@@ -163,7 +163,7 @@ class Job:
 
     __slots__ = (
         "name", "func", "trigger", "policy", "scheduler", "meta", "is_coroutine",
-        "_next_ts", "_planned", "_gen", "_paused", "_finished", "_removed",
+        "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed",
         "running", "runs", "successes", "failures", "missed", "skipped",
         "last_outcome", "last_started", "last_finished", "last_duration", "last_error",
         "log", "results_log", "_backlog", "_run_tasks", "_waiters", "persist", "output", "__weakref__",
@@ -180,7 +180,7 @@ class Job:
         self.is_coroutine = _is_coroutine_function(func)
         self._next_ts: float | None = None
         self._planned: float | None = None
-        self._gen = 0
+        self._key: int | None = None  # the timing-wheel bucket this job waits in
         self._paused = False
         self._finished = False
         self._removed = False

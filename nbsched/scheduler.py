@@ -132,7 +132,8 @@ class Scheduler:
         self._keys: list[int] = []
         self._timer = None
         self._timer_key: int | None = None
-        self._due: list = []
+        self._due: list[tuple[int, list]] = []  # (bucket key, jobs) waiting to be processed
+        self._due_chunk = 0
         self._due_pos = 0
         self._draining = False
         self._paused = False
@@ -460,7 +461,7 @@ class Scheduler:
         return SchedulerStatistics(
             jobs=len(self._jobs), running=sum(j.running for j in self._jobs.values()), paused=self._paused,
             fires=self._fires, missed=self._missed, skipped=self._skipped, errors=self._errors,
-            due_backlog=len(self._due) - self._due_pos, next_fire=nxt,
+            due_backlog=sum(len(jobs) for _, jobs in self._due[self._due_chunk:]) - self._due_pos, next_fire=nxt,
         )
 
     async def wait_idle(self) -> None:
@@ -472,7 +473,7 @@ class Scheduler:
             await fut
 
     def _busy(self) -> bool:
-        return bool(self._tasks) or self._due_pos < len(self._due) or self._draining
+        return bool(self._tasks) or self._due_chunk < len(self._due) or self._draining
 
     def shutdown(self, wait: bool = False) -> "asyncio.Future[None] | None":
         """Stop all timers.  ``wait=False`` cancels running jobs (recorded ``cancelled``);
@@ -534,7 +535,7 @@ class Scheduler:
 
     def _detach(self, job: Job) -> None:
         job._removed = True
-        job._gen += 1
+        job._key = None
         job._next_ts = job._planned = None
         for fut in job._waiters or ():
             if not fut.done():
@@ -559,7 +560,7 @@ class Scheduler:
         job = self.get(name)
         if not job._paused:
             job._paused = True
-            job._gen += 1
+            job._key = None
             job._next_ts = job._planned = None
             job._backlog = None
             self._changed(job)
@@ -604,16 +605,16 @@ class Scheduler:
         self._buckets.clear()
         self._keys.clear()
         self._due = []
-        self._due_pos = 0
+        self._due_chunk = self._due_pos = 0
         for job in self._jobs.values():
             if not job._paused and not job._finished:
-                job._gen += 1
+                job._key = None
                 self._schedule_from_now(job)
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
         job.trigger = trig
         job._finished = False
-        job._gen += 1
+        job._key = None
         self._changed(job)
         if not job._paused:
             self._schedule_from_now(job)
@@ -629,7 +630,7 @@ class Scheduler:
         return job
 
     def _finish(self, job: Job) -> None:
-        job._gen += 1
+        job._key = None
         job._next_ts = job._planned = None
         if not job._finished:
             job._finished = True
@@ -649,20 +650,21 @@ class Scheduler:
     # ======================================================================== internals: timer
     def _schedule(self, job: Job, ts: float) -> None:
         """Put ``job`` in the wheel for nominal fire time ``ts`` (plus jitter)."""
-        job._gen += 1
         job._next_ts = ts
         jitter = job.policy.jitter
         planned = ts + self._random.uniform(0.0, jitter) if jitter else ts
         job._planned = planned
-        key = _key(planned)
+        key = math.ceil(planned * 1000.0 - 1e-6)
+        job._key = key  # an entry in a bucket is live only while job._key equals the bucket's key
         bucket = self._buckets.get(key)
         if bucket is None:
-            self._buckets[key] = [(job, job._gen)]
+            # jobs go in the buckets as they are: no per-fire (job, key) tuple for the GC to track
+            self._buckets[key] = [job]
             heapq.heappush(self._keys, key)
             if not self._paused and (self._timer_key is None or key < self._timer_key) and not self._draining:
                 self._arm(key)
         else:
-            bucket.append((job, job._gen))
+            bucket.append(job)
 
     def _arm(self, key: int) -> None:
         if self._timer is not None:
@@ -694,40 +696,53 @@ class Scheduler:
         keys = self._keys
         buckets = self._buckets
         due = self._due
-        if self._due_pos and self._due_pos >= len(due):
+        if self._due_chunk and self._due_chunk >= len(due):
             due.clear()
-            self._due_pos = 0
+            self._due_chunk = self._due_pos = 0
         while keys and keys[0] <= now_key:
-            due.extend(buckets.pop(heapq.heappop(keys)))
+            key = heapq.heappop(keys)
+            due.append((key, buckets.pop(key)))
 
     def _drain(self) -> None:
         """Process due entries for at most SLICE_SECONDS, then yield to the loop."""
         self._draining = True
         due = self._due
+        chunk = self._due_chunk
         pos = self._due_pos
-        end = len(due)
         deadline = perf_counter() + SLICE_SECONDS
         fire = self._fire
         time = self._time
         count = 0
+        out_of_time = False
         try:
-            while pos < end:
-                job, gen = due[pos]
-                pos += 1
-                if gen == job._gen:
-                    fire(job, time())
-                count += 1
-                if count == _CHECK_EVERY:
-                    count = 0
-                    if perf_counter() > deadline:
-                        break
+            while chunk < len(due):
+                key, jobs = due[chunk]
+                end = len(jobs)
+                while pos < end:
+                    job = jobs[pos]
+                    pos += 1
+                    if job._key == key:
+                        fire(job, time())
+                    count += 1
+                    if count == _CHECK_EVERY:
+                        count = 0
+                        if perf_counter() > deadline:
+                            out_of_time = True
+                            break
+                if out_of_time and pos < end:
+                    break
+                chunk += 1
+                pos = 0
+                if out_of_time:
+                    break
         finally:
+            self._due_chunk = chunk
             self._due_pos = pos
-        if pos < end:
+        if chunk < len(due):
             self._loop.call_soon(self._drain)  # more to do: give the loop back first
             return
         due.clear()
-        self._due_pos = 0
+        self._due_chunk = self._due_pos = 0
         self._draining = False
         if self._shutdown or self._paused:
             return
@@ -769,7 +784,7 @@ class Scheduler:
             if grace is not None and now - planned > grace:
                 self._record_missed(job, nominal, now - planned)
                 return
-            self._start_runs(job, (nominal,), planned, scheduled=True)
+            self._start_runs(job, (nominal,), planned, scheduled=True, now=now)
             return
         # several fire times were overdue (the loop was blocked): coalesce, record the rest as missed
         if until is not None:
@@ -826,7 +841,8 @@ class Scheduler:
             self.events.emit(ev.JobMissed(self.clock.now(), job.name, datetime.fromtimestamp(scheduled, self.tz),
                                           timedelta(seconds=lateness)))
 
-    def _start_runs(self, job: Job, times: Iterable[float], planned: float, scheduled: bool) -> int:
+    def _start_runs(self, job: Job, times: Iterable[float], planned: float, scheduled: bool,
+                    now: float | None = None) -> int:
         """Start a run for each fire time (respecting max_instances).  Returns the last run id."""
         run_id = 0
         for i, nominal in enumerate(times):
@@ -844,7 +860,7 @@ class Scheduler:
                 continue
             if scheduled:
                 job.runs += 1
-            self._start_one(job, run_id, nominal, planned if i == 0 else nominal)
+            self._start_one(job, run_id, nominal, planned if i == 0 else nominal, now if i == 0 else None)
         return run_id
 
     def _append_row(self, job: Job, row: tuple) -> None:
@@ -873,16 +889,16 @@ class Scheduler:
         if len(self._skipped_runs) > 1000:
             self._skipped_runs.clear()
 
-    def _start_one(self, job: Job, run_id: int, nominal: float, planned: float) -> None:
+    def _start_one(self, job: Job, run_id: int, nominal: float, planned: float, now: float | None = None) -> None:
         self._fires += 1
         policy = job.policy
-        if self.events.wants(ev.JobSubmitted):
+        if self.events._subs and self.events.wants(ev.JobSubmitted):
             self.events.emit(ev.JobSubmitted(self.clock.now(), job.name, run_id,
                                              datetime.fromtimestamp(nominal, self.tz), 1))
         if policy.executor == "loop" and not job.is_coroutine and policy.timeout is None and not policy.retries:
             # fast path: a plain function, called right here on the loop
             time = self._time
-            started = time()
+            started = time() if now is None else now
             job.running += 1
             try:
                 value = job.func()
@@ -892,7 +908,7 @@ class Scheduler:
                 self._after_attempt(job, run_id, nominal, planned, started, finished, 1, exc, None,
                                     interrupted=isinstance(exc, KeyboardInterrupt))
                 return
-            if inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
+            if value is not None and inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
                 self._spawn_run(job, run_id, nominal, planned, first=value, started=started)
                 return
             job.running -= 1
@@ -1022,11 +1038,12 @@ class Scheduler:
         job.last_finished = finished
         job.last_duration = finished - started
         self._version += 1
-        if job._waiters or self._run_futures or self.events.wants(ev.JobExecuted):
+        listening = self.events._subs and self.events.wants(ev.JobExecuted)
+        if job._waiters or self._run_futures or listening:
             record = RunRecord.from_row(job.name, (run_id, nominal, started, finished, started - planned,
                                                    SUCCESS, attempt, None), self.tz)
             self._notify(job, run_id, record, value, None)
-            if self.events.wants(ev.JobExecuted):
+            if listening:
                 self.events.emit(ev.JobExecuted(self.clock.now(), job.name, record))
         if running:
             self._after_run(job)
@@ -1159,10 +1176,10 @@ class Scheduler:
         self._buckets.clear()
         self._keys.clear()
         self._due = []
-        self._due_pos = 0
+        self._due_chunk = self._due_pos = 0
         self._draining = False
         for job in self._jobs.values():
-            job._gen += 1
+            job._key = None
             job._next_ts = job._planned = None
         tasks = list(self._tasks)
         if not wait:

@@ -153,7 +153,9 @@ class Interval(Trigger):
         else:
             k = math.floor((after - start) / every) + 1
             nxt = start + k * every
-            if nxt <= after:  # float rounding
+            # float rounding: (after - start) / every can land a hair below a whole number, giving a
+            # "next" fire time a fraction of a microsecond after `after` - that is `after` itself
+            if nxt <= after + 1e-6:
                 nxt += every
         end = self._end
         if end is not None and nxt > end:

@@ -238,3 +238,11 @@ def test_triggers_are_frozen_values():
     with pytest.raises(Exception):
         trig.expr = "x"
     assert trig == Cron("*/5 * * * *", tz=UTC)
+
+
+def test_interval_float_rounding_never_yields_a_fire_at_after():
+    start = datetime(2026, 11, 29, 20, 0, 0, 123456, tzinfo=UTC)
+    trig = Interval(0.1, start=start)
+    got = [d.timestamp() for d in trig.preview(2000, start)]
+    steps = [b - a for a, b in zip(got, got[1:])]
+    assert min(steps) > 0.0999 and max(steps) < 0.1001
