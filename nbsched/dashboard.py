@@ -715,8 +715,8 @@ def _history_html(rows: list[tuple], tz: tzinfo, now: float) -> str:
         duration = None if started is None or finished is None else finished - started
         error = "" if err is None else f"{err.type}: {err.message}"
         out.append(
-            f"<tr class='nbsched-outcome-{outcome.value}'><td>{run_id}</td><td>{_clock_time(scheduled, tz, now)}</td>"
-            f"<td>{_clock_time(started, tz, now)}</td><td>{_duration(duration)}</td><td>{outcome.value}</td>"
+            f"<tr class='nbsched-outcome-{outcome}'><td>{run_id}</td><td>{_clock_time(scheduled, tz, now)}</td>"
+            f"<td>{_clock_time(started, tz, now)}</td><td>{_duration(duration)}</td><td>{outcome}</td>"
             f"<td>{attempt}</td><td>{escape(error[:200])}</td></tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -732,7 +732,7 @@ def _chart_svg(rows: list[tuple], width: int = 280, height: int = 56) -> str:
     first = _CHART_RUNS - len(rows)  # the newest run at the right edge
     bars = []
     for i, (row, d) in enumerate(zip(rows, durations), start=first):
-        outcome = row[5].value
+        outcome = str(row[5])
         h = 3.0 if d is None else max(3.0, (height - 4) * d / longest)
         x = i * slot
         bars.append(

@@ -32,6 +32,10 @@ class Outcome(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Hash like the plain string, so rows (which store "success", not Outcome.SUCCESS, see
+    # scheduler.py) and members look each other up in dicts and sets.
+    __hash__ = str.__hash__
+
 
 OUTCOME_CATEGORIES = [o.value for o in Outcome]
 
@@ -55,7 +59,7 @@ class Row(NamedTuple):
     started: float | None
     finished: float | None
     lateness: float
-    outcome: Outcome
+    outcome: str  # an Outcome value ("success", ...): equal to the Outcome member
     attempt: int
     error: ErrorInfo | None
 
@@ -90,7 +94,7 @@ class RunRecord:
             job=job, run_id=run_id, scheduled_at=ts(sched, tz),
             started_at=None if started is None else ts(started, tz),
             finished_at=None if finished is None else ts(finished, tz),
-            outcome=outcome, attempt=attempt, lateness=timedelta(seconds=lateness),
+            outcome=Outcome(outcome), attempt=attempt, lateness=timedelta(seconds=lateness),
             error=None if err is None else f"{err.type}: {err.message}",
             error_type=None if err is None else err.type,
             traceback=None if err is None else err.traceback,
@@ -146,7 +150,7 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
         for r in rows:
             names.append(name)
             run_id.append(r[0]); sched.append(r[1]); started.append(r[2]); finished.append(r[3])
-            lateness.append(r[4]); outcome.append(r[5].value); attempt.append(r[6])
+            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6])
             err = r[7]
             if err is None:
                 error.append(None); etype.append(None); tb.append(None)

@@ -49,6 +49,10 @@ _CHECK_EVERY = 16  # entries between budget checks
 
 SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
 TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.INTERRUPTED
+# History rows hold the outcome as its plain string: a row of only numbers, strings and None is
+# untracked by the garbage collector (an enum member would keep millions of rows tracked, and full
+# collections would then pause the loop for hundreds of milliseconds).
+_SUCCESS_S, _MISSED_S, _SKIPPED_S = SUCCESS.value, MISSED.value, SKIPPED.value
 
 
 class MaxInstancesReachedError(NbschedError):
@@ -833,7 +837,7 @@ class Scheduler:
 
     def _record_missed(self, job: Job, scheduled: float, lateness: float) -> None:
         self._run_ids += 1
-        self._append_row(job, (self._run_ids, scheduled, None, None, lateness, MISSED, 0, None))
+        self._append_row(job, (self._run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None))
         job.missed += 1
         self._missed += 1
         self._version += 1
@@ -870,7 +874,7 @@ class Scheduler:
 
     def _record_skipped(self, job: Job, run_id: int, nominal: float) -> None:
         now = self._time()
-        self._append_row(job, (run_id, nominal, None, None, now - nominal, SKIPPED, 0, None))
+        self._append_row(job, (run_id, nominal, None, None, now - nominal, _SKIPPED_S, 0, None))
         job.skipped += 1
         self._skipped += 1
         self._version += 1
@@ -1020,7 +1024,7 @@ class Scheduler:
                         finished: float, attempt: int, value: Any, running: bool = False) -> None:
         if running:
             job.running -= 1
-        row = (run_id, nominal, started, finished, started - planned, SUCCESS, attempt, None)
+        row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
         job.log.append(row)
         store = self._store
         if store is not None and job.persist:
@@ -1040,8 +1044,7 @@ class Scheduler:
         self._version += 1
         listening = self.events._subs and self.events.wants(ev.JobExecuted)
         if job._waiters or self._run_futures or listening:
-            record = RunRecord.from_row(job.name, (run_id, nominal, started, finished, started - planned,
-                                                   SUCCESS, attempt, None), self.tz)
+            record = RunRecord.from_row(job.name, row, self.tz)
             self._notify(job, run_id, record, value, None)
             if listening:
                 self.events.emit(ev.JobExecuted(self.clock.now(), job.name, record))
@@ -1057,7 +1060,7 @@ class Scheduler:
             err = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), _format_user_traceback(exc))
-        row = (run_id, nominal, started, finished, started - planned, outcome, attempt, err)
+        row = (run_id, nominal, started, finished, started - planned, outcome.value, attempt, err)
         self._append_row(job, row)
         job.last_outcome = outcome
         job.last_started = started
