@@ -46,6 +46,10 @@ log = logging.getLogger("nbsched")
 #: How long one slice of due-job processing may hold the loop before yielding.
 SLICE_SECONDS = 0.002
 _CHECK_EVERY = 16  # entries between budget checks
+#: How early the loop timer is armed before a fire time (then the scheduler spins to the instant).
+EARLY_WAKE = 0.0015
+#: The share of one core that spinning to exact fire times may use (tokens refill at this rate).
+SPIN_BUDGET = 0.02
 
 SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
 TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.INTERRUPTED
@@ -136,6 +140,8 @@ class Scheduler:
         self._keys: list[int] = []
         self._timer = None
         self._timer_key: int | None = None
+        self._spin_tokens = 0.0
+        self._spin_refilled = self.clock.time()
         self._due: list[tuple[int, list]] = []  # (bucket key, jobs) waiting to be processed
         self._due_chunk = 0
         self._due_pos = 0
@@ -677,9 +683,37 @@ class Scheduler:
         self._timer_key = key
         clock = self.clock
         if isinstance(clock, SystemClock) and loop is not None:
-            self._timer = clock.call_at_on(loop, key / 1000.0, self._on_timer)
+            when = key / 1000.0
+            if self._spin_tokens >= EARLY_WAKE:
+                # The selector rounds timeouts up to whole milliseconds (and Linux adds slack), so a
+                # timer armed for the instant fires ~1 ms late.  Wake a little early and spin to the
+                # instant instead - within a small CPU budget (SPIN_BUDGET of a core), so dense
+                # schedules fall back to plain timers.
+                when -= EARLY_WAKE
+            self._timer = clock.call_at_on(loop, when, self._on_timer)
         else:
             self._timer = clock.call_at(key / 1000.0, self._on_timer)
+
+    def _spin_to(self, key: int) -> bool:
+        """Before processing bucket ``key``: spin to its instant if it is a hair away and the budget allows.
+        Returns False if the timer fired too early to spin (the caller re-arms)."""
+        target = key / 1000.0
+        time = self._time
+        now = time()
+        # refill the spin budget for the time that passed
+        elapsed = now - self._spin_refilled
+        self._spin_refilled = now
+        self._spin_tokens = min(SPIN_BUDGET * 2.5, self._spin_tokens + elapsed * SPIN_BUDGET)
+        remaining = target - now
+        if remaining <= 0:
+            return True
+        if remaining <= EARLY_WAKE + 0.0015 and remaining <= self._spin_tokens:
+            while time() < target:
+                pass
+            self._spin_tokens -= remaining
+            return True
+        # within the bucket's millisecond the bucket counts as due (see _collect_due)
+        return remaining < 0.001
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -688,9 +722,13 @@ class Scheduler:
         self._timer_key = None
 
     def _on_timer(self) -> None:
+        key = self._timer_key
         self._timer = None
         self._timer_key = None
         if self._shutdown or self._paused:
+            return
+        if key is not None and isinstance(self.clock, SystemClock) and not self._spin_to(key):
+            self._arm(key)  # woke too early (long horizon, or no spin budget): wait for the instant
             return
         self._collect_due()
         self._drain()
