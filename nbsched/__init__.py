@@ -24,6 +24,7 @@ from .errors import (
     SchedulerShutdownError,
     TriggerError,
 )
+from ._store_schema import StoreError
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
 from .history import Outcome, RunRecord
 from .job import Job, JobPolicy, JobState
@@ -37,7 +38,7 @@ __all__ = [
     "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
     "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
     "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
-    "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning",
+    "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
     "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]
 

@@ -4,12 +4,14 @@ The scheduler's hot path only appends to a deque (``store.on_row``) and reads a 
 (``store.claim``).  Everything that touches the disk happens here, on one thread with its own
 connection:
 
-* **Group commit.**  The thread wakes when the first item arrives, waits ``commit_delay`` for
-  company, and writes everything that accumulated in one transaction.  Rows are inserted many per
-  statement.  In WAL mode with ``synchronous=NORMAL`` a commit survives the process being killed; a
-  power cut may lose the last commits (``durable=True`` syncs every commit).
-* **Leases** (job -> owner, expires) are renewed every ``renew_every`` seconds in one statement;
-  jobs this process wants but another holds are taken over once that lease has expired.
+* **Group commit.**  The thread wakes when the first item arrives and writes everything that
+  accumulated in one transaction - at once when it was idle, otherwise no sooner than
+  ``commit_interval`` (100 ms) after its previous commit, so under load each commit carries many
+  records, packed into one history chunk.  In WAL mode with ``synchronous=NORMAL`` a commit
+  survives the process being killed; a power cut may lose the last commits (``durable=True``).
+* **Leases**: one heartbeat statement every ``renew_every`` seconds keeps all of this process's
+  leases alive (they live as long as its owner row's ``expires``); jobs it wants but another process
+  holds are taken over once that process is gone: closed, expired, or dead (same host, no pid).
 * **Checkpoints** write each job's next fire time and run count every ``checkpoint_every`` seconds
   and on close (the fire-by-fire changes are not written one by one; a restore completes them from
   the history rows).
@@ -20,16 +22,18 @@ connection:
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sqlite3
 import threading
 from collections import deque
+from itertools import repeat
+from operator import call
 from typing import TYPE_CHECKING, Any
 
-from ._store_codec import CODE_OF, decode_history_rows, encode_value_rows
+from ._store_codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows
+from ._store_leases import NO_FENCE as _NO_FROM, acquire_leases
 from ._store_schema import connect
 from .clock import perf_counter
+from .history import Outcome
 from .job import JobPolicy
 
 if TYPE_CHECKING:
@@ -37,10 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbsched")
 
-_FAST_COLS = "job, owner, run_id, scheduled, started, finished, lateness, outcome, attempt"
-_FULL_COLS = _FAST_COLS + ", error_type, error_message, traceback"
-_PER_STATEMENT = 100  # rows per INSERT statement (one statement binds many rows: far fewer calls)
-_NO_FROM = float("-inf")
+_INSERT_CHUNK = ("INSERT INTO history(owner, n, first_scheduled, last_scheduled, job, run_id, scheduled, started, "
+                 "finished, lateness, outcome, attempt, errors) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_CHUNK_ROWS = 20_000
+_MISSED = Outcome.MISSED.value
+
 _DEFAULT_POLICY = JobPolicy()
 
 
@@ -56,76 +61,14 @@ _NULL_LOCK = _NullLock()
 
 
 def _drain(queue: deque) -> list:
-    out = []
-    pop = queue.popleft
-    try:
-        while True:
-            out.append(pop())
-    except IndexError:
-        return out
+    """Everything in ``queue`` now (others only append; the loop runs in C)."""
+    return list(map(call, repeat(queue.popleft, len(queue))))
 
 
-def acquire_leases(conn: sqlite3.Connection, store: "SQLiteStore", names, t: float) -> dict[str, float]:
-    """Inside a transaction: take the leases of ``names`` that are free, expired or held by a dead process.
-
-    Returns name -> the nominal fire time after which this process may run the job: any for a
-    lease nobody held, we held last, or whose holder is known dead (its runs are in the history,
-    which a restore resumes from); the old holder's *fence* for a lease that expired or was released.
-    """
-    owner = store.owner_id
-    current: dict[str, tuple[int, float, float]] = {}
-    chunk = list(names)
-    for i in range(0, len(chunk), 500):
-        part = chunk[i:i + 500]
-        q = "SELECT job, owner, expires, fence FROM leases WHERE job IN (" + ",".join("?" * len(part)) + ")"
-        for job, holder, expires, fence in conn.execute(q, part):
-            current[job] = (holder, expires, fence)
-    got: dict[str, float] = {}
-    inserts, updates = [], []
-    dead: dict[int, bool] = {}
-    expires, fence = t + store.lease_ttl, store._sched_now() + store.lease_ttl
-    for name in chunk:
-        prev = current.get(name)
-        if prev is None:
-            inserts.append((name, owner, expires, fence))
-            got[name] = _NO_FROM
-            continue
-        holder, until, their_fence = prev
-        if holder == owner:
-            got[name] = _NO_FROM
-        elif until < t:
-            got[name] = their_fence
-        else:
-            if holder not in dead:
-                dead[holder] = _owner_dead(conn, holder)
-            if not dead[holder]:
-                continue  # a live process runs it
-            got[name] = _NO_FROM
-        updates.append((owner, expires, fence, name))
-    if inserts:
-        conn.executemany("INSERT INTO leases(job, owner, expires, fence) VALUES (?,?,?,?)", inserts)
-    if updates:
-        conn.executemany("UPDATE leases SET owner = ?, expires = ?, fence = ? WHERE job = ?", updates)
-    return got
-
-
-def _owner_dead(conn: sqlite3.Connection, owner: int) -> bool:
-    """True when ``owner`` closed the store, or was a process on this host that no longer exists."""
-    row = conn.execute("SELECT pid, host, closed FROM owners WHERE id = ?", (owner,)).fetchone()
-    if row is None:
-        return True
-    pid, host, closed = row
-    if closed is not None:
-        return True
-    if host != socket.gethostname() or pid is None or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. another user's process: it exists
-        return False
-    return False
+def drain_rows(queue: deque) -> list:
+    """The complete (name, row) pairs in the rows queue, flat: name, row, name, row, ... (the loop
+    thread appends a pair as two items; a half-appended pair waits for the next batch)."""
+    return list(map(call, repeat(queue.popleft, len(queue) & ~1)))
 
 
 class BatchWriter:
@@ -136,8 +79,6 @@ class BatchWriter:
         self.conn = conn
         self.ids: dict[str, int] = dict(conn.execute("SELECT name, id FROM jobs"))
         self.names: dict[int, str] = {v: k for k, v in self.ids.items()}
-        self._sql: dict[tuple[str, int], str] = {}
-        self.counts: dict[int, list[int]] | None = None  # job id -> [history rows, result rows]
         self.states: dict[str, tuple] = {}  # name -> (paused, finished, next_ts, runs) last written
 
     # -------------------------------------------------------------------------------- helpers
@@ -160,21 +101,6 @@ class BatchWriter:
                 self.ids[name] = jid
         return name
 
-    def _insert_sql(self, cols: str, n: int) -> str:
-        key = (cols, n)
-        sql = self._sql.get(key)
-        if sql is None:
-            one = "(" + ",".join("?" * (cols.count(",") + 1)) + ")"
-            sql = self._sql[key] = f"INSERT INTO history({cols}) VALUES " + ",".join([one] * n)
-        return sql
-
-    def _bump(self, jid: int, which: int, n: int) -> None:
-        if self.counts is not None:
-            c = self.counts.get(jid)
-            if c is None:
-                c = self.counts[jid] = [0, 0]
-            c[which] += n
-
     # -------------------------------------------------------------------------------- a batch
     def write(self, ops: list, rows: list) -> list:
         """One transaction with ``ops`` (in order) and ``rows``; returns the ops to complete after COMMIT."""
@@ -194,18 +120,16 @@ class BatchWriter:
                 elif kind == "remove":
                     conn.execute("UPDATE jobs SET spec = NULL, saved_by = ?, saved_at = ? WHERE name = ?",
                                  (owner, store._wall(), op[1]))
-                    conn.execute("UPDATE leases SET expires = 0, fence = ? WHERE job = ? AND owner = ?",
+                    conn.execute("UPDATE leases SET released = ? WHERE job = ? AND owner = ?",
                                  (store._sched_now(), op[1], owner))
                     self.states.pop(op[1], None)
                 elif kind == "forget":
                     jid = self.ids.pop(op[1], None)
                     if jid is not None:
                         self.names.pop(jid, None)
-                        conn.execute("DELETE FROM history WHERE job = ?", (jid,))
+                        self._filter_history(lambda job_id, scheduled: job_id != jid)
                         conn.execute("DELETE FROM results WHERE job = ?", (jid,))
                         conn.execute("DELETE FROM jobs WHERE id = ? AND spec IS NULL", (jid,))
-                        if self.counts is not None:
-                            self.counts.pop(jid, None)
                 else:
                     after.append(op)
             if rows:
@@ -241,90 +165,73 @@ class BatchWriter:
         owner = self.store.owner_id
         self.conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",
                               [(jid, owner, run_id, scheduled, frame, d) for d in datas])
-        self._bump(jid, 1, len(datas))
 
     def _rows(self, rows: list, owner: int) -> None:
+        """Store the flat [name, row, name, row, ...] list as history chunks (see :func:`encode_chunk`)."""
         ids = self.ids
-        codes = CODE_OF
-        fast: list = []
-        full: list = []
-        fast_ext = fast.extend
-        counts = self.counts
-        for name, r in rows:
-            jid = ids.get(name)
-            if jid is None:
-                jid = self.job_id(name)
-            if r[7] is None and r[2] is not None and r[3] is not None:
-                fast_ext((jid, owner, r[0], r[1], r[2], r[3], r[4], codes[r[5]], r[6]))
-            else:
-                err = r[7]
-                full.extend((jid, owner, r[0], r[1], r[2], r[3], r[4], codes[r[5]], r[6],
-                             None if err is None else err[0], None if err is None else err[1],
-                             None if err is None else err[2]))
-            if counts is not None:
-                c = counts.get(jid)
-                if c is None:
-                    c = counts[jid] = [0, 0]
-                c[0] += 1
-        self._insert_many(_FAST_COLS, 9, fast)
-        self._insert_many(_FULL_COLS, 12, full)
-
-    def _insert_many(self, cols: str, width: int, params: list) -> None:
-        execute = self.conn.execute
-        step = width * _PER_STATEMENT
-        n = len(params)
-        for start in range(0, n - n % step, step):
-            execute(self._insert_sql(cols, _PER_STATEMENT), params[start:start + step])
-        rest = n % step
-        if rest:
-            execute(self._insert_sql(cols, rest // width), params[n - rest:])
+        step = 2 * _CHUNK_ROWS
+        for start in range(0, len(rows), step):
+            part = rows[start:start + step]
+            names, records = part[0::2], part[1::2]
+            try:
+                job_ids = list(map(ids.__getitem__, names))
+            except KeyError:
+                job_ids = [self.job_id(n) for n in names]
+            values = encode_chunk(job_ids, records)
+            if MISSED_CODE in values[9]:  # missed fire times of a job another process owns are its to record
+                claimable = self.store._claimable
+                keep = [i for i, r in enumerate(records) if r[5] != _MISSED or claimable(names[i], r[1])]
+                if len(keep) < len(records):
+                    if not keep:
+                        continue
+                    values = encode_chunk([job_ids[i] for i in keep], [records[i] for i in keep])
+            self.conn.execute(_INSERT_CHUNK, (owner, *values))
 
     # -------------------------------------------------------------------------------- leases
     def maintain_leases(self) -> None:
-        """Renew our leases, take over expired ones we want, release the ones we no longer want."""
+        """Heartbeat (renews every lease we hold in one statement) and take over the leases we want.
+
+        Our leases are valid while our owner row's ``expires`` is in the future.  If it lapsed (this
+        process stalled longer than the TTL), others may have taken some over: check which we still hold.
+        """
         store = self.store
         conn = self.conn
         owner = store.owner_id
         with store._lease_lock:
             t = store._wall()
             ttl = store.lease_ttl
-            wanted = set(list(store._jobs))
+            leases = store._leases
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("UPDATE owners SET heartbeat = ? WHERE id = ?", (t, owner))
-                conn.execute("UPDATE leases SET expires = ?, fence = ? WHERE owner = ? AND expires >= ?",
-                             (t + ttl, store._sched_now() + ttl, owner, t))
-                held = {r[0] for r in conn.execute("SELECT job FROM leases WHERE owner = ? AND expires >= ?",
-                                                   (owner, t))}
-                unwanted = held - wanted
-                if unwanted:
-                    conn.executemany("UPDATE leases SET expires = 0, fence = ? WHERE job = ? AND owner = ?",
-                                     [(store._sched_now(), n, owner) for n in unwanted])
-                    held -= unwanted
-                acquired = acquire_leases(conn, store, wanted - held, t) if wanted - held else {}
+                before = conn.execute("SELECT expires FROM owners WHERE id = ?", (owner,)).fetchone()
+                conn.execute("UPDATE owners SET heartbeat = ?, expires = ?, fence = ? WHERE id = ?",
+                             (t, t + ttl, store._sched_now() + ttl, owner))
+                if before is None or before[0] is None or before[0] < t:
+                    held = {r[0] for r in conn.execute(
+                        "SELECT job FROM leases WHERE owner = ? AND released IS NULL", (owner,))}
+                    for name in list(leases):
+                        if name not in held:
+                            leases.pop(name, None)  # taken over while we stalled
+                acquired = {}
+                if len(store._jobs) > len(leases):  # some job we want is held elsewhere (or new)
+                    missing = set(list(store._jobs)) - set(list(leases))
+                    acquired = acquire_leases(conn, store, missing, t) if missing else {}
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            until = t + ttl - store.lease_margin
-            leases = store._leases
-            for name in list(leases):
-                if name not in held:
-                    leases.pop(name, None)  # lost (we stalled past expiry and someone took it) or released
-            for name in held:
-                old = leases.get(name)
-                leases[name] = (_NO_FROM if old is None else old[0], until)
-            for name, valid_from in acquired.items():
-                leases[name] = (valid_from, until)
+            leases.update(acquired)
+            store._valid_until = t + ttl - store.lease_margin
 
     def release_all(self) -> None:
+        """Closing: our leases become free at once, fenced at the scheduler's current time."""
         store = self.store
-        self.conn.execute("UPDATE leases SET expires = 0, fence = ? WHERE owner = ? AND expires > 0",
-                          (store._sched_now(), store.owner_id))
-        self.conn.execute("UPDATE owners SET closed = ?, heartbeat = ? WHERE id = ?",
-                          (store._wall(), store._wall(), store.owner_id))
+        t = store._wall()
+        self.conn.execute("UPDATE owners SET closed = ?, heartbeat = ?, expires = ?, fence = ? WHERE id = ?",
+                          (t, t, t, store._sched_now(), store.owner_id))
         store._leases.clear()
+        store._valid_until = 0.0
 
     # -------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
@@ -361,63 +268,50 @@ class BatchWriter:
         start = store._fetch_cursor
         if top <= start:
             return
-        rows = self.conn.execute(
-            "SELECT job, run_id, scheduled, started, finished, lateness, outcome, attempt, error_type, "
-            "error_message, traceback FROM history WHERE id > ? AND id <= ? AND owner != ? ORDER BY id",
-            (start, top, store.owner_id)).fetchall()
+        lately = store._wall() - 2 * (store.lease_ttl + store.renew_every)
+        others = self.conn.execute("SELECT count(*) FROM owners WHERE id != ? AND heartbeat > ?",
+                                   (store.owner_id, lately)).fetchone()[0]
+        named: list = []
+        if others:  # else nobody else wrote lately: skip reading our own chunks
+            for chunk in self.conn.execute(
+                    f"SELECT {CHUNK_COLUMNS} FROM history WHERE id > ? AND id <= ? AND owner != ? ORDER BY id",
+                    (start, top, store.owner_id)):
+                job_ids, rows = decode_chunk(*chunk)
+                named.extend(zip(map(self.name_of, job_ids), rows))
         store._fetch_cursor = top
-        named = []
-        if rows:
-            decoded = decode_history_rows(r[1:] for r in rows)
-            named = [(self.name_of(r[0]), row) for r, row in zip(rows, decoded)]
         try:
             loop.call_soon_threadsafe(store._apply_foreign, named, top)
         except RuntimeError:  # the loop closed meanwhile
             pass
 
     # -------------------------------------------------------------------------------- compaction
-    def _load_counts(self) -> None:
-        counts: dict[int, list[int]] = {}
-        for jid, n in self.conn.execute("SELECT job, count(*) FROM history GROUP BY job"):
-            counts[jid] = [n, 0]
-        for jid, n in self.conn.execute("SELECT job, count(*) FROM results GROUP BY job"):
-            counts.setdefault(jid, [0, 0])[1] = n
-        self.counts = counts
+    def compact(self, vacuum: bool = False) -> dict[str, int]:
+        """Delete the rows each job's retention has dropped from its in-memory logs.
 
-    def compact(self, slack: float = 0.1, vacuum: bool = False) -> dict[str, int]:
-        """Apply each job's retention (rows and age) to the file; returns the rows deleted."""
-        if self.counts is None:
-            self._load_counts()
+        For every job this process holds, the oldest row its history (results) log still keeps
+        gives a cut-off time; older rows of that job go.  (The logs apply ``history_rows`` /
+        ``history_age`` and ``results_rows`` / ``results_age``.)  History chunks that start before
+        the newest cut-off are read and deleted or rewritten; results rows are deleted by one
+        DELETE over the rows older than the newest cut-off (no per-job index, see the schema).
+        """
         store = self.store
+        cut_h: dict[int, float] = {}
+        cut_r: dict[int, float] = {}
+        for name, job in list(store._jobs.items()):
+            jid = self.ids.get(name)
+            if jid is None or name not in store._leases:
+                continue
+            try:
+                rows = job.log.rows
+                if rows and (len(rows) == rows.maxlen or job.log.max_age is not None):
+                    cut_h[jid] = rows[0][1]
+                res = job.results_log
+                if res.chunks and (res.max_age is not None or (res.max_rows is not None and res.rows >= res.max_rows)):
+                    cut_r[jid] = res.chunks[0][1]
+            except IndexError:  # emptied meanwhile by the loop thread
+                continue
+        deleted = {"history": self._compact_history(cut_h), "results": self._delete_results(cut_r)}
         conn = self.conn
-        now = store._sched_now()
-        jobs = dict(store._jobs)
-        deleted = {"history": 0, "results": 0}
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for jid, (n_hist, n_res) in list(self.counts.items()):
-                name = self.name_of(jid)
-                job = jobs.get(name)
-                policy = job.policy if job is not None else _DEFAULT_POLICY
-                for which, table, n, keep, age in ((0, "history", n_hist, policy.history_rows, policy.history_age),
-                                                   (1, "results", n_res, policy.results_rows, policy.results_age)):
-                    gone = 0
-                    if keep is not None and n > keep * (1 + slack):
-                        cur = conn.execute(
-                            f"DELETE FROM {table} WHERE job = ? AND id <= (SELECT id FROM {table} WHERE job = ? "
-                            "ORDER BY id DESC LIMIT 1 OFFSET ?)", (jid, jid, keep))
-                        gone += max(cur.rowcount, 0)
-                    if age is not None and n - gone > 0:
-                        cur = conn.execute(f"DELETE FROM {table} WHERE job = ? AND scheduled < ?", (jid, now - age))
-                        gone += max(cur.rowcount, 0)
-                    if gone:
-                        self.counts[jid][which] -= gone
-                        deleted[table] += gone
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if vacuum:
             conn.execute("VACUUM")
         else:
@@ -426,6 +320,82 @@ class BatchWriter:
             if free > 256 and free * 4 > pages:
                 conn.execute("PRAGMA incremental_vacuum").fetchall()
         return deleted
+
+    def _compact_history(self, cuts: dict[int, float]) -> int:
+        if not cuts:
+            return 0
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            get = cuts.get
+            gone = self._filter_history(lambda jid, scheduled: scheduled >= get(jid, scheduled),
+                                        "first_scheduled < ?", (max(cuts.values()),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return gone
+
+    def _filter_history(self, keep, where: str = "1", args: tuple = ()) -> int:
+        """Inside a transaction: drop the records of the chunks matching ``where`` for which
+        ``keep(job_id, scheduled)`` is false (a chunk is deleted, or rewritten with what remains)."""
+        conn = self.conn
+        gone = 0
+        for cid, owner, *chunk in conn.execute(f"SELECT id, owner, {CHUNK_COLUMNS} FROM history WHERE {where}",
+                                               args).fetchall():
+            job_ids, rows = decode_chunk(*chunk)
+            kept = [i for i, (jid, r) in enumerate(zip(job_ids, rows)) if keep(jid, r[1])]
+            if len(kept) == len(rows):
+                continue
+            gone += len(rows) - len(kept)
+            if not kept:
+                conn.execute("DELETE FROM history WHERE id = ?", (cid,))
+            else:
+                values = encode_chunk([job_ids[i] for i in kept], [rows[i] for i in kept])
+                conn.execute("UPDATE history SET n = ?, first_scheduled = ?, last_scheduled = ?, job = ?, run_id = ?, "
+                             "scheduled = ?, started = ?, finished = ?, lateness = ?, outcome = ?, attempt = ?, "
+                             "errors = ? WHERE id = ?", (*values, cid))
+        return gone
+
+    def _delete_results(self, cuts: dict[int, float]) -> int:
+        if not cuts:
+            return 0
+        conn = self.conn
+        bound = self._first_id_at(max(cuts.values()))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS cut (job INTEGER PRIMARY KEY, before REAL NOT NULL)")
+            conn.execute("DELETE FROM temp.cut")
+            conn.executemany("INSERT INTO temp.cut VALUES (?, ?)", cuts.items())
+            cur = conn.execute("DELETE FROM results WHERE id < ? AND scheduled < "
+                               "(SELECT before FROM temp.cut WHERE cut.job = results.job)", (bound,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return max(cur.rowcount, 0)
+
+    def _first_id_at(self, when: float, table: str = "results") -> int:
+        """Binary search (rowids are ~time-ordered): an id before which every row is scheduled before ``when``.
+
+        Rows are appended roughly in scheduled order, so this bounds the scan; a row out of order
+        above the bound is simply left for a later pass."""
+        conn = self.conn
+        lo, hi = conn.execute(f"SELECT min(id), max(id) FROM {table}").fetchone()
+        if lo is None:
+            return 0
+        hi += 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = conn.execute(f"SELECT id, scheduled FROM {table} WHERE id >= ? ORDER BY id LIMIT 1",
+                               (mid,)).fetchone()
+            if row is None or row[1] >= when:
+                hi = mid
+            else:
+                lo = row[0] + 1
+        return lo
 
 
 class WriterThread(threading.Thread):
@@ -447,16 +417,22 @@ class WriterThread(threading.Thread):
         next_ckpt = now + store.checkpoint_every
         next_compact = now + store.compact_every
         wake = store._wake
+        sleeping = store._writer_sleeping
+        last_commit = 0.0
         try:
             while True:
-                timeout = max(0.0, min(next_lease, next_ckpt, next_compact) - perf_counter())
-                wake.wait(timeout)
-                wake.clear()
-                if store.commit_delay and not self.stopping:
-                    if len(store._rows) < 5000:
-                        store._stop_wait.wait(store.commit_delay)  # let a group of rows gather
-                self._commit_once()
+                if not store._rows and not store._ops and not self.stopping:
+                    sleeping[0] = True  # from now on, on_row() wakes us; check once more, then wait
+                    if not store._rows and not store._ops:
+                        wake.wait(max(0.0, min(next_lease, next_ckpt, next_compact) - perf_counter()))
+                    wake.clear()
+                    sleeping[0] = False
+                gap = last_commit + store.commit_interval - perf_counter()
+                if gap > 0 and not self.stopping and not any(op[0] == "call" for op in list(store._ops)):
+                    store._stop_wait.wait(gap)  # busy: let a group of rows gather
                 now = perf_counter()
+                if self._commit_once():
+                    now = last_commit = perf_counter()
                 try:
                     if now >= next_lease:
                         next_lease = now + store.renew_every
@@ -466,8 +442,9 @@ class WriterThread(threading.Thread):
                         next_ckpt = now + store.checkpoint_every
                         writer.checkpoint()
                     if now >= next_compact:
-                        next_compact = now + store.compact_every
                         writer.compact()
+                        took = perf_counter() - now
+                        next_compact = now + max(store.compact_every, 50 * took)  # at most ~2% of a core
                 except sqlite3.Error:
                     log.exception("nbsched: store maintenance on %s failed (will retry)", store.path)
                 if self.stopping and not store._rows and not store._ops:
@@ -477,30 +454,29 @@ class WriterThread(threading.Thread):
                 conn.execute("BEGIN IMMEDIATE")
                 writer.release_all()
                 conn.execute("COMMIT")
+                conn.execute("PRAGMA optimize")
             except sqlite3.Error:
                 log.exception("nbsched: closing the store %s cleanly failed", store.path)
         finally:
             conn.close()
 
-    def _commit_once(self) -> None:
+    def _commit_once(self) -> bool:
         store = self.store
         writer = self.writer
+        if store._pending_leases:  # new jobs: take their leases first, so their state is saved with them
+            store._take_pending_leases(writer.conn, _NULL_LOCK)
         ops = _drain(store._ops)
-        rows = _drain(store._rows)
+        rows = drain_rows(store._rows)
         if not ops and not rows:
-            if store._pending_leases:
-                store._take_pending_leases(writer.conn, _NULL_LOCK)
-            return
+            return False
         try:
             after = writer.write(ops, rows)
-            if store._pending_leases:
-                store._take_pending_leases(writer.conn, _NULL_LOCK)
             self._failures = 0
         except sqlite3.Error as exc:
             self._failures += 1
             keep = self._failures < 5
-            log.error("nbsched: writing %d run records to the store %s failed (%s); %s", len(rows), store.path, exc,
-                      "will retry" if keep else "dropping them")
+            log.error("nbsched: writing %d run records to the store %s failed (%s); %s", len(rows) // 2, store.path,
+                      exc, "will retry" if keep else "dropping them")
             if keep:
                 store._rows.extendleft(reversed(rows))
                 store._ops.extendleft(reversed([op for op in ops if op[0] != "call"]))
@@ -512,3 +488,4 @@ class WriterThread(threading.Thread):
             except BaseException as exc:  # handed back to the caller waiting on it
                 done.error = exc
             done.set()
+        return True

@@ -874,6 +874,9 @@ class Scheduler:
         return due, t
 
     def _record_missed(self, job: Job, scheduled: float, lateness: float) -> None:
+        store = self._store
+        if store is not None and job.persist and not store.claim(job.name, scheduled):
+            return  # another process sharing the store owns this fire time
         self._run_ids += 1
         self._append_row(job, (self._run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None))
         job.missed += 1

@@ -15,7 +15,7 @@ def test_public_names():
         "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
         "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
         "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
-        "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning",
+        "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
         "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
     }
     assert set(nbsched.__all__) == expected

