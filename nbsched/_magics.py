@@ -95,7 +95,7 @@ class CellJob:
         self.sink = sink
         self.__name__ = name
         self.__qualname__ = name
-        self.__nbsched_target__ = {"kind": "cell", "source": source, "line": line}
+        self.__nbsched_target__ = {"kind": "cell", "source": source, "line": line, "name": name}
 
     def __call__(self) -> Any:
         from ._kernel import route_output, sync_job_running
@@ -406,11 +406,36 @@ class ScheduleMagics(Magics):
     def _cmd_restore(self, sched, rest):
         if len(rest) > 1:
             raise UsageError("usage: %schedule restore [PATH]")
-        jobs = sched.restore(rest[0] if rest else None, namespace=self.shell.user_ns)
-        from ._card import jobs_table
+        path = rest[0] if rest else None
+        if path is not None:
+            import os
 
-        print(f"restored {len(jobs)} job(s)")
+            if not os.path.exists(path):
+                raise UsageError(f"no store at {path!r}: give the path of an nbsched store file "
+                                 "(default: nbsched.db in the working directory)")
+        jobs = sched.restore(path, namespace=self.shell.user_ns)
+        from ._card import JobCard, ensure_refresher, jobs_table
+
+        st = _state()
+        for job in jobs:
+            sink = getattr(job.func, "sink", None)
+            if sink is not None:
+                job.output = sink
+            st.cards[job.name] = JobCard(sched, job.name)
+        ensure_refresher(st)
+        print(f"restored {len(jobs)} job(s) from {getattr(sched.store, 'path', path)}")
         return jobs_table(sched)
+
+
+def _load_cell_target(target: dict, namespace: dict) -> CellJob:
+    """Rebuild a stored ``%%schedule`` cell (for ``%schedule restore``) with its own output area."""
+    from ._cell import compile_cell
+    from ._kernel import OutputSink, kernel_loop
+
+    source = target["source"]
+    name = target.get("name") or "restored-cell"
+    compiled = compile_cell(source, namespace, filename=f"<schedule {name}>")
+    return CellJob(compiled, OutputSink(loop=kernel_loop()), source, target.get("line", ""), name)
 
 
 def _pre_run_cell(info: Any) -> None:
@@ -427,6 +452,9 @@ def load(ipython: Any) -> None:
         ipython.events.register("pre_run_cell", _pre_run_cell)
     except Exception:
         pass
+    from .store import register_target_loader
+
+    register_target_loader("cell", _load_cell_target)
     loop = kernel_loop()
     st.scheduler()
     if loop is not None:

@@ -242,3 +242,34 @@ def test_extension_listed_in_config_loads_at_startup(tmp_path, kernel_python):
         harness.poll_until(lambda: harness.value("globals().get('booted', False)"), timeout=15)
     finally:
         harness.shutdown()
+
+
+@pytest.mark.store
+def test_persisted_cell_job_survives_a_kernel_restart(tmp_path, kernel_python):
+    from kernel_harness import KernelHarness
+
+    db = tmp_path / "jobs.db"
+    first = KernelHarness(kernel_python).start()
+    try:
+        first.run("%load_ext nbsched")
+        first.run(f"%schedule store {str(db)!r}")
+        first.run("%%schedule every 0.2s --name keeper --quiet\ncount = globals().get('count', 0) + 1\n{'count': count}")
+        first.poll_until(lambda: first.value("globals().get('count', 0)") >= 3, timeout=15)
+        first.run("__import__('nbsched').get_scheduler().store.flush()")
+        before = first.value("len(__import__('nbsched').get_scheduler().history('keeper'))")
+    finally:
+        first.shutdown()  # the kernel dies: everything in memory is gone
+    assert db.exists() and oct(db.stat().st_mode & 0o777) == "0o600"
+    second = KernelHarness(kernel_python).start()
+    try:
+        second.run("%load_ext nbsched")
+        listing = second.run(f"%schedule restore {str(db)!r}")
+        assert "keeper" in listing.stdout + json.dumps([m["content"] for m in listing.of_type("execute_result")])
+        second.poll_until(lambda: second.value("globals().get('count', 0)") >= 2, timeout=15)
+        rows = second.value("len(__import__('nbsched').get_scheduler().history('keeper'))")
+        assert rows > before  # the old history came back, and new runs were added to it
+        assert second.value("len(__import__('nbsched').get_scheduler().results('keeper'))") >= before
+        bad = second.execute("%schedule restore /nonexistent/nbsched.db")
+        assert bad.reply["content"]["ename"] == "UsageError"
+    finally:
+        second.shutdown()
