@@ -188,7 +188,9 @@ class ResultLog:
     __slots__ = ("chunks", "rows", "max_rows", "max_age", "_frame")
 
     def __init__(self, max_rows: int | None = 10_000, max_age: float | None = None):
-        self.chunks: deque = deque()  # (run_id, scheduled, kind, payload, nrows)
+        # (run_id, scheduled, kind, payload, nrows); created on the first result (most jobs of a
+        # 100,000-job schedule return nothing, and every container is work for the GC)
+        self.chunks: deque | None = None
         self.rows = 0
         self.max_rows = max_rows
         self.max_age = max_age
@@ -198,6 +200,8 @@ class ResultLog:
         if value is None:
             return
         kind, payload, n = _classify(value)
+        if self.chunks is None:
+            self.chunks = deque()
         self.chunks.append((run_id, scheduled, kind, payload, n))
         self.rows += n
         self._frame = None
@@ -231,7 +235,7 @@ class ResultLog:
                 pieces.append(pd.DataFrame.from_records(records))
                 records.clear()
 
-        for run_id, sched, kind, payload, _ in self.chunks:
+        for run_id, sched, kind, payload, _ in self.chunks or ():
             if kind == "frame":
                 flush()
                 part = payload.reset_index(drop=not _has_named_index(payload))

@@ -315,11 +315,18 @@ class Job:
         )
 
 
+_last_checked: list = [None, False]  # bulk adds reuse one function: remember the last answer
+
+
 def _is_coroutine_function(func: Any) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(type(func), "__call__", None)
-    return call is not None and not inspect.isfunction(func) and inspect.iscoroutinefunction(call)
+    if func is _last_checked[0]:
+        return _last_checked[1]
+    answer = inspect.iscoroutinefunction(func)
+    if not answer:
+        call = getattr(type(func), "__call__", None)
+        answer = call is not None and not inspect.isfunction(func) and inspect.iscoroutinefunction(call)
+    _last_checked[0], _last_checked[1] = func, answer
+    return answer
 
 
 def describe_target(func: Callable[..., Any]) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def _zone_name(tz: tzinfo) -> str:
 class Trigger:
     """Base class: a frozen value with one pure method, :meth:`next_fire`."""
 
+    __slots__ = ()  # subclasses are slotted dataclasses: no per-instance dict (cheap to hold 100,000)
     tz: tzinfo
     kind: ClassVar[str] = "trigger"
 
@@ -106,7 +107,7 @@ class Trigger:
 
 
 # --------------------------------------------------------------------------------------- interval
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=True, slots=True)
 class Interval(Trigger):
     """Every ``seconds``, anchored to ``start`` (fires at start, start + every, ...), until ``end``.
 
@@ -118,6 +119,8 @@ class Interval(Trigger):
     start: datetime | None = None
     end: datetime | None = None
     tz: tzinfo = field(default=timezone.utc, compare=False)
+    _start: float | None = field(default=None, init=False, repr=False, compare=False)
+    _end: float | None = field(default=None, init=False, repr=False, compare=False)
     kind: ClassVar[str] = "interval"
 
     def __post_init__(self) -> None:
@@ -183,12 +186,13 @@ class Interval(Trigger):
 
 
 # ------------------------------------------------------------------------------------------- date
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=True, slots=True)
 class Date(Trigger):
     """Once, at ``run_at``."""
 
     run_at: datetime
     tz: tzinfo = field(default=timezone.utc, compare=False)
+    _ts: float = field(default=0.0, init=False, repr=False, compare=False)
     kind: ClassVar[str] = "date"
 
     def __post_init__(self) -> None:
@@ -240,7 +244,7 @@ def _croniter():
     return croniter
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=True, slots=True)
 class Cron(Trigger):
     """A cron expression in a time zone: 5 fields (minute hour day month weekday), or 6 with leading
     seconds, or an alias (``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``).
@@ -251,6 +255,11 @@ class Cron(Trigger):
     expr: str
     tz: tzinfo = field(default=timezone.utc)
     label: str | None = field(default=None, compare=False)  # shorthand it came from, for describe()
+    _expanded: str = field(default="", init=False, repr=False, compare=False)
+    _seconds: bool = field(default=False, init=False, repr=False, compare=False)
+    _fixed_hour: bool = field(default=False, init=False, repr=False, compare=False)
+    _fields: dict = field(default=None, init=False, repr=False, compare=False)
+    _iter: Any = field(default=None, init=False, repr=False, compare=False)
     kind: ClassVar[str] = "cron"
 
     def __post_init__(self) -> None:
@@ -302,7 +311,7 @@ class Cron(Trigger):
     def _iterator(self, start: datetime):
         # Parsing the expression costs ~200 us; parse once per trigger and re-position it.  A trigger
         # is used from the scheduler's loop thread; the lock only guards rare calls from elsewhere.
-        cached = self.__dict__.get("_iter")
+        cached = self._iter
         if cached is None:
             cached = _croniter()(self._expanded, start, ret_type=datetime, day_or=True,
                                  second_at_beginning=self._seconds, max_years_between_matches=50)
