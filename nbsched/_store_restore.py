@@ -210,15 +210,15 @@ def _register(store, sched, plans, by_job, early_rows, results, names, upto, max
             continue
         rows = [row for rid, row in zip(ids, by_job.pop(jid, ())) if rid <= store._session_start]
         if rows:
-            _fill_log(sched._logs[name][0], rows)
+            _fill_log(sched._logs[name], rows)
         store._history_loaded.add(name)
     # a removed job's history stays queryable, as within a session
     for jid, rows in by_job.items():
         name = names.get(jid)
         if name is None or name in sched._logs or not rows:
             continue
-        sched._logs[name] = (RunLog(name), ResultLog())
-        _fill_log(sched._logs[name][0], rows)
+        sched._logs[name] = RunLog(name)
+        _fill_log(sched._logs[name], rows)
         store._history_loaded.add(name)
     store._applied_cursor = max(store._applied_cursor, upto)
     sched._version += 1

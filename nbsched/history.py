@@ -104,16 +104,49 @@ class RunRecord:
 class RunLog:
     """A job's history rows (bounded), with a cached frame."""
 
-    __slots__ = ("job", "rows", "max_age", "_frame")
+    __slots__ = ("job", "_rows", "_max_rows", "max_age", "_frame", "_results", "_results_retention")
 
-    def __init__(self, job: str, max_rows: int | None = 10_000, max_age: float | None = None):
+    def __init__(self, job: str, max_rows: int | None = 10_000, max_age: float | None = None,
+                 results: "ResultLog | None" = None, results_rows: int | None = 10_000,
+                 results_age: float | None = None):
         self.job = job
-        self.rows: deque = deque(maxlen=max_rows)
+        # the job's results log lives with its history; created when first needed
+        self._results = results
+        self._results_retention = (results_rows, results_age)
+        self._rows: deque | None = None  # created on the first row: one container less per idle job
+        self._max_rows = max_rows
         self.max_age = max_age
         self._frame = None
 
+    @property
+    def results(self) -> "ResultLog":
+        results = self._results
+        if results is None:
+            results = self._results = ResultLog(*self._results_retention)
+        return results
+
+    def set_results_retention(self, max_rows: int | None, max_age: float | None) -> None:
+        self._results_retention = (max_rows, max_age)
+        if self._results is not None:
+            self._results.set_retention(max_rows, max_age)
+
+    @property
+    def rows(self) -> deque:
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = deque(maxlen=self._max_rows)
+        return rows
+
+    @rows.setter
+    def rows(self, value: deque) -> None:
+        self._rows = value
+        self._max_rows = value.maxlen
+        self._frame = None
+
     def append(self, row: tuple) -> None:
-        rows = self.rows
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = deque(maxlen=self._max_rows)
         rows.append(row)
         self._frame = None
         if self.max_age is not None:
@@ -122,8 +155,10 @@ class RunLog:
                 rows.popleft()
 
     def set_retention(self, max_rows: int | None, max_age: float | None) -> None:
-        if self.rows.maxlen != max_rows:
-            self.rows = deque(self.rows, maxlen=max_rows)
+        if self._max_rows != max_rows:
+            self._max_rows = max_rows
+            if self._rows is not None:
+                self._rows = deque(self._rows, maxlen=max_rows)
         self.max_age = max_age
         self._frame = None
 

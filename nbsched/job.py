@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import inspect
+from inspect import CO_COROUTINE
+from types import FunctionType
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
@@ -166,11 +168,11 @@ class Job:
         "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed",
         "running", "runs", "successes", "failures", "missed", "skipped",
         "last_outcome", "last_started", "last_finished", "last_duration", "last_error",
-        "log", "results_log", "_backlog", "_run_tasks", "_waiters", "persist", "output", "__weakref__",
+        "log", "_backlog", "_run_tasks", "_waiters", "persist", "output", "__weakref__",
     )
 
     def __init__(self, scheduler: "Scheduler", name: str, func: Callable[[], Any], trigger: "Trigger",
-                 policy: JobPolicy, meta: dict[str, Any] | None, log: RunLog, results: ResultLog):
+                 policy: JobPolicy, meta: dict[str, Any] | None, log: RunLog):
         self.scheduler = scheduler
         self.name = name
         self.func = func
@@ -196,7 +198,6 @@ class Job:
         self.last_duration: float | None = None
         self.last_error: str | None = None
         self.log = log
-        self.results_log = results
         # created on first use: a job usually needs none of them, and 100,000 jobs x 3 containers
         # would make the garbage collector's work (and add()) noticeably slower
         self._backlog: list[float] | None = None
@@ -206,6 +207,11 @@ class Job:
         #: Where the job's output goes in a kernel (set by the %%schedule magic; None for API jobs).
         #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched._kernel.OutputSink.
         self.output: Any = None
+
+    @property
+    def results_log(self) -> ResultLog:
+        """What the job returned (see :meth:`results`); shared with earlier jobs of the same name."""
+        return self.log.results
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -321,6 +327,8 @@ _last_checked: list = [None, False]  # bulk adds reuse one function: remember th
 def _is_coroutine_function(func: Any) -> bool:
     if func is _last_checked[0]:
         return _last_checked[1]
+    if type(func) is FunctionType and not hasattr(func, "_is_coroutine_marker"):
+        return bool(func.__code__.co_flags & CO_COROUTINE)  # the common case, without inspect's unwrapping
     answer = inspect.iscoroutinefunction(func)
     if not answer:
         call = getattr(type(func), "__call__", None)

@@ -135,7 +135,7 @@ class Scheduler:
         self._random = random.Random(random_seed)
         self._jobs: dict[str, Job] = {}
         self._trigger_cache: dict[tuple, Trigger] = {}
-        self._logs: dict[str, tuple[RunLog, ResultLog]] = {}
+        self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
         self._buckets: dict[int, list] = {}
         self._keys: list[int] = []
         self._timer = None
@@ -389,18 +389,18 @@ class Scheduler:
         """
         if name is not None:
             if name in self._logs:
-                return self._logs[name][0].frame(self.tz)
+                return self._logs[name].frame(self.tz)
             raise JobLookupError(self._unknown(name))
         cache = self._history_cache
         if cache is None or cache[0] != self._version:
-            frame = history_frame(((n, logs[0].rows) for n, logs in self._logs.items()), self.tz)
+            frame = history_frame(((n, log.rows) for n, log in self._logs.items()), self.tz)
             self._history_cache = cache = (self._version, frame)
         return cache[1]
 
     def results(self, name: str):
         """What the job returned, accumulated over runs, as a DataFrame (with run_id and scheduled_at)."""
         if name in self._logs:
-            return self._logs[name][1].frame(self.tz)
+            return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name))
 
     def forget(self, name: str) -> None:
@@ -503,17 +503,18 @@ class Scheduler:
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None) -> Job:
         if self._shutdown:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
-        logs = self._logs.get(name)
-        if logs is None:
-            logs = (RunLog(name, policy.history_rows, policy.history_age), ResultLog(policy.results_rows, policy.results_age))
-            self._logs[name] = logs
+        log = self._logs.get(name)
+        if log is None:
+            log = RunLog(name, policy.history_rows, policy.history_age,
+                         results_rows=policy.results_rows, results_age=policy.results_age)
+            self._logs[name] = log
         else:
-            logs[0].set_retention(policy.history_rows, policy.history_age)
-            logs[1].set_retention(policy.results_rows, policy.results_age)
+            log.set_retention(policy.history_rows, policy.history_age)
+            log.set_results_retention(policy.results_rows, policy.results_age)
         old = self._jobs.pop(name, None)
         if old is not None:
             self._detach(old)
-        job = Job(self, name, func, trig, policy, meta, logs[0], logs[1])
+        job = Job(self, name, func, trig, policy, meta, log)
         if persist is None:
             persist = self._store is not None and getattr(self._store, "persist_all", True)
         if persist and self._store is None:
@@ -634,7 +635,7 @@ class Scheduler:
     def _modify(self, job: Job, policy: JobPolicy) -> Job:
         job.policy = policy
         job.log.set_retention(policy.history_rows, policy.history_age)
-        job.results_log.set_retention(policy.results_rows, policy.results_age)
+        job.log.set_results_retention(policy.results_rows, policy.results_age)
         self._changed(job)
         self._emit_job(ev.JobModified, job.name)
         return job

@@ -486,9 +486,9 @@ class SQLiteStore:
         if sched is not None and rows:
             logs = sched._logs
             for name, row in rows:
-                pair = logs.get(name)
-                if pair is not None:
-                    pair[0].append(row)
+                log = logs.get(name)
+                if log is not None:
+                    log.append(row)
             sched._version += 1
         self._applied_cursor = max(self._applied_cursor, upto)
 
