@@ -260,12 +260,10 @@ class Dashboard(ipywidgets.VBox):
             return head + "\n(no jobs yet: add one with sched.add(func, 'every 5m') or %%schedule every 5m)"
         table = [("job", "trigger", "state", "next run", "last run", "duration", "outcome", "runs", "errors")]
         notes: dict[int, str] = {}
-        for job in jobs[:_TEXT_ROWS]:
-            r = _row(job)
-            table.append((r[0], r[1], r[2], _relative(r[3], now), _clock_time(r[4], sched.tz, now),
-                          _duration(r[5]), r[6] or "-", str(r[7]), str(r[8])))
-            if r[2] == "failing" and r[9]:
-                notes[len(table) - 1] = r[9]
+        for values, state, error in _static_rows(sched, jobs, now):
+            table.append(values)
+            if state == "failing" and error:
+                notes[len(table) - 1] = error
         widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
         out = [head]
         for i, line in enumerate(table):
@@ -292,16 +290,13 @@ class Dashboard(ipywidgets.VBox):
             *(f"<th style='{cell}'>{h}</th>" for h in heads),
             "</tr></thead><tbody>",
         ]
-        for job in jobs[:_TEXT_ROWS]:
-            r = _row(job)
-            failing = r[2] == "failing"
+        for values, state, error in _static_rows(sched, jobs, now):
+            failing = state == "failing"
             style = " style='background:#fee2e2;color:#991b1b'" if failing else ""
-            values = (r[0], r[1], r[2], _relative(r[3], now), _clock_time(r[4], sched.tz, now),
-                      _duration(r[5]), r[6] or "-", str(r[7]), str(r[8]))
-            parts.append(f"<tr class='nbsched-state-{r[2]}'{style}>"
+            parts.append(f"<tr class='nbsched-state-{state}'{style}>"
                          + "".join(f"<td style='{cell}'>{escape(v)}</td>" for v in values) + "</tr>")
-            if failing and r[9]:
-                parts.append(f"<tr{style}><td colspan='9' style='{cell}'>&#9888; {escape(r[9])}</td></tr>")
+            if failing and error:
+                parts.append(f"<tr{style}><td colspan='9' style='{cell}'>&#9888; {escape(error)}</td></tr>")
         parts.append("</tbody></table>")
         if not jobs:
             parts.append("<div><em>no jobs yet</em></div>")
@@ -704,6 +699,15 @@ def _clock_time(ts: float | None, tz: tzinfo, now: float) -> str:
     if abs(now - ts) < 20 * 3600:
         return when.strftime("%H:%M:%S")
     return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _static_rows(sched: Any, jobs: list, now: float):
+    """(cells as text, state, last error) for the first _TEXT_ROWS jobs: the text and HTML fallbacks."""
+    for job in jobs[:_TEXT_ROWS]:
+        r = _row(job)
+        values = (r[0], r[1], r[2], _relative(r[3], now), _clock_time(r[4], sched.tz, now),
+                  _duration(r[5]), r[6] or "-", str(r[7]), str(r[8]))
+        yield values, r[2], r[9]
 
 
 def _history_html(rows: list[tuple], tz: tzinfo, now: float) -> str:
