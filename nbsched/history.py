@@ -113,7 +113,9 @@ class RunLog:
         # the job's results log lives with its history; created when first needed
         self._results = results
         self._results_retention = (results_rows, results_age)
-        self._rows: deque | None = None  # created on the first row: one container less per idle job
+        # created here, not on the first run: allocating long-lived containers while thousands of
+        # jobs fire at once would trigger full garbage collections in the middle of the burst
+        self._rows: deque | None = deque(maxlen=max_rows)
         self._max_rows = max_rows
         self.max_age = max_age
         self._frame = None

@@ -47,9 +47,9 @@ log = logging.getLogger("nbsched")
 SLICE_SECONDS = 0.002
 _CHECK_EVERY = 16  # entries between budget checks
 #: How early the loop timer is armed before a fire time (then the scheduler spins to the instant).
-EARLY_WAKE = 0.0015
+EARLY_WAKE = 0.001
 #: The share of one core that spinning to exact fire times may use (tokens refill at this rate).
-SPIN_BUDGET = 0.02
+SPIN_BUDGET = 0.03
 
 SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
 TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.INTERRUPTED
@@ -686,6 +686,7 @@ class Scheduler:
         if isinstance(clock, SystemClock) and loop is not None:
             when = key / 1000.0
             if self._spin_tokens >= EARLY_WAKE:
+                when = self._bucket_target(key)
                 # The selector rounds timeouts up to whole milliseconds (and Linux adds slack), so a
                 # timer armed for the instant fires ~1 ms late.  Wake a little early and spin to the
                 # instant instead - within a small CPU budget (SPIN_BUDGET of a core), so dense
@@ -695,10 +696,18 @@ class Scheduler:
         else:
             self._timer = clock.call_at(key / 1000.0, self._on_timer)
 
+    def _bucket_target(self, key: int) -> float:
+        """The earliest planned fire time in bucket ``key`` (small buckets; else the bucket's end)."""
+        bucket = self._buckets.get(key)
+        if not bucket or len(bucket) > 64:
+            return key / 1000.0
+        planned = [job._planned for job in bucket if job._key == key]
+        return min(planned) if planned else key / 1000.0
+
     def _spin_to(self, key: int) -> bool:
         """Before processing bucket ``key``: spin to its instant if it is a hair away and the budget allows.
         Returns False if the timer fired too early to spin (the caller re-arms)."""
-        target = key / 1000.0
+        target = self._bucket_target(key)
         time = self._time
         now = time()
         # refill the spin budget for the time that passed
