@@ -515,6 +515,7 @@ def test_no_loop_gives_clear_error():
     assert s.jobs == []
 
 
+@pytest.mark.realtime
 def test_works_in_a_plain_script_under_asyncio_run():
     seen = []
 
