@@ -163,7 +163,6 @@ class Scheduler:
         self._loop_thread: int | None = None
         self.events = ev.EventBus(spawn=self._spawn_listener)
         self._time = self.clock.time
-        self._hooks_interrupt: list[Callable[[Job], None]] = []
         self._store: Any = None
         if store is not None:
             self.attach_store(store)
@@ -1133,12 +1132,8 @@ class Scheduler:
             record = RunRecord.from_row(job.name, row, self.tz)
         if interrupted:
             # a runaway job must not freeze the kernel again at its next fire: pause it
-            self._pause(job.name, "interrupted") if job.name in self._jobs and self._jobs[job.name] is job else None
-            for hook in self._hooks_interrupt:
-                try:
-                    hook(job)
-                except Exception:
-                    log.exception("nbsched: interrupt hook failed")
+            if self._jobs.get(job.name) is job:
+                self._pause(job.name, "interrupted")
         if record is not None and self.events.wants(kind):
             self.events.emit(kind(self.clock.now(), job.name, record))
         if final:
@@ -1256,8 +1251,6 @@ class Scheduler:
             _default = None
         loop = self._loop
         if not tasks or loop is None or loop.is_closed():
-            if not wait and tasks and loop is not None and not loop.is_closed():
-                pass
             return None
         return asyncio.ensure_future(self._wait_tasks(tasks), loop=loop)
 
