@@ -273,3 +273,29 @@ def test_persisted_cell_job_survives_a_kernel_restart(tmp_path, kernel_python):
         assert bad.reply["content"]["ename"] == "UsageError"
     finally:
         second.shutdown()
+
+
+@pytest.mark.parametrize("kernel_python", ["ipykernel-current"], indirect=True)
+def test_magic_in_an_ipykernel7_subshell_runs_the_job_on_the_main_loop(kernel):
+    import ipykernel
+
+    if int(ipykernel.__version__.split(".")[0]) < 7:
+        pytest.skip("subshells are new in ipykernel 7")
+    kc = kernel.kc
+    kernel.run("%load_ext nbsched")
+    request = kc.session.msg("create_subshell_request", {})
+    kc.control_channel.send(request)
+    reply = kc.control_channel.get_msg(timeout=10)
+    while reply["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+        reply = kc.control_channel.get_msg(timeout=10)
+    subshell_id = reply["content"]["subshell_id"]
+    code = ("%%schedule every 0.2s --name fromsubshell --quiet\n"
+            "import threading\nsub_on_main = threading.current_thread() is threading.main_thread()")
+    msg = kc.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
+                                             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    msg["header"]["subshell_id"] = subshell_id
+    kc.shell_channel.send(msg)
+    result = kernel.wait_for_reply(msg["header"]["msg_id"], timeout=20)
+    assert result.status == "ok", result.reply["content"]
+    kernel.poll_until(lambda: kernel.value("globals().get('sub_on_main', None)") is not None, timeout=15)
+    assert kernel.value("sub_on_main") is True
