@@ -11,8 +11,7 @@ import inspect
 import re
 import shlex
 import threading
-from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -22,7 +21,7 @@ from . import events as ev
 from ._durations import parse_duration
 from .errors import NbschedError
 from .job import COALESCE_CHOICES, Job
-from .scheduler import Scheduler, get_scheduler
+from .scheduler import Scheduler
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
                "dashboard", "store", "restore", "help")
@@ -166,7 +165,6 @@ def _split_line(line: str) -> tuple[str, list[str]]:
 
 
 def _until(value: str, sched: Scheduler, tz: Any) -> float:
-    from .clock import resolve_zone
     from .triggers import parse_trigger
 
     try:

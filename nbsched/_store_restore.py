@@ -30,7 +30,7 @@ from ._store_schema import StoreError
 from ._store_targets import load_target
 from ._store_leases import acquire_leases
 from .errors import NbschedWarning, PolicyError
-from .history import Outcome, ResultLog, RunLog
+from .history import Outcome, RunLog
 from .job import JobPolicy
 from .triggers import trigger_from_spec
 

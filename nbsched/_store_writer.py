@@ -30,7 +30,7 @@ from operator import call
 from typing import TYPE_CHECKING, Any
 
 from ._store_codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows
-from ._store_leases import NO_FENCE as _NO_FROM, acquire_leases
+from ._store_leases import acquire_leases
 from ._store_schema import connect
 from .clock import perf_counter
 from .history import Outcome

@@ -300,7 +300,6 @@ def _has_named_index(df) -> bool:
 
 
 def _classify(value: Any) -> tuple[str, Any, int]:
-    kind = type(value).__name__
     module = type(value).__module__
     if module.startswith("pandas"):
         import pandas as pd

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._durations import DurationLike, parse_duration
+from ._durations import parse_duration
 from .clock import to_timestamp
 from .errors import PolicyError
 from .history import Outcome, ResultLog, RunLog

@@ -31,12 +31,11 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Iterable
 
 from . import events as ev
-from ._durations import DurationLike, parse_duration
 from .clock import Clock, SystemClock, perf_counter, resolve_zone
 from .errors import JobLookupError, NbschedError, NoEventLoopError, PolicyError, SchedulerShutdownError, TriggerError
 from .executors import Executor, default_executors
-from .history import ErrorInfo, Outcome, ResultLog, RunLog, RunRecord, history_frame
-from .job import Job, JobPolicy, JobState
+from .history import ErrorInfo, Outcome, RunLog, RunRecord, history_frame
+from .job import Job, JobPolicy
 from .triggers import Trigger, parse_trigger
 
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
@@ -96,13 +95,12 @@ class RunHandle:
     re-raises its exception (``TimeoutError`` for a timeout, :class:`MaxInstancesReachedError` when
     the run was skipped)."""
 
-    __slots__ = ("job", "run_id", "_future", "_scheduler")
+    __slots__ = ("job", "run_id", "_scheduler")
 
     def __init__(self, scheduler: "Scheduler", job: str, run_id: int):
         self._scheduler = scheduler
         self.job = job
         self.run_id = run_id
-        self._future: asyncio.Future | None = None
 
     def __await__(self):
         return self._scheduler._run_future(self.run_id).__await__()
@@ -664,7 +662,7 @@ class Scheduler:
         jitter = job.policy.jitter
         planned = ts + self._random.uniform(0.0, jitter) if jitter else ts
         job._planned = planned
-        key = math.ceil(planned * 1000.0 - 1e-6)
+        key = _key(planned)
         job._key = key  # an entry in a bucket is live only while job._key equals the bucket's key
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable
 
 from ._durations import DurationLike, parse_duration
@@ -139,6 +139,3 @@ class FakeClock:
     def __repr__(self) -> str:
         return f"FakeClock({self.now().isoformat()})"
 
-
-def timedelta_seconds(value: DurationLike) -> timedelta:
-    return timedelta(seconds=parse_duration(value, allow_zero=True))

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta, timezone, tzinfo
 from typing import Any, ClassVar, Iterator
 
-from ._durations import DurationLike, UNIT_HELP, format_duration, parse_duration
+from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp
 from .errors import DurationError, TriggerError
 

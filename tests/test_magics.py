@@ -5,7 +5,6 @@ Assertions read kernel-side state and iopub messages; waiting is polling, never 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

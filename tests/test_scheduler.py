@@ -1,14 +1,13 @@
 """The engine, on a FakeClock: no test here sleeps."""
 import asyncio
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pandas as pd
 import pytest
 
 import nbsched
 from nbsched import JobLookupError, JobState, NoEventLoopError, Outcome, PolicyError, TriggerError
-from nbsched.testing import FakeClock
 
 from conftest import START
 
