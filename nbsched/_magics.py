@@ -356,15 +356,11 @@ class ScheduleMagics(Magics):
     def _cmd_history(self, sched, rest):
         if len(rest) > 1:
             raise UsageError("%schedule history takes at most one job name")
-        if rest and rest[0] not in sched._logs:
-            sched.get(rest[0])  # raises with the list of names
         return sched.history(rest[0] if rest else None)
 
     def _cmd_results(self, sched, rest):
         if len(rest) != 1:
             raise UsageError(f"%schedule results needs one job name (jobs: {', '.join(j.name for j in sched.jobs) or 'none yet'})")
-        if rest[0] not in sched._logs:
-            sched.get(rest[0])
         return sched.results(rest[0])
 
     def _cmd_preview(self, sched, rest):

@@ -258,7 +258,7 @@ class Dashboard(ipywidgets.VBox):
         head = f"nbsched dashboard: {_summary_text(sched, jobs)}"
         if not jobs:
             return head + "\n(no jobs yet: add one with sched.add(func, 'every 5m') or %%schedule every 5m)"
-        table = [("job", "trigger", "state", "next run", "last run", "duration", "outcome", "runs", "errors")]
+        table = [_STATIC_HEADS]
         notes: dict[int, str] = {}
         for values, state, error in _static_rows(sched, jobs, now):
             table.append(values)
@@ -282,12 +282,11 @@ class Dashboard(ipywidgets.VBox):
         now = sched.clock.time()
         jobs = sched.jobs
         cell = "padding:2px 8px;text-align:left;border-bottom:1px solid #e5e7eb"
-        heads = ("Job", "Trigger", "State", "Next run", "Last run", "Duration", "Outcome", "Runs", "Errors")
         parts = [
             "<div class='nbsched-dashboard-static'>",
             f"<div><b>nbsched</b> &middot; {escape(_summary_text(sched, jobs))}</div>",
             "<table style='border-collapse:collapse;font-size:90%'><thead><tr>",
-            *(f"<th style='{cell}'>{h}</th>" for h in heads),
+            *(f"<th style='{cell}'>{h.capitalize()}</th>" for h in _STATIC_HEADS),
             "</tr></thead><tbody>",
         ]
         for values, state, error in _static_rows(sched, jobs, now):
@@ -699,6 +698,9 @@ def _clock_time(ts: float | None, tz: tzinfo, now: float) -> str:
     if abs(now - ts) < 20 * 3600:
         return when.strftime("%H:%M:%S")
     return when.strftime("%Y-%m-%d %H:%M")
+
+
+_STATIC_HEADS = ("job", "trigger", "state", "next run", "last run", "duration", "outcome", "runs", "errors")
 
 
 def _static_rows(sched: Any, jobs: list, now: float):
