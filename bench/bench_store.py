@@ -120,7 +120,7 @@ def _build_store(path: str, jobs: int, rows_per_job: int) -> dict:
                                       "policy": policy, "target": target, "paused": False, "meta": {}}),
           0, 0, anchor + rows_per_job + 3600, rows_per_job) for i in range(jobs)))
 
-    from nbsched._store_codec import encode_chunk
+    from nbsched.store._codec import encode_chunk
     from nbsched.history import Outcome
 
     ok = Outcome.SUCCESS

@@ -22,13 +22,13 @@ from .errors import (
     NoEventLoopError,
     PolicyError,
     SchedulerShutdownError,
+    StoreError,
     TriggerError,
 )
-from ._store_schema import StoreError
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
 from .history import Outcome, RunRecord
 from .job import Job, JobPolicy, JobState
-from .scheduler import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
+from .engine import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
 from .triggers import Cron, Date, Interval, Trigger, parse_trigger
 
 __version__ = "0.1.0"
@@ -44,21 +44,21 @@ __all__ = [
 
 
 def dashboard(scheduler: Scheduler | None = None):
-    """A live ipywidgets dashboard of every job (see :mod:`nbsched.dashboard`)."""
-    from .dashboard import Dashboard
+    """A live ipywidgets dashboard of every job (see :class:`nbsched.notebook.Dashboard`)."""
+    from .notebook.dashboard import Dashboard
 
     return Dashboard(scheduler or get_scheduler())
 
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext nbsched``: register ``%%schedule`` / ``%schedule`` and the kernel integration."""
-    from ._magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
     """``%unload_ext nbsched``: stop every job cleanly and remove the magics."""
-    from ._magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)

@@ -9,6 +9,7 @@ __all__ = [
     "JobLookupError",
     "NoEventLoopError",
     "SchedulerShutdownError",
+    "StoreError",
     "NbschedWarning",
 ]
 
@@ -42,6 +43,12 @@ class NoEventLoopError(NbschedError, RuntimeError):
 
 class SchedulerShutdownError(NbschedError, RuntimeError):
     """The scheduler was shut down; create a new one (or call ``nbsched.get_scheduler()`` again)."""
+
+
+class StoreError(NbschedError):
+    """The store file cannot be used: it is not an nbsched store, it is damaged, it was written by a
+    newer nbsched, or it cannot be written.  The message names the path, the problem and what to do;
+    the file is left exactly as it was."""
 
 
 class NbschedWarning(UserWarning):

@@ -16,7 +16,7 @@ from .errors import PolicyError
 from .history import Outcome, ResultLog, RunLog
 
 if TYPE_CHECKING:
-    from .scheduler import RunHandle, Scheduler
+    from .engine import RunHandle, Scheduler
     from .triggers import Trigger
 
 __all__ = ["JobPolicy", "JobState", "Job", "COALESCE_CHOICES"]

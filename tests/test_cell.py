@@ -1,4 +1,4 @@
-"""nbsched._cell: a cell body compiled once, run many times in a namespace (no kernel needed)."""
+"""nbsched.notebook.cell: a cell body compiled once, run many times in a namespace (no kernel needed)."""
 
 import asyncio
 import linecache
@@ -6,7 +6,7 @@ import traceback
 
 import pytest
 
-from nbsched._cell import CompiledCell, compile_cell
+from nbsched.notebook.cell import CompiledCell, compile_cell
 
 
 def test_assignments_land_in_namespace():

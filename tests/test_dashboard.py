@@ -23,7 +23,7 @@ from ipywidgets.widgets.widget import _instances as widget_instances
 
 import nbsched
 from nbsched import JobState
-from nbsched.dashboard import ROW_FIELDS, Dashboard
+from nbsched.notebook.dashboard import ROW_FIELDS, Dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ async def test_selecting_a_job_shows_history_results_chart_and_next_fire_times(s
 async def test_the_selected_jobs_own_output_widget_is_shown(sched, clock, dashboards):
     import asyncio
 
-    from nbsched._kernel import OutputSink  # what the %%schedule magic attaches as job.output
+    from nbsched.notebook.kernel import OutputSink  # what the %%schedule magic attaches as job.output
 
     sink = OutputSink(loop=asyncio.get_running_loop())
     job = sched.add(ok, "every 10s")
@@ -460,8 +460,8 @@ def test_bad_options_say_what_to_do(clock):
 
 # ---------------------------------------------------------------------------------- architecture
 def test_the_scheduler_never_imports_the_dashboard():
-    code = ("import sys, nbsched, nbsched.scheduler; s = nbsched.Scheduler(); "
-            "bad = [m for m in ('nbsched.dashboard', 'ipywidgets', 'anywidget') if m in sys.modules]; "
+    code = ("import sys, nbsched, nbsched.engine; s = nbsched.Scheduler(); "
+            "bad = [m for m in ('nbsched.notebook', 'ipywidgets', 'anywidget') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     for path in (ROOT / "nbsched").glob("*.py"):
@@ -471,6 +471,6 @@ def test_the_scheduler_never_imports_the_dashboard():
 
 
 def test_the_dashboard_reads_no_wall_clock():
-    source = (ROOT / "nbsched" / "dashboard.py").read_text()
+    source = (ROOT / "nbsched" / "notebook" / "dashboard.py").read_text()
     for forbidden in ("datetime.now(", "time.time(", "asyncio.sleep(", "time.monotonic("):
         assert forbidden not in source

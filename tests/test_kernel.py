@@ -1,4 +1,4 @@
-"""nbsched._kernel in this process, without a kernel: OutputSink (fake widget), router, interrupts.
+"""nbsched.notebook.kernel in this process, without a kernel: OutputSink (fake widget), router, interrupts.
 
 The same pieces in real kernels: tests/test_kernel_router.py.
 """
@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from nbsched import _kernel
-from nbsched._kernel import OutputSink, route_output, run_routed
+from nbsched.notebook import kernel as _kernel
+from nbsched.notebook.kernel import OutputSink, route_output, run_routed
 
 
 class FakeWidget:

@@ -1,4 +1,4 @@
-"""nbsched._kernel in real kernels (ipykernel 7.x and 6.29): output routing and interrupts.
+"""nbsched.notebook.kernel in real kernels (ipykernel 7.x and 6.29): output routing and interrupts.
 
 Background output must end up in the job's sink and never on iopub as stream/display output of
 some cell; the cells' own output must be untouched. Interrupts must stop a runaway job and still
@@ -30,7 +30,7 @@ ROUTED_SETUP = code(
     """
     import asyncio, sys, threading, time
     from IPython.display import display
-    from nbsched import _kernel
+    from nbsched.notebook import kernel as _kernel
     _kernel.install_router()
     """
 )
@@ -40,10 +40,10 @@ def test_kernel_version_and_loop(kernel, kernel_python):
     version = kernel.value("__import__('ipykernel').__version__")
     if "ipykernel6" in kernel_python or "IPYKERNEL6" in kernel_python:
         assert version.startswith("6.29")
-    assert kernel.value("__import__('nbsched._kernel').__file__").startswith(
+    assert kernel.value("__import__('nbsched.notebook.kernel').__file__").startswith(
         str(__import__("kernel_harness").REPO_ROOT)
     )
-    loop_check = "from nbsched import _kernel; import asyncio\n_kernel.kernel_loop() is asyncio.get_running_loop()"
+    loop_check = "from nbsched.notebook import kernel as _kernel; import asyncio\n_kernel.kernel_loop() is asyncio.get_running_loop()"
     assert kernel.run(loop_check).of_type("execute_result")[0]["content"]["data"]["text/plain"] == "True"
 
 
@@ -189,7 +189,7 @@ def test_job_exception_shown_in_sink(kernel):
 
 INTERRUPT_SETUP = """
 import asyncio, pathlib, signal, time
-from nbsched import _kernel
+from nbsched.notebook import kernel as _kernel
 loop = _kernel.kernel_loop()
 job_tasks, interrupted, outcomes, idle_handlers = set(), [], [], []
 _kernel.install_interrupt_handler(loop, lambda task: task in job_tasks, interrupted.append)

@@ -82,7 +82,7 @@ def test_blocking_cell_delays_jobs_and_missed_runs_are_recorded(kernel):
     kernel.poll_until(lambda: "missed" in outcomes(kernel, "steady"), timeout=15)
     got = outcomes(kernel, "steady")
     assert got.count("missed") >= 4
-    card = kernel.user_expression("repr(__import__('nbsched._magics', fromlist=['_state'])._state().cards['steady'])")
+    card = kernel.user_expression("repr(__import__('nbsched.notebook.magics', fromlist=['_state'])._state().cards['steady'])")
     assert "missed while the kernel was busy" in card
 
 
@@ -96,7 +96,7 @@ def test_interrupt_stops_a_runaway_job_and_kernel_stays_usable(kernel, tmp_path)
                       message="kernel did not come back after interrupting the runaway job")
     assert "interrupted" in outcomes(kernel, "runaway")
     assert kernel.value("str(__import__('nbsched').get_scheduler().get('runaway').state)") == "paused"
-    card = kernel.user_expression("repr(__import__('nbsched._magics', fromlist=['_state'])._state().cards['runaway'])")
+    card = kernel.user_expression("repr(__import__('nbsched.notebook.magics', fromlist=['_state'])._state().cards['runaway'])")
     assert "interrupted by you and paused" in card
     # normal cells are still interrupted as before
     msg_id = kernel.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(30)", wait=False)
@@ -171,7 +171,7 @@ def test_line_magic_subcommands(kernel):
     kernel.run("%schedule remove sub")
     assert kernel.value(JOBS) == []
     kernel.run("%schedule stop")
-    assert kernel.value("__import__('nbsched.scheduler', fromlist=['x'])._default is None")
+    assert kernel.value("__import__('nbsched.engine.scheduler', fromlist=['x'])._default is None")
 
 
 def test_unload_stops_every_job_and_leaves_no_tasks(kernel):

@@ -483,7 +483,7 @@ async def test_keyboard_interrupt_in_plain_function_is_recorded_and_pauses(sched
 
 
 async def test_many_jobs_all_fire_and_yield(sched, clock, monkeypatch):
-    import nbsched.scheduler as mod
+    import nbsched.engine.scheduler as mod
 
     monkeypatch.setattr(mod, "SLICE_SECONDS", 0.0)
     count = [0]

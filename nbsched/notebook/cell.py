@@ -139,3 +139,11 @@ def compile_cell(
         module = ast.Module(body=statements, type_ignores=[])
         body_code = compile(module, filename, "exec", flags=_FLAGS, dont_inherit=True)
     return CompiledCell(source, filename, namespace, body_code, value_code)
+
+
+def load_stored_cell(target: dict, namespace: dict) -> Any:
+    """Rebuild a cell job stored by the store (the ``"cell"`` target loader)."""
+    source = target.get("source")
+    if not isinstance(source, str):
+        raise LookupError("the stored cell has no source to compile")
+    return compile_cell(source, namespace, filename=target.get("filename") or None)

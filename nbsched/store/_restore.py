@@ -25,19 +25,19 @@ from collections import Counter, defaultdict, deque
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from ._store_codec import CHUNK_COLUMNS, decode_chunk
-from ._store_schema import StoreError
-from ._store_targets import load_target
-from ._store_leases import acquire_leases
-from .errors import NbschedWarning, PolicyError
-from .history import Outcome, RunLog
-from .job import JobPolicy
-from .triggers import trigger_from_spec
+from ._codec import CHUNK_COLUMNS, decode_chunk
+from ._schema import StoreError
+from ._targets import load_target
+from ._leases import acquire_leases
+from ..errors import NbschedWarning, PolicyError
+from ..history import Outcome, RunLog
+from ..job import JobPolicy
+from ..triggers import trigger_from_spec
 
 if TYPE_CHECKING:
-    from .job import Job
-    from .scheduler import Scheduler
-    from .store import SQLiteStore
+    from ..job import Job
+    from ..engine import Scheduler
+    from .sqlite import SQLiteStore
 
 __all__ = ["restore"]
 
@@ -178,7 +178,7 @@ def _register(store, sched, plans, by_job, early_rows, results, names, upto, max
     """On the loop: add the jobs (paused, so nothing fires yet), fill their logs, then schedule them."""
     import pandas as pd
 
-    from .store import _result_chunks
+    from .sqlite import _result_chunks
 
     now = sched._time()
     restored = []

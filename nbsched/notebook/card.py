@@ -10,9 +10,9 @@ import weakref
 from html import escape
 from typing import Any
 
-from ._durations import format_duration
-from .history import Outcome
-from .job import JobState
+from .._durations import format_duration
+from ..history import Outcome
+from ..job import JobState
 
 _STATE_COLOURS = {
     "scheduled": "#2e7d32", "running": "#1565c0", "paused": "#8d6e00", "finished": "#616161",
@@ -181,7 +181,7 @@ def ensure_refresher(state: Any) -> None:
     """One loop timer, once a second, refreshing every live card (only changed text is sent)."""
     if state.refresher is not None:
         return
-    from ._kernel import kernel_loop
+    from .kernel import kernel_loop
 
     loop = kernel_loop()
     if loop is None:

@@ -47,18 +47,18 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._store_codec import CHUNK_COLUMNS, decode_chunk, to_json
-from ._store_schema import MIGRATIONS, StoreError, open_database, schema_version
-from ._store_targets import TargetLoader, register_target_loader, source_preview, target_label
-from ._store_leases import acquire_leases
-from ._store_writer import BatchWriter, WriterThread, drain_rows
-from .clock import SystemClock, local_zone
-from .history import ResultLog, history_frame
-from .job import describe_target
+from ._codec import CHUNK_COLUMNS, decode_chunk, to_json
+from ._schema import MIGRATIONS, StoreError, open_database, schema_version
+from ._targets import TargetLoader, register_target_loader, source_preview, target_label
+from ._leases import acquire_leases
+from ._writer import BatchWriter, WriterThread, drain_rows
+from ..clock import SystemClock, local_zone
+from ..history import ResultLog, history_frame
+from ..job import describe_target
 
 if TYPE_CHECKING:
-    from .job import Job
-    from .scheduler import Scheduler
+    from ..job import Job
+    from ..engine import Scheduler
 
 __all__ = ["SQLiteStore", "StoreError", "open_store", "register_target_loader", "TargetLoader",
            "MIGRATIONS", "schema_version", "DEFAULT_PATH"]
@@ -114,7 +114,7 @@ class SQLiteStore:
         self._sched: Any = None
         conn = open_database(self.path, durable=durable)
         conn.close()
-        from ._store_schema import connect
+        from ._schema import connect
 
         self._fg = connect(self.path, durable=durable, check_same_thread=False)
         self._fg_lock = threading.RLock()
@@ -247,7 +247,7 @@ class SQLiteStore:
 
     def restore(self, scheduler: "Scheduler", namespace: dict | None = None) -> list["Job"]:
         """Re-register every job defined in the file (see :func:`nbsched._store_restore.restore`)."""
-        from ._store_restore import restore
+        from ._restore import restore
 
         return restore(self, scheduler, namespace)
 
@@ -338,7 +338,7 @@ class SQLiteStore:
 
         import pandas as pd
 
-        from .triggers import trigger_from_spec
+        from ..triggers import trigger_from_spec
 
         now = self._wall()
         rows = self._read("SELECT j.name, j.spec, j.paused, j.finished, j.runs, j.next_ts, "
@@ -389,7 +389,7 @@ class SQLiteStore:
             self._wake.set()
 
     def _zone(self, tz: Any) -> tzinfo:
-        from .clock import resolve_zone
+        from ..clock import resolve_zone
 
         if tz is not None:
             return resolve_zone(tz)
@@ -466,7 +466,7 @@ class SQLiteStore:
 
     def _late(self, ops: list, rows: list) -> None:
         """Records that arrive after close (runs cancelled by shutdown): written synchronously."""
-        from ._store_schema import connect
+        from ._schema import connect
 
         try:
             conn = connect(self.path, durable=self.durable)

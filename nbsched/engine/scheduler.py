@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Iterable
 
-from . import events as ev
-from .clock import Clock, SystemClock, perf_counter, resolve_zone
-from .errors import JobLookupError, NbschedError, NoEventLoopError, PolicyError, SchedulerShutdownError, TriggerError
-from .executors import Executor, default_executors
-from .history import ErrorInfo, Outcome, RunLog, RunRecord, history_frame
-from .job import Job, JobPolicy
-from .triggers import Trigger, parse_trigger
+from .. import events as ev
+from ..clock import Clock, SystemClock, perf_counter, resolve_zone
+from ..errors import JobLookupError, NbschedError, NoEventLoopError, PolicyError, SchedulerShutdownError, TriggerError
+from ..executors import Executor, default_executors
+from ..history import ErrorInfo, Outcome, RunLog, RunRecord, history_frame
+from ..job import Job, JobPolicy
+from ..triggers import Trigger, parse_trigger
 
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
@@ -417,7 +417,7 @@ class Scheduler:
         if self._store is not None and store is None:
             self._store.persist_all = self._store.persist_all or persist_all
             return self._store
-        from .store import open_store
+        from ..store import open_store
 
         opened = open_store(store)
         opened.persist_all = persist_all

@@ -55,9 +55,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from . import events as ev
-from .errors import NbschedError
-from .history import Outcome
+from .. import events as ev
+from ..errors import NbschedError
+from ..history import Outcome
 
 try:
     import anywidget

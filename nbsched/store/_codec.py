@@ -24,8 +24,8 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Iterable
 
-from ._store_schema import OUTCOME_CODES
-from .history import ErrorInfo, Outcome
+from ._schema import OUTCOME_CODES
+from ..history import ErrorInfo, Outcome
 
 __all__ = ["encode_value_rows", "encode_chunk", "decode_chunk", "CHUNK_COLUMNS", "outcome_of", "CODE_OF",
            "OUTCOME_BY_CODE", "to_json"]

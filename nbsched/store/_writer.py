@@ -29,15 +29,15 @@ from itertools import repeat
 from operator import call
 from typing import TYPE_CHECKING, Any
 
-from ._store_codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows
-from ._store_leases import acquire_leases
-from ._store_schema import connect
-from .clock import perf_counter
-from .history import Outcome
-from .job import JobPolicy
+from ._codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows
+from ._leases import acquire_leases
+from ._schema import connect
+from ..clock import perf_counter
+from ..history import Outcome
+from ..job import JobPolicy
 
 if TYPE_CHECKING:
-    from .store import SQLiteStore
+    from .sqlite import SQLiteStore
 
 log = logging.getLogger("nbsched")
 

@@ -18,7 +18,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .store import SQLiteStore
+    from .sqlite import SQLiteStore
 
 __all__ = ["acquire_leases", "NO_FENCE"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
-from .errors import NbschedError
+from ..errors import StoreError
 
 __all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES"]
 
@@ -30,10 +30,6 @@ _MAGIC = b"SQLite format 3\x00"
 OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6}
 
 
-class StoreError(NbschedError):
-    """The store file cannot be used: it is not an nbsched store, it is damaged, it was written by a
-    newer nbsched, or it cannot be written.  The message names the path, the problem and what to do;
-    the file is left exactly as it was."""
 
 
 def _v1(conn: sqlite3.Connection) -> None:

@@ -107,15 +107,10 @@ def _without_decorators(source: str, name: str) -> str:
 
 # ------------------------------------------------------------------------------------------ cells
 def _load_cell(target: dict, namespace: dict) -> Callable[[], Any]:
-    source = target.get("source")
-    if not isinstance(source, str):
-        raise LookupError("the stored cell has no source to compile")
-    try:
-        from ._cell import compile_cell
-    except ImportError:  # pragma: no cover - nbsched._cell ships with nbsched
-        raise LookupError("cannot compile a stored cell: nbsched._cell is not available") from None
-    filename = target.get("filename") or None
-    return compile_cell(source, namespace, filename=filename)
+    # The cell compiler belongs to the notebook front end, which registers the real loader when it
+    # is imported (``%load_ext nbsched`` does that).  The store never imports it itself.
+    raise LookupError("stored cells are rebuilt by nbsched's notebook integration: run '%load_ext nbsched' "
+                      "(or 'import nbsched.notebook') before restore()")
 
 
 register_target_loader("function", _load_function)

@@ -17,11 +17,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import events as ev
-from ._durations import parse_duration
-from .errors import NbschedError
-from .job import COALESCE_CHOICES, Job
-from .scheduler import Scheduler
+from .. import events as ev
+from .._durations import parse_duration
+from ..errors import NbschedError
+from ..job import COALESCE_CHOICES, Job
+from ..engine.scheduler import Scheduler
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
                "dashboard", "store", "restore", "help")
@@ -49,8 +49,8 @@ class _KernelState:
         self.refresher = None
 
     def scheduler(self) -> Scheduler:
-        from . import scheduler as mod
-        from ._kernel import kernel_loop
+        from ..engine import scheduler as mod
+        from .kernel import kernel_loop
 
         sched = mod._default
         if sched is None or sched._shutdown:
@@ -97,7 +97,7 @@ class CellJob:
         self.__nbsched_target__ = {"kind": "cell", "source": source, "line": line, "name": name}
 
     def __call__(self) -> Any:
-        from ._kernel import route_output, sync_job_running
+        from .kernel import route_output, sync_job_running
 
         sink = self.sink
         try:
@@ -112,7 +112,7 @@ class CellJob:
         return value
 
     async def _await(self, coro: Any) -> Any:
-        from ._kernel import interruptible, route_output
+        from .kernel import interruptible, route_output
 
         sink = self.sink
         with route_output(sink):
@@ -165,7 +165,7 @@ def _split_line(line: str) -> tuple[str, list[str]]:
 
 
 def _until(value: str, sched: Scheduler, tz: Any) -> float:
-    from .triggers import parse_trigger
+    from ..triggers import parse_trigger
 
     try:
         return parse_trigger(f"at {value}", tz=tz or sched.tz, now=sched.clock.time()).next_timestamp(float("-inf"))
@@ -234,7 +234,7 @@ class ScheduleMagics(Magics):
         if not cell.strip():
             raise UsageError("the %%schedule cell is empty: put the code to run on schedule below the magic line")
         name = args.name or _default_name(cell, st.cell_id)
-        from ._cell import compile_cell
+        from .cell import compile_cell
 
         try:
             compiled = compile_cell(cell, self.shell.user_ns, filename=f"<schedule {name}>")
@@ -247,7 +247,7 @@ class ScheduleMagics(Magics):
                              "use --executor thread, or schedule an imported function with nbsched.get_scheduler().add")
         if compiled.is_async and executor != "loop":
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
-        from ._kernel import OutputSink, kernel_loop
+        from .kernel import OutputSink, kernel_loop
 
         old = sched._jobs.get(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
@@ -265,7 +265,7 @@ class ScheduleMagics(Magics):
             self.shell.user_ns[args.into] = sched.results(name)
         else:
             st.into.pop(name, None)
-        from ._card import JobCard, ensure_refresher
+        from .card import JobCard, ensure_refresher
 
         card = JobCard(sched, name)
         old_card = st.cards.get(name)
@@ -305,7 +305,7 @@ class ScheduleMagics(Magics):
         return sched.get(rest[0])
 
     def _card(self, sched: Scheduler, name: str) -> Any:
-        from ._card import JobCard
+        from .card import JobCard
 
         card = _state().cards.get(name)
         if card is None or card.retired:
@@ -317,7 +317,7 @@ class ScheduleMagics(Magics):
         print(self.schedule_line.__doc__)
 
     def _cmd_list(self, sched: Scheduler, rest: list[str]):
-        from ._card import jobs_table
+        from .card import jobs_table
 
         return jobs_table(sched)
 
@@ -408,7 +408,7 @@ class ScheduleMagics(Magics):
                 raise UsageError(f"no store at {path!r}: give the path of an nbsched store file "
                                  "(default: nbsched.db in the working directory)")
         jobs = sched.restore(path, namespace=self.shell.user_ns)
-        from ._card import JobCard, ensure_refresher, jobs_table
+        from .card import JobCard, ensure_refresher, jobs_table
 
         st = _state()
         for job in jobs:
@@ -423,8 +423,8 @@ class ScheduleMagics(Magics):
 
 def _load_cell_target(target: dict, namespace: dict) -> CellJob:
     """Rebuild a stored ``%%schedule`` cell (for ``%schedule restore``) with its own output area."""
-    from ._cell import compile_cell
-    from ._kernel import OutputSink, kernel_loop
+    from .cell import compile_cell
+    from .kernel import OutputSink, kernel_loop
 
     source = target["source"]
     name = target.get("name") or "restored-cell"
@@ -437,7 +437,7 @@ def _pre_run_cell(info: Any) -> None:
 
 
 def load(ipython: Any) -> None:
-    from ._kernel import install_interrupt_handler, install_router, kernel_loop
+    from .kernel import install_interrupt_handler, install_router, kernel_loop
 
     st = _state()
     st.shell = ipython
@@ -446,7 +446,7 @@ def load(ipython: Any) -> None:
         ipython.events.register("pre_run_cell", _pre_run_cell)
     except Exception:
         pass
-    from .store import register_target_loader
+    from ..store import register_target_loader
 
     register_target_loader("cell", _load_cell_target)
     loop = kernel_loop()
@@ -467,8 +467,8 @@ def _on_interrupt(task: Any) -> None:
 
 
 def unload(ipython: Any) -> None:
-    from . import scheduler as mod
-    from ._kernel import uninstall_interrupt_handler, uninstall_router
+    from ..engine import scheduler as mod
+    from .kernel import uninstall_interrupt_handler, uninstall_router
 
     st = _state()
     sched = mod._default

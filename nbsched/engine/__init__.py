@@ -1,0 +1,12 @@
+"""The engine: the :class:`Scheduler` and the small parts it is made of.
+
+Lives here: the public facade (``scheduler``), the loop hand-over, the timing wheel, the pure fire
+planner (misfire and coalesce as a function) and the run lifecycle (attempts, retries, the one place
+that records a run).  May import the bottom layer (``nbsched.clock``, ``triggers``, ``history``,
+``job``, ``events``, ``executors``, ``errors``) and nothing above it: never ``nbsched.store``,
+``nbsched.notebook``, IPython, ipywidgets or pandas at module level.  A store is handed in as an
+object that satisfies :class:`nbsched.store.Store` (opening one from a path is a lazy call).
+"""
+from .scheduler import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
+
+__all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "MaxInstancesReachedError", "get_scheduler"]
