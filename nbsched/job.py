@@ -332,10 +332,18 @@ class Job:
 
     # -- plain data -----------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
+        """Deprecated name of :meth:`definition` ("spec" means the trigger text, as in ``job.trigger.spec``)."""
+        import warnings
+
+        warnings.warn("Job.spec() is now Job.definition() (same data); spec() goes away in nbsched 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return self.definition()
+
+    def definition(self) -> dict[str, Any]:
         """The definition as JSON-able data: name, trigger, policy and what to run."""
         return {
             "name": self.name,
-            "trigger": self.trigger.to_spec(),
+            "trigger": self.trigger.to_dict(),
             "policy": self.policy.to_dict(),
             "target": describe_target(self.func),
             "paused": self._paused,

@@ -40,7 +40,7 @@ from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
+__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
 
 SPEC_HELP = (
     "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
@@ -90,7 +90,15 @@ class Trigger:
         raise NotImplementedError
 
     def to_spec(self) -> dict[str, Any]:
-        """A JSON-able description; :func:`trigger_from_spec` rebuilds the trigger from it."""
+        """Deprecated name of :meth:`to_dict` ("spec" means the trigger text: :attr:`spec`)."""
+        import warnings
+
+        warnings.warn("Trigger.to_spec() is now Trigger.to_dict() (same data); to_spec() goes away in nbsched 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description; :func:`trigger_from_dict` rebuilds the trigger from it."""
         raise NotImplementedError
 
     @property
@@ -171,7 +179,7 @@ class Interval(Trigger):
     def spec(self) -> str:
         return f"every {format_duration(self.seconds)}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "interval",
             "seconds": self.seconds,
@@ -204,7 +212,7 @@ class Date(Trigger):
     def spec(self) -> str:
         return f"at {self.run_at.astimezone(self.tz).isoformat()}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "date", "run_at": self.run_at.isoformat(), "tz": _zone_name(self.tz)}
 
 
@@ -325,7 +333,7 @@ class Cron(Trigger):
     def spec(self) -> str:
         return self.label or f"cron {self.expr}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "cron", "expr": self.expr, "tz": _zone_name(self.tz), "label": self.label}
 
 
@@ -576,7 +584,16 @@ def _shorthand(m: re.Match, zone: tzinfo, text: str) -> Cron:
 
 
 def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
-    """Rebuild a trigger from :meth:`Trigger.to_spec` output (JSON data)."""
+    """Deprecated name of :func:`trigger_from_dict`."""
+    import warnings
+
+    warnings.warn("trigger_from_spec() is now trigger_from_dict() (same data); the old name goes away in nbsched 0.3",
+                  DeprecationWarning, stacklevel=2)
+    return trigger_from_dict(spec)
+
+
+def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
+    """Rebuild a trigger from :meth:`Trigger.to_dict` output (JSON data)."""
     kind = spec.get("kind")
     zone = resolve_zone(spec.get("tz") or "UTC")
     if kind == "interval":

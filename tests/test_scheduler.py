@@ -570,7 +570,7 @@ async def test_job_spec_is_json(sched):
     import json
 
     sched.add(len, "cron 0 9 * * mon-fri", name="spec", retries=2, timeout="30s")
-    spec = json.loads(json.dumps(sched.get("spec").spec()))
+    spec = json.loads(json.dumps(sched.get("spec").definition()))
     assert spec["trigger"]["expr"] == "0 9 * * mon-fri"
     assert spec["policy"]["retries"] == 2 and spec["policy"]["timeout"] == 30
     assert spec["target"]["qualname"] == "len"

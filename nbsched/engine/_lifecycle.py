@@ -71,7 +71,7 @@ class RunLifecycle:
         self.run_ids = 0
         self.tasks: set[asyncio.Task] = set()
         self._futures: dict[int, asyncio.Future] = {}
-        self._finished: dict[int, tuple] = {}  # run id -> (value, exc, outcome, error), for late awaits
+        self._outcomes: dict[int, tuple] = {}  # run id -> (value, exc, outcome, error), for late awaits
         self._skipped: set[int] = set()
         self._interrupted: set[asyncio.Task] = set()
         self.fires = self.missed = self.skipped = self.errors = 0
@@ -232,7 +232,7 @@ class RunLifecycle:
                 if outcome is SUCCESS:
                     job._running -= 1
                     self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value)
-                    self._after_run(job)
+                    self._start_backlog(job)
                     return
                 retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not s._closed
                          and not job._removed and not job._paused)
@@ -241,7 +241,7 @@ class RunLifecycle:
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
                                      final=not retry)
                 if not retry:
-                    self._after_run(job)
+                    self._start_backlog(job)
                     return
                 delay = min(policy.retry_delay * policy.backoff ** (attempt - 1), policy.max_retry_delay)
                 if self._events.wants(ev.JobRetried):
@@ -262,7 +262,7 @@ class RunLifecycle:
                     else:
                         outcome, exc = CANCELLED, cancel
                     self._attempt_failed(job, run_id, nominal, planned, now, now, attempt, exc, outcome)
-                    self._after_run(job)
+                    self._start_backlog(job)
                     return
                 started = None
         finally:
@@ -360,10 +360,10 @@ class RunLifecycle:
         fut = self._futures.pop(run_id, None)
         if fut is not None and not fut.done():
             _settle(fut, value, outcome_exception(record.outcome, exc, record.error))
-        self._finished[run_id] = (value, exc, record.outcome, record.error)
-        if len(self._finished) > _KEEP_FINISHED:
-            for key in list(self._finished)[:_KEEP_FINISHED // 2]:
-                del self._finished[key]
+        self._outcomes[run_id] = (value, exc, record.outcome, record.error)
+        if len(self._outcomes) > _KEEP_FINISHED:
+            for key in list(self._outcomes)[:_KEEP_FINISHED // 2]:
+                del self._outcomes[key]
 
     def future(self, run_id: int, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
         """A future of run ``run_id``'s value (already settled when the run has finished)."""
@@ -371,7 +371,7 @@ class RunLifecycle:
         if fut is not None:
             return fut
         fut = loop.create_future()
-        done = self._finished.get(run_id)
+        done = self._outcomes.get(run_id)
         if done is not None:
             value, exc, outcome, error = done
             _settle(fut, value, outcome_exception(outcome, exc, error))
@@ -381,7 +381,7 @@ class RunLifecycle:
             self._futures[run_id] = fut
         return fut
 
-    def _after_run(self, job: Any) -> None:
+    def _start_backlog(self, job: Any) -> None:
         """A run ended: start a catch-up run waiting for a free instance, if any."""
         if job._backlog and job._running < job.policy.max_instances and not job._removed and not job._paused:
             nominal = job._backlog.pop(0)

@@ -525,7 +525,7 @@ class Scheduler:
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
         else:
-            self._finish(job)
+            self._mark_finished(job)
 
     def _pause_all(self) -> None:
         if not self._paused:
@@ -569,7 +569,7 @@ class Scheduler:
         self._emit_job(ev.JobModified, job.name)
         return job
 
-    def _finish(self, job: Job) -> None:
+    def _mark_finished(self, job: Job) -> None:
         self._wheel.take(job)
         if not job._finished:
             job._finished = True
@@ -597,7 +597,7 @@ class Scheduler:
         planned = job._planned
         plan = plan_fire(job.trigger, job.policy, job._runs, nominal, planned, now)
         if plan.next is None:
-            self._finish(job)
+            self._mark_finished(job)
         else:
             self._schedule(job, plan.next)
         runs = self._runs
