@@ -71,6 +71,9 @@ class RunLifecycle:
         self._time = s.clock.time
         self._events = s.events
         self._loop_of = lambda: s._binding.loop
+        self._binding = s._binding
+        self._downstream = s._downstream  # the scheduler's dicts (never rebound): read on every run
+        self._batch_runs = s._batch_runs
         self.run_ids = 0
         self.tasks: set[asyncio.Task] = set()
         self._futures: dict[int, asyncio.Future] = {}
@@ -86,7 +89,7 @@ class RunLifecycle:
         row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason)
         s = self._sched
         store = s._store
-        if store is not None and job._persist:
+        if job._persist and store is not None:
             store.on_row(job.name, row)
         if outcome is _MISSED_S:
             job._missed += 1
@@ -164,6 +167,18 @@ class RunLifecycle:
                             reason, None, deliver)
         return run_id
 
+    def start_scheduled(self, job: Any, nominal: float, planned: float, now: float) -> None:
+        """One scheduled fire time (the common case of :meth:`start_runs`, without its loop)."""
+        self.run_ids += 1
+        store = self._sched._store
+        if store is not None and job._persist and not store.claim(job.name, nominal):
+            return  # another process sharing the store has this fire time: it runs and records it
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self.record_skipped(job, self.run_ids, nominal, SCHEDULE)
+            return
+        job._runs += 1
+        self._start_one(job, self.run_ids, nominal, planned, now, SCHEDULE, None, True)
+
     def start_upstream_run(self, job: Any, nominal: float, inputs: RunInputs) -> None:
         """Start a run of downstream ``job`` for upstream runs with logical time ``nominal``."""
         self.run_ids += 1
@@ -214,7 +229,7 @@ class RunLifecycle:
             started = time() if now is None else now
             job._running += 1
             slot = _inline
-            thread = self._sched._binding.thread
+            thread = self._binding.thread
             outer = slot[:] if slot[0] is not None else None  # a job that runs another job inline
             slot[0], slot[1], slot[2], slot[3], slot[4], slot[5] = job, run_id, nominal, reason, inputs, thread
             try:
@@ -392,9 +407,9 @@ class RunLifecycle:
             self._notify(job, run_id, record, value, None)
             if listening:
                 events.emit(ev.JobExecuted(self._clock.now(), job.name, record))
-        if deliver and job.name in self._sched._downstream:
+        if deliver and job.name in self._downstream:
             self._sched._delivered(job, run_id, nominal, _SUCCESS_S, value, branch, inputs)
-        batches = self._sched._batch_runs
+        batches = self._batch_runs
         if batches and run_id in batches:
             batches.pop(run_id).ended(run_id, _SUCCESS_S)
 
@@ -424,9 +439,9 @@ class RunLifecycle:
             self._events.emit(kind(self._clock.now(), job.name, record))
         if final and record is not None:
             self._notify(job, run_id, record, None, exc)
-        if final and deliver and job.name in self._sched._downstream:
+        if final and deliver and job.name in self._downstream:
             self._sched._delivered(job, run_id, nominal, outcome.value, None, None, inputs)
-        batches = self._sched._batch_runs
+        batches = self._batch_runs
         if final and batches and run_id in batches:
             batches.pop(run_id).ended(run_id, outcome.value)
 

@@ -819,7 +819,20 @@ class Scheduler:
         """A job's (planned) fire time has come: carry out the planner's decision."""
         nominal = job._next_ts
         planned = job._planned
-        plan = plan_fire(job.trigger, job.policy, job._runs, nominal, planned, now)
+        policy = job.policy
+        if policy.until is None and policy.max_runs is None and policy.misfire_grace is None \
+                and not self._catchups:
+            # The common case, without building a plan: no bounds, no grace, the next fire time is
+            # still ahead, so the planner's answer is "run this one, wait for the next" (tests check
+            # both paths agree).  Anything else goes through plan_fire.
+            nxt = job.trigger.next_timestamp(nominal)
+            if nxt is not None and nxt > now:
+                job._next_ts = nxt
+                jitter = policy.jitter
+                self._wheel.put(job, nxt + self._random.uniform(0.0, jitter) if jitter else nxt)
+                self._runs.start_scheduled(job, nominal, planned, now)
+                return
+        plan = plan_fire(job.trigger, policy, job._runs, nominal, planned, now)
         if plan.next is None:
             self._mark_finished(job)
         else:
