@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Callable
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
 
 from ..clock import perf_counter
 
@@ -22,12 +23,16 @@ _SLICE = 0.002
 class RunBatch:
     """Fire times to run for one job (see the module docstring).  Owned by the scheduler."""
 
-    def __init__(self, scheduler: Any, job: Any, times: "list[tuple[float, str]]", max_active: int,
-                 deliver: bool):
+    def __init__(self, scheduler: Any, job: Any, times: "Iterable[tuple[float, str]]", total: int,
+                 max_active: int, deliver: bool):
         self._sched = scheduler
         self.job = job
-        self.queue: deque = deque(times)  # (nominal, reason)
-        self.total = len(times)
+        # (nominal, reason) pairs, drawn lazily from `times` (a backfill of 100,000 fire times is not
+        # built up front: that would block the loop); fire times added later run after them
+        self._source: Iterator | None = iter(times)
+        self.queue: deque = deque()
+        self._later: deque = deque()
+        self.total = total
         self.max_active = max_active
         self.deliver = deliver
         self.active: set[int] = set()
@@ -47,9 +52,24 @@ class RunBatch:
 
     def add(self, nominal: float, reason: str) -> None:
         """Queue one more fire time (a live fire arriving while a catch-up runs waits its turn)."""
-        self.queue.append((nominal, reason))
+        self._later.append((nominal, reason))
         self.total += 1
         self.pump()
+
+    def _refill(self) -> bool:
+        """Anything left to start?  Draws the next fire times from the source when the queue is empty."""
+        if self.queue:
+            return True
+        if self._source is not None:
+            self.queue.extend(islice(self._source, 256))
+            if len(self.queue) < 256:
+                self._source = None
+            if self.queue:
+                return True
+        if self._later:
+            self.queue.extend(self._later)
+            self._later.clear()
+        return bool(self.queue)
 
     def on_progress(self, callback: Callable[["RunBatch"], None]) -> None:
         self._listeners.append(callback)
@@ -61,21 +81,26 @@ class RunBatch:
         self._pumping = True
         deadline = perf_counter() + _SLICE
         try:
-            job, runs = self.job, self._sched._runs
-            while self.queue and len(self.active) < self.max_active and not self.cancelled:
+            job, runs, queue, active = self.job, self._sched._runs, self.queue, self.active
+            by_run, ids, start, deliver = self._sched._batch_runs, self.run_ids, runs.start_run, self.deliver
+            count = 0
+            while len(active) < self.max_active and not self.cancelled and (queue or self._refill()):
                 if job._removed:
-                    self.queue.clear()
+                    self._drop()
                     break
-                nominal, reason = self.queue.popleft()
+                nominal, reason = queue.popleft()
                 run_id = runs.run_ids + 1
-                self.active.add(run_id)
-                self.run_ids.append(run_id)
-                self._sched._batch_runs[run_id] = self
+                active.add(run_id)
+                ids.append(run_id)
+                by_run[run_id] = self
                 job._batch_running += 1
-                runs.start_run(job, nominal, reason, None, self.deliver)
-                if perf_counter() > deadline and self.queue:
-                    self._sched._binding.loop.call_soon(self.pump)
-                    break
+                start(job, nominal, reason, None, deliver)
+                count += 1
+                if count == 8:  # plain functions finish inline: look at the clock every few runs
+                    count = 0
+                    if perf_counter() > deadline and (queue or self._refill()):
+                        self._sched._binding.loop.call_soon(self.pump)
+                        break
         finally:
             self._pumping = False
         self._check_done()
@@ -87,6 +112,17 @@ class RunBatch:
         self.done += 1
         if outcome not in ("success", "skipped"):
             self.failed += 1
+        if self._listeners:
+            self._tell()
+        if not self._pumping:
+            self.pump()
+
+    def _drop(self) -> None:
+        self.queue.clear()
+        self._later.clear()
+        self._source = None
+
+    def _tell(self) -> None:
         for callback in self._listeners:
             try:
                 callback(self)
@@ -94,14 +130,12 @@ class RunBatch:
                 import logging
 
                 logging.getLogger("nbsched").exception("nbsched: a batch progress listener failed")
-        if not self._pumping:
-            self.pump()
 
     def cancel(self) -> int:
         """Stop: fire times not started are dropped, runs in progress are cancelled (recorded
         ``cancelled``).  Returns how many runs were cancelled."""
         self.cancelled = True
-        self.queue.clear()
+        self._drop()
         tasks = [t for t in (self.job._run_tasks or ()) if _run_id_of(t) in self.active]
         for task in tasks:
             task.cancel()
@@ -109,7 +143,7 @@ class RunBatch:
         return len(tasks)
 
     def _check_done(self) -> None:
-        if not self.queue and not self.active and self.finished_at is None:
+        if not self.active and self.finished_at is None and not self._refill():
             self.finished_at = self._sched.clock.time()
             self._sched._batch_finished(self)
             if not self.future.done():

@@ -188,7 +188,8 @@ class RunLifecycle:
         """Start one run now for logical time ``nominal`` (backfill, catch-up, data triggers).  Returns its id."""
         self.run_ids += 1
         run_id = self.run_ids
-        self._start_one(job, run_id, nominal, self._time(), None, reason, inputs, deliver)
+        now = self._time()
+        self._start_one(job, run_id, nominal, now, now, reason, inputs, deliver)
         return run_id
 
     def record_not_run(self, job: Any, nominal: float, outcome: Outcome, message: str, reason: str = UPSTREAM,

@@ -242,7 +242,7 @@ class Scheduler:
         if policy.catchup:
             if start_ts is None:
                 raise PolicyError("catchup=True needs a start (e.g. start='2026-11-01'): the first fire time to run")
-            catchup = self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")
+            catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
         not_before = None if start_ts is None or interval else start_ts
         first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
         if first is None and not now and not isinstance(trig, After) and not catchup:
@@ -253,24 +253,31 @@ class Scheduler:
         return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist,
                                   not_before, catchup)
 
-    def _fire_times(self, trig: Trigger, start: float, end: float, what: str) -> list[float]:
-        """Fire times of ``trig`` in ``[start, end]``, oldest first; more than MAX_BATCH is refused."""
+    def _fire_times(self, trig: Trigger, start: float, end: float, what: str) -> tuple[Iterable[float], int]:
+        """Fire times of ``trig`` in ``[start, end]``, oldest first (lazily), and how many there are;
+        more than MAX_BATCH is refused.  Intervals are counted by arithmetic, other triggers by walking."""
+        first = trig.next_timestamp(start - 1e-6)
+        if isinstance(trig, Interval) and trig._start is not None:
+            every, anchor, last = trig.seconds, trig._start, trig._end
+            if first is not None and first > start:  # the grid reaches back before its anchor
+                first = anchor - math.floor((anchor - start) / every + 1e-9) * every
+            stop = end if last is None else min(end, last)
+            count = 0 if first is None or first > stop + 1e-6 else math.floor((stop - first) / every + 1e-9) + 1
+            self._check_batch(count, trig, start, end, what)
+            return (first + k * every for k in range(count)), count
         times: list[float] = []
-        step = trig.next_timestamp
-        t = step(start - 1e-6)
-        if isinstance(trig, Interval) and t is not None and t > start and trig._start is not None:
-            # an interval's grid reaches back before its anchor: the fire times it would have had
-            every, anchor = trig.seconds, trig._start
-            t = anchor - math.floor((anchor - start) / every + 1e-9) * every
-            step = lambda ts: ts + every if ts + every < anchor - 1e-6 else trig.next_timestamp(ts)  # noqa: E731
+        t = first
         while t is not None and t <= end + 1e-6:
             times.append(t)
-            if len(times) > MAX_BATCH:
-                raise PolicyError(f"{what} from {datetime.fromtimestamp(start, self.tz):%Y-%m-%d %H:%M} to "
-                                  f"{datetime.fromtimestamp(end, self.tz):%Y-%m-%d %H:%M} would run more than "
-                                  f"{MAX_BATCH:,} fire times of {trig.spec!r}: pick a shorter range")
-            t = step(t)
-        return times
+            self._check_batch(len(times), trig, start, end, what)
+            t = trig.next_timestamp(t)
+        return times, len(times)
+
+    def _check_batch(self, count: int, trig: Trigger, start: float, end: float, what: str) -> None:
+        if count > MAX_BATCH:
+            raise PolicyError(f"{what} from {datetime.fromtimestamp(start, self.tz):%Y-%m-%d %H:%M} to "
+                              f"{datetime.fromtimestamp(end, self.tz):%Y-%m-%d %H:%M} would run more than "
+                              f"{MAX_BATCH:,} fire times of {trig.spec!r}: pick a shorter range")
 
     def backfill(self, name: str, start: Any, end: Any, *, max_active: int = 1, downstream: bool = True) -> Backfill:
         """Run job ``name`` once for every fire time of its trigger in ``[start, end]`` (both inclusive;
@@ -292,8 +299,9 @@ class Scheduler:
         start_ts, end_ts = _instant(start, zone, "start"), _instant(end, zone, "end", end_of_day=True)
         if end_ts < start_ts:
             raise PolicyError(f"backfill end {end!r} is before its start {start!r}: swap them")
-        times = self._fire_times(job.trigger, start_ts, end_ts, f"backfill of {name!r}")
-        return self._binding.call("Scheduler.backfill", self._start_backfill, job, times, max_active, downstream)
+        times, count = self._fire_times(job.trigger, start_ts, end_ts, f"backfill of {name!r}")
+        return self._binding.call("Scheduler.backfill", self._start_backfill, job, times, count, max_active,
+                                  downstream)
 
     def backfills(self, name: str | None = None) -> list[Backfill]:
         """Backfills in progress (of one job, or all)."""
@@ -859,12 +867,13 @@ class Scheduler:
     # ======================================================================== internals: batches
     def _start_catchup(self, job: Job, times: list[float]) -> None:
         job._runs += len(times)
-        batch = RunBatch(self, job, [(t, CATCHUP) for t in times], job.policy.max_active_runs, True)
+        batch = RunBatch(self, job, [(t, CATCHUP) for t in times], len(times), job.policy.max_active_runs, True)
         self._catchups[job.name] = batch
         batch.pump()
 
-    def _start_backfill(self, job: Job, times: list[float], max_active: int, downstream: bool) -> Backfill:
-        batch = RunBatch(self, job, [(t, BACKFILL) for t in times], max_active, downstream)
+    def _start_backfill(self, job: Job, times: Iterable[float], count: int, max_active: int,
+                        downstream: bool) -> Backfill:
+        batch = RunBatch(self, job, ((t, BACKFILL) for t in times), count, max_active, downstream)
         self._backfills.setdefault(job.name, []).append(batch)
         self._version += 1
         batch.pump()
