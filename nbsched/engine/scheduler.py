@@ -28,7 +28,7 @@ from ..clock import perf_counter
 from ..history import BACKFILL, CATCHUP, OUTCOME, SCHEDULE, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
-from ..triggers import SPEC_HELP, After, Interval, Trigger, parse_trigger
+from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
@@ -108,6 +108,8 @@ class Scheduler:
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
         self._batch_runs: dict[int, RunBatch] = {}  # run id -> the backfill or catch-up it belongs to
+        self._watches: dict[str, Any] = {}  # 'on file' job name -> its nbsched.watch.FileWatch
+        self._landed: dict[str, set] = {}  # 'on file' job name -> files that landed while it was busy
         self._catchups: dict[str, RunBatch] = {}
         self._backfills: dict[str, list[RunBatch]] = {}
         self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
@@ -173,7 +175,8 @@ class Scheduler:
     def add(self, func: Callable[[], Any], trigger: "str | Trigger | None" = None, *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
             start: datetime | None = None, end: datetime | None = None, after: "str | Iterable[str] | None" = None,
-            meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
+            debounce: Any = None, meta: dict[str, Any] | None = None, persist: bool | None = None,
+            **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
@@ -230,6 +233,13 @@ class Scheduler:
             trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
             if end_ts is not None and policy.until is None:
                 policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
+        if debounce is not None:
+            if not isinstance(trig, OnFile):
+                raise PolicyError(f"debounce={debounce!r} applies to 'on file PATTERN' triggers, not to {trig.spec!r}")
+            trig = OnFile(trig.pattern, debounce, tz=trig.tz)
+        if isinstance(trig, (After, OnFile)) and (start is not None or end is not None or policy.catchup):
+            raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}"
+                              + (": backfill or catch up its root job instead" if isinstance(trig, After) else ""))
         if isinstance(trig, After):
             if start is not None or end is not None or policy.catchup:
                 raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}: backfill or "
@@ -245,7 +255,7 @@ class Scheduler:
             catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
         not_before = None if start_ts is None or interval else start_ts
         first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
-        if first is None and not now and not isinstance(trig, After) and not catchup:
+        if first is None and not now and not isinstance(trig, (After, OnFile)) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
@@ -575,6 +585,8 @@ class Scheduler:
             job._paused = True
         elif isinstance(trig, After):
             pass  # runs when its upstreams deliver
+        elif isinstance(trig, OnFile):
+            self._watch(job)
         else:
             first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
             if first is not None and (policy.until is None or first <= policy.until):
@@ -656,6 +668,7 @@ class Scheduler:
     def _detach(self, job: Job) -> None:
         job._removed = True
         self._unlink(job)
+        self._unwatch(job.name)
         self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
@@ -716,6 +729,7 @@ class Scheduler:
         if not job._paused:
             job._paused = True
             self._wheel.take(job)
+            self._unwatch(name)  # a paused job consumes nothing
             job._backlog = None
             self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
@@ -748,6 +762,9 @@ class Scheduler:
     def _schedule_from_now(self, job: Job) -> None:
         if isinstance(job.trigger, After):
             return  # after-jobs have no fire times: they wait for deliveries
+        if isinstance(job.trigger, OnFile):
+            self._watch(job)  # from now: files present now do not fire
+            return
         nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
@@ -780,6 +797,7 @@ class Scheduler:
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
         self._unlink(job)
+        self._unwatch(job.name)
         job.trigger = trig
         self._link(job)
         job._finished = False
@@ -863,6 +881,41 @@ class Scheduler:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
+
+    # ======================================================================== internals: data triggers
+    def _watch(self, job: Job) -> None:
+        from ..watch import FileWatch  # bottom layer; watchfiles itself is imported by it, lazily
+
+        self._unwatch(job.name)
+        name = job.name
+        trig = job.trigger
+        watch = FileWatch(trig.pattern, debounce=trig.debounce, on_batch=lambda paths: self._files_landed(name, paths),
+                          clock=self.clock, loop=self._binding.require("an 'on file' job"))
+        watch.start()
+        self._watches[name] = watch
+
+    def _unwatch(self, name: str) -> None:
+        watch = self._watches.pop(name, None)
+        self._landed.pop(name, None)
+        if watch is not None:
+            watch.stop()
+
+    def _files_landed(self, name: str, paths: list[str]) -> None:
+        """A batch of files settled: run the job with them (``current_run().changed``), or keep them for
+        its next run if it is busy (nothing that landed is lost)."""
+        job = self._jobs.get(name)
+        if job is None or job._paused or self._closed:
+            return
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self._landed.setdefault(name, set()).update(paths)
+            return
+        job._runs += 1
+        self._runs.start_run(job, self._time(), SCHEDULE, RunInputs(changed=tuple(paths)), True)
+
+    def watch_backend(self, name: str) -> str | None:
+        """How an 'on file' job watches: ``"native"`` or ``"polling"`` (None when it is not watching)."""
+        watch = self._watches.get(name)
+        return None if watch is None else watch.backend
 
     # ======================================================================== internals: batches
     def _start_catchup(self, job: Job, times: list[float]) -> None:
@@ -956,6 +1009,9 @@ class Scheduler:
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
+        if job.name in self._landed:  # files that landed while the job was busy: one run for all of them
+            self._files_landed(job.name, sorted(self._landed.pop(job.name)))
+            return
         gate = self._gates.get(job.name)
         if gate is not None and gate.ready and job._running - job._batch_running < job.policy.max_instances:
             scheduled, inputs = gate.ready.popleft()
@@ -1005,6 +1061,9 @@ class Scheduler:
             if isinstance(item.trigger, After):
                 self._link(job)
                 job._finished = item.finished
+            elif isinstance(item.trigger, OnFile):
+                if not item.paused:
+                    self._watch(job)
             elif item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
@@ -1091,6 +1150,8 @@ class Scheduler:
         self._wheel.clear()
         for job in self._jobs.values():
             self._wheel.take(job)
+        for name in list(self._watches):
+            self._unwatch(name)
         for batch in [*self._catchups.values(), *(b for bs in self._backfills.values() for b in bs)]:
             batch.cancelled = True  # nothing more starts; runs in progress end below like any other
             batch.queue.clear()

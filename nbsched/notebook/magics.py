@@ -201,6 +201,7 @@ class ScheduleMagics(Magics):
     @argument("--start", help="first fire time ('2026-11-01', '2026-11-01 02:00'): anchors the schedule")
     @argument("--end", help="no fire times after this ('2026-12-31')")
     @argument("--catchup", action="store_true", help="with a past --start: run every fire time since then first")
+    @argument("--debounce", help="for 'on file' jobs: how long files must stay unchanged (default 1s)")
     @argument("--max-active-runs", type=int, help="catch-up runs at once (default 1)")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
@@ -264,7 +265,7 @@ class ScheduleMagics(Magics):
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
-                            start=args.start, end=args.end,
+                            start=args.start, end=args.end, debounce=args.debounce,
                             persist=True if args.persist else None, **options)
         except NbschedError as exc:
             raise UsageError(str(exc)) from None
