@@ -32,10 +32,11 @@ The contract:
 Backends (``FileWatch.backend``):
 
 * ``"native"``: the operating system's notifications (inotify on Linux, FSEvents on macOS,
-  ReadDirectoryChangesW on Windows) through the maintained ``watchfiles`` package.  Idle cost is
-  one short wake-up of a helper thread every 50 ms plus one ``stat`` of the directory per ``poll``
-  interval (benchmarked in bench/bench_watch.py).  Only the directories the pattern can reach are
-  watched: ``data/*.csv`` watches ``data`` alone, ``data/**/*.csv`` the tree below it.
+  ReadDirectoryChangesW on Windows) through the maintained ``watchfiles`` package.  Idle cost,
+  whatever the number of files: a helper thread (one per watch) wakes every 200 ms to collect
+  events, and the directory is checked to be the same one every 10 s (bench/bench_watch.py
+  measures it).  A batch arrives 0.2-0.5 s after the debounce.  Only the directories the pattern
+  can reach are watched: ``data/*.csv`` watches ``data`` alone, ``data/**/*.csv`` the tree below.
 * ``"polling"``: a ``stat`` scan of the directories the pattern can reach every ``poll`` seconds,
   in a worker thread.  Used when ``poll`` is given, when the directory is on a network or
   VM-shared file system (NFS, SMB/CIFS, sshfs, 9p, virtiofs, ...: the kernel there does not see
@@ -56,7 +57,7 @@ import logging
 import os
 import re
 import stat
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from .clock import Clock
 from .errors import DurationError, TriggerError
@@ -82,10 +83,14 @@ NETWORK_FILESYSTEMS = frozenset({
 _WILDCARD = re.compile(r"[*?\[]")
 # watchfiles' change codes (watchfiles.Change: added=1, modified=2, deleted=3)
 _ADDED, _MODIFIED, _DELETED = 1, 2, 3
-# watchfiles timing, in milliseconds: how often its thread looks for new events (also its idle
-# wake-up), and the longest it groups a continuous stream of events before handing them over.
-_STEP_MS = 50
-_GROUP_MS = 200
+# watchfiles timing, in milliseconds: how often its thread looks for new events (its idle wake-up:
+# 50 ms, watchfiles' default, cost 5x the idle CPU for 150 ms less latency), and the longest it
+# groups a continuous stream of events before handing them over.
+_STEP_MS = 200
+_GROUP_MS = 400
+#: Seconds between checks that the watched directory is still the one the OS watch is on.  Deleting
+#: or renaming it is reported at once; this catches a parent directory renamed or replaced.
+_RECHECK_S = 10.0
 
 
 # ------------------------------------------------------------------------------------------ patterns
@@ -237,10 +242,10 @@ def _scan(pattern: _Pattern, top: str | None = None) -> dict[str, tuple]:
     return found
 
 
-def _classify(pattern: _Pattern, paths: list[str]) -> tuple[list[str], list[str]]:
-    """(matching regular files, paths that no longer exist) among ``paths``; directories that may
-    hold matches are scanned and their files included.  Runs in a worker thread."""
-    files: list[str] = []
+def _classify(pattern: _Pattern, paths: list[str]) -> tuple[dict[str, tuple], list[str]]:
+    """(matching regular files -> signature, paths that no longer exist) among ``paths``;
+    directories that may hold matches are scanned and their files included.  Worker thread."""
+    files: dict[str, tuple] = {}
     missing: list[str] = []
     for path in paths:
         try:
@@ -250,10 +255,23 @@ def _classify(pattern: _Pattern, paths: list[str]) -> tuple[list[str], list[str]
             continue
         if stat.S_ISREG(st.st_mode):
             if pattern.matches(path):
-                files.append(path)
+                files[path] = _signature(st)
         elif stat.S_ISDIR(st.st_mode) and pattern.recursive and pattern.may_contain(path):
-            files.extend(_scan(pattern, path))
+            files.update(_scan(pattern, path))
     return files, missing
+
+
+def _signatures(paths: list[str]) -> dict[str, tuple | None]:
+    """path -> signature now (None if it is no longer a regular file).  Worker thread."""
+    out: dict[str, tuple | None] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out[path] = None
+            continue
+        out[path] = _signature(st) if stat.S_ISREG(st.st_mode) else None
+    return out
 
 
 def _directory_identity(path: str) -> tuple[int, int] | None:
@@ -306,49 +324,92 @@ def _choose_backend(base: str, poll: float | None) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------------ batching
 class _Batcher:
-    """Collects changed paths and hands them over once nothing has changed for ``debounce`` s.
+    """Collects changed files and hands them over once nothing has changed for ``debounce`` s.
 
     One timer at a time: a change only moves the due time; when the timer fires early (because
     changes came in since it was armed, or the clock capped its horizon) it re-arms for the due time.
+
+    Events arrive in steps (a poll, or a native read that reports a file once however often it was
+    written), so a quiet gap between arrivals does not prove the files were quiet.  With ``verify``
+    (async: paths -> {path: signature now, or None if gone}) each file's signature is checked when
+    the batch falls due: one that changed since it was last seen pushes the batch back by another
+    ``debounce``, one that is gone leaves the batch.
     """
 
     def __init__(self, debounce: float, clock: Clock, loop: asyncio.AbstractEventLoop,
-                 emit: Callable[[list[str]], None]):
+                 emit: Callable[[list[str]], None],
+                 verify: Callable[[list[str]], Awaitable[dict[str, tuple | None]]] | None = None):
         self._debounce = debounce
         self._clock = clock
         self._loop = loop
         self._emit = emit
-        self._pending: set[str] = set()
+        self._verify = verify
+        self._pending: dict[str, tuple | None] = {}  # path -> signature when last seen changing
         self._due = 0.0
         self._timer = None
+        self._checking: asyncio.Task | None = None
 
     @property
     def pending(self) -> frozenset[str]:
         return frozenset(self._pending)
 
-    def add(self, paths: Iterable[str]) -> None:
-        paths = list(paths)
-        if not paths:
+    def add(self, changes: Mapping[str, tuple | None] | Iterable[str]) -> None:
+        """Record changed files (a mapping path -> signature, or just paths) and restart the quiet period."""
+        items = changes.items() if isinstance(changes, Mapping) else [(path, None) for path in changes]
+        if not items:
             return
-        self._pending.update(paths)
+        self._pending.update(items)
         self._due = self._clock.time() + self._debounce
-        if self._timer is None:
-            self._timer = self._clock.call_at(self._due, self._fire, self._loop)
+        self._arm()
 
     def discard(self, paths: Iterable[str]) -> None:
-        self._pending.difference_update(paths)
+        for path in paths:
+            self._pending.pop(path, None)
 
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._checking is not None:
+            self._checking.cancel()
+            self._checking = None
         self._pending.clear()
+
+    def _arm(self) -> None:
+        if self._timer is None and self._checking is None:
+            self._timer = self._clock.call_at(self._due, self._fire, self._loop)
 
     def _fire(self) -> None:
         self._timer = None
         if self._clock.time() < self._due:
-            self._timer = self._clock.call_at(self._due, self._fire, self._loop)
-            return
+            self._arm()
+        elif self._verify is None:
+            self._hand_over()
+        elif self._pending:
+            self._checking = self._loop.create_task(self._check(dict(self._pending)))
+
+    async def _check(self, seen: dict[str, tuple | None]) -> None:
+        try:
+            now = await self._verify(list(seen))
+        except Exception:  # never lose the batch over a failed check: hand it over unverified
+            log.exception("nbsched: checking that changed files are quiet failed")
+            now = seen
+        finally:
+            self._checking = None
+        for path, signature in now.items():
+            if path not in self._pending or self._pending[path] != seen[path]:
+                continue  # deleted or changed again while we looked: the newer news wins
+            if signature is None:
+                del self._pending[path]
+            elif signature != seen[path]:
+                self._pending[path] = signature
+                self._due = max(self._due, self._clock.time() + self._debounce)
+        if self._clock.time() < self._due:
+            self._arm()
+        else:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         paths = sorted(self._pending)
         self._pending.clear()
         if paths:
@@ -383,7 +444,7 @@ class FileWatch:
         self._pattern = _Pattern(self.pattern)
         self._interval = self.poll if self.poll is not None else DEFAULT_POLL
         self.backend, self._why = _choose_backend(self._pattern.base, self.poll)
-        self._batch = _Batcher(self.debounce, clock, loop, self._deliver)
+        self._batch = _Batcher(self.debounce, clock, loop, self._deliver, self._signatures)
         self._task: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
         self._stop_event: asyncio.Event | None = None
@@ -425,7 +486,8 @@ class FileWatch:
         self._mark_ready()  # nothing more to wait for
 
     async def aclose(self) -> None:
-        """:meth:`stop`, then wait until the watch's task has ended and the OS watch is closed."""
+        """:meth:`stop`, then wait until the watch's task and its reads have ended (the OS watch is
+        then closed: the notification library's own thread releases it moments later)."""
         self.stop()
         waits = [f for f in (self._task, *self._closing) if f is not None]
         if waits:
@@ -466,6 +528,9 @@ class FileWatch:
                 self._batch.discard(missing)
                 self._batch.add(files)
 
+    async def _signatures(self, paths: list[str]) -> dict[str, tuple | None]:
+        return await self._loop.run_in_executor(None, _signatures, paths)
+
     async def _scan(self, top: str | None = None) -> dict[str, tuple]:
         return await self._loop.run_in_executor(None, _scan, self._pattern, top)
 
@@ -498,7 +563,7 @@ class FileWatch:
             self._stop_event = stop_event = asyncio.Event()
             changes = watchfiles.awatch(
                 base, watch_filter=None, debounce=_GROUP_MS, step=_STEP_MS, stop_event=stop_event,
-                rust_timeout=max(1, int(self._interval * 1000)), yield_on_timeout=True,
+                rust_timeout=int(_RECHECK_S * 1000), yield_on_timeout=True,
                 recursive=self._pattern.recursive, force_polling=False, ignore_permission_denied=True,
             )
             # awatch opens the OS watch synchronously in its first step, before it waits in a thread.
@@ -531,10 +596,13 @@ class FileWatch:
                     except (OSError, RuntimeError) as exc:  # e.g. the inotify watch limit, a queue overflow
                         self._fall_back(exc)
                         return
-                    if not batch or any(path == base for _, path in batch):
-                        if _directory_identity(base) != identity:  # deleted, moved away or replaced
-                            fresh = True
-                            break
+                    # The directory itself deleted or renamed away: its OS watch is dead (and a new
+                    # directory there may even reuse its inode number).  Otherwise, every _RECHECK_S,
+                    # make sure it is still the same directory (a parent may have been replaced).
+                    if any(change == _DELETED and path == base for change, path in batch) or (
+                            not batch and _directory_identity(base) != identity):
+                        fresh = True
+                        break
                     reader = self._read(changes)  # keep the OS watch drained while we look
                     await self._changed(batch)
             finally:
@@ -563,7 +631,7 @@ class FileWatch:
             if self._stopped:
                 return
             self._batch.discard([p for p in known if p not in now])
-            self._batch.add([p for p, sig in now.items() if known.get(p) != sig])
+            self._batch.add({p: sig for p, sig in now.items() if known.get(p) != sig})
             known = now
 
 

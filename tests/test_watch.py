@@ -149,6 +149,27 @@ async def test_a_batch_is_delivered_once_nothing_changed_for_the_debounce():
     assert clock.pending == 0
 
 
+async def test_a_file_still_changing_when_its_batch_falls_due_pushes_the_batch_back():
+    clock = FakeClock(start=1000.0)
+    got = []
+    disk = {"/d/a.csv": (1,), "/d/b.csv": (1,)}
+
+    async def verify(paths):
+        return {p: disk.get(p) for p in paths}
+
+    batch = watch._Batcher(2.0, clock, asyncio.get_running_loop(),
+                           lambda paths: got.append((clock.time(), paths)), verify)
+    batch.add({"/d/a.csv": (1,), "/d/b.csv": (1,)})
+    disk["/d/a.csv"] = (2,)                   # written again, and no event for it arrived (yet)
+    await clock.advance(2.0)
+    assert got == []                          # checked at 1002: a.csv changed, due again at 1004
+    del disk["/d/b.csv"]                      # b.csv deleted: it leaves the batch
+    await clock.advance(1.99)
+    assert got == []
+    await clock.advance(0.01)
+    assert got == [(1004.0, ["/d/a.csv"])]
+
+
 async def test_a_failing_callback_is_logged_and_the_watch_goes_on(caplog):
     clock = FakeClock(start=1000.0)
     calls = []
@@ -160,10 +181,8 @@ async def test_a_failing_callback_is_logged_and_the_watch_goes_on(caplog):
 
     w = FileWatch("/nowhere/*.csv", debounce=1, on_batch=on_batch, clock=clock, loop=asyncio.get_running_loop())
     with caplog.at_level(logging.ERROR, logger="nbsched"):
-        w._batch.add(["/nowhere/a.csv"])
-        await clock.advance(1)
-        w._batch.add(["/nowhere/b.csv"])
-        await clock.advance(1)
+        w._deliver(["/nowhere/a.csv"])      # what the batcher calls with each batch
+        w._deliver(["/nowhere/b.csv"])
     assert calls == [["/nowhere/a.csv"], ["/nowhere/b.csv"]]
     assert "the callback for files '/nowhere/*.csv' raised (the watch goes on)" in caplog.text
     assert "ValueError: callback bug" in caplog.text
@@ -358,8 +377,14 @@ async def test_stop_releases_the_os_watch_and_delivers_nothing_more(tmp_path):
     w.stop()
     w.stop()                                        # idempotent
     await w.aclose()
+    for _ in range(200):                            # notify's own thread closes the descriptor just after
+        if _inotify_fds() == before:
+            break
+        await clock.sleep(0.01)
     assert _inotify_fds() == before
     assert w._batch.pending == frozenset()
+    await clock.sleep(0.5)                          # b.csv's batch would have been due long ago
+    assert [paths for _, paths in batches.got] == [[str(data / "a.csv")]]
     with pytest.raises(RuntimeError, match="was stopped: create a new FileWatch"):
         w.start()
 
