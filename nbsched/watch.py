@@ -185,6 +185,10 @@ class _Pattern:
         self.globs = tuple(parts[first:])
         #: whether files can sit in subdirectories of the base (then the native watch is recursive)
         self.recursive = len(self.globs) > 1 or "**" in self.globs
+        # the common one-component case ('data/*.csv') as one compiled regex: scans stay cheap
+        single = len(self.globs) == 1 and self.globs[0] != "**"
+        self._single = re.compile(fnmatch.translate(self.globs[0])).match if single else None
+        self._dot_ok = self.globs[0].startswith(".")
 
     def _names(self, path: str) -> tuple[str, ...] | None:
         if path == self.base:
@@ -196,11 +200,18 @@ class _Pattern:
 
     def matches(self, path: str) -> bool:
         names = self._names(path)
-        return bool(names) and _matches(self.globs, names)
+        return names is not None and self.matches_names(names)
 
     def may_contain(self, path: str) -> bool:
         names = self._names(path)
         return names is not None and _may_contain(self.globs, names)
+
+    def matches_names(self, names: tuple[str, ...]) -> bool:
+        """Do the components ``names`` below the base match?"""
+        if self._single is not None:
+            return (len(names) == 1 and (self._dot_ok or not names[0].startswith("."))
+                    and self._single(names[0]) is not None)
+        return bool(names) and _matches(self.globs, names)
 
 
 # --------------------------------------------------------------------------------------- file system
@@ -217,28 +228,32 @@ def _scan(pattern: _Pattern, top: str | None = None) -> dict[str, tuple]:
     found: dict[str, tuple] = {}
     seen_dirs: set[tuple[int, int]] = set()  # symlink loops under '**'
 
-    def walk(directory: str) -> None:
+    def walk(directory: str, names: tuple[str, ...]) -> None:
         try:
             entries = os.scandir(directory)
         except OSError:
             return
         with entries:
             for entry in entries:
+                child = (*names, entry.name)
                 try:
                     if entry.is_dir():
-                        if pattern.may_contain(entry.path):
+                        if _may_contain(pattern.globs, child):
                             st = entry.stat()
                             if (st.st_dev, st.st_ino) not in seen_dirs:
                                 seen_dirs.add((st.st_dev, st.st_ino))
-                                walk(entry.path)
-                    elif pattern.matches(entry.path):
+                                walk(entry.path, child)
+                    elif pattern.matches_names(child):
                         st = entry.stat()
                         if stat.S_ISREG(st.st_mode):
                             found[entry.path] = _signature(st)
                 except OSError:
                     continue  # vanished between listing and stat
 
-    walk(top or pattern.base)
+    top = top or pattern.base
+    start = pattern._names(top)
+    if start is not None:
+        walk(top, start)
     return found
 
 
@@ -329,21 +344,32 @@ class _Batcher:
     One timer at a time: a change only moves the due time; when the timer fires early (because
     changes came in since it was armed, or the clock capped its horizon) it re-arms for the due time.
 
-    Events arrive in steps (a poll, or a native read that reports a file once however often it was
-    written), so a quiet gap between arrivals does not prove the files were quiet.  With ``verify``
-    (async: paths -> {path: signature now, or None if gone}) each file's signature is checked when
-    the batch falls due: one that changed since it was last seen pushes the batch back by another
-    ``debounce``, one that is gone leaves the batch.
+    Events arrive late and in steps, so a quiet gap between arrivals alone does not prove the files
+    were quiet.  Three guards, each optional:
+
+    * ``lag``: events may take up to this long to arrive (native reads): the batch waits for the
+      quiet period plus ``lag``, so a change made inside the quiet period is seen before it ends;
+    * :meth:`observed`: the caller reports up to what time changes are known (polling: the start of
+      the last completed scan); a batch is handed over only once that reaches the end of its quiet
+      period, so a scan interval longer than the debounce cannot split a batch;
+    * ``verify`` (async: paths -> {path: signature now, or None if gone}): when the batch falls due
+      each file is checked; one that changed since it was last seen pushes the batch back by another
+      ``debounce`` (a native read reports a file once however often it was written), one that is
+      gone leaves the batch.
     """
 
     def __init__(self, debounce: float, clock: Clock, loop: asyncio.AbstractEventLoop,
                  emit: Callable[[list[str]], None],
-                 verify: Callable[[list[str]], Awaitable[dict[str, tuple | None]]] | None = None):
+                 verify: Callable[[list[str]], Awaitable[dict[str, tuple | None]]] | None = None,
+                 lag: float = 0.0, gated: bool = False):
         self._debounce = debounce
         self._clock = clock
         self._loop = loop
         self._emit = emit
         self._verify = verify
+        self._lag = lag
+        self._observed = float("-inf") if gated else None
+        self._parked = False  # due, waiting for observed() to catch up
         self._pending: dict[str, tuple | None] = {}  # path -> signature when last seen changing
         self._due = 0.0
         self._timer = None
@@ -375,14 +401,26 @@ class _Batcher:
             self._checking = None
         self._pending.clear()
 
+    def observed(self, until: float) -> None:
+        """Changes up to clock time ``until`` have all been reported (ignored unless ``gated``)."""
+        if self._observed is None:
+            return
+        self._observed = until
+        if self._parked and until >= self._due:
+            self._parked = False
+            self._fire()
+
     def _arm(self) -> None:
         if self._timer is None and self._checking is None:
-            self._timer = self._clock.call_at(self._due, self._fire, self._loop)
+            self._parked = False
+            self._timer = self._clock.call_at(self._due + self._lag, self._fire, self._loop)
 
     def _fire(self) -> None:
         self._timer = None
-        if self._clock.time() < self._due:
+        if self._clock.time() < self._due + self._lag:
             self._arm()
+        elif self._observed is not None and self._observed < self._due:
+            self._parked = True  # observed() fires it
         elif self._verify is None:
             self._hand_over()
         elif self._pending:
@@ -404,7 +442,7 @@ class _Batcher:
             elif signature != seen[path]:
                 self._pending[path] = signature
                 self._due = max(self._due, self._clock.time() + self._debounce)
-        if self._clock.time() < self._due:
+        if self._clock.time() < self._due + self._lag:
             self._arm()
         else:
             self._hand_over()
@@ -444,12 +482,18 @@ class FileWatch:
         self._pattern = _Pattern(self.pattern)
         self._interval = self.poll if self.poll is not None else DEFAULT_POLL
         self.backend, self._why = _choose_backend(self._pattern.base, self.poll)
-        self._batch = _Batcher(self.debounce, clock, loop, self._deliver, self._signatures)
+        self._batch = self._batcher()
         self._task: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
         self._stop_event: asyncio.Event | None = None
         self._closing: set[asyncio.Future] = set()  # native reads still finishing after stop()
         self._stopped = False
+
+    def _batcher(self) -> _Batcher:
+        if self.backend == "native":  # a read reports events within two watchfiles steps
+            return _Batcher(self.debounce, self._clock, self._loop, self._deliver, self._signatures,
+                            lag=2 * _STEP_MS / 1000 + 0.1)
+        return _Batcher(self.debounce, self._clock, self._loop, self._deliver, gated=True)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running" if self._task else "new"
@@ -621,17 +665,23 @@ class FileWatch:
         log.warning("nbsched: native file watching failed for %r (%s: %s); polling every %gs instead",
                     self.pattern, type(exc).__name__, exc, self._interval)
         self.backend, self._why = "polling", f"native watching failed ({exc})"
+        pending = self._batch.pending
+        self._batch.cancel()
+        self._batch = self._batcher()
+        self._batch.add(pending)
 
     async def _run_polling(self) -> None:
         known = await self._scan()  # files present now never fire
         self._mark_ready()
         while not self._stopped:
             await self._clock.sleep(self._interval)
+            started = self._clock.time()
             now = await self._scan()
             if self._stopped:
                 return
             self._batch.discard([p for p in known if p not in now])
             self._batch.add({p: sig for p, sig in now.items() if known.get(p) != sig})
+            self._batch.observed(started)
             known = now
 
 

@@ -170,6 +170,36 @@ async def test_a_file_still_changing_when_its_batch_falls_due_pushes_the_batch_b
     assert got == [(1004.0, ["/d/a.csv"])]
 
 
+async def test_a_polling_batch_waits_for_a_scan_that_started_after_its_quiet_period():
+    clock = FakeClock(start=1000.0)
+    got = []
+    batch = watch._Batcher(1.0, clock, asyncio.get_running_loop(),
+                           lambda paths: got.append((clock.time(), paths)), gated=True)
+    batch.add({"/d/a.csv": (1,)})             # found by the scan that started at 1000
+    batch.observed(1000.0)
+    await clock.advance(1.5)
+    batch.add({"/d/b.csv": (1,)})             # the scan started at 1001.2 finds b.csv: one batch
+    batch.observed(1001.2)
+    await clock.advance(1.2)                  # 1002.7: quiet since 1001.5, but no scan has shown it
+    assert got == []
+    batch.observed(1002.6)                    # a scan started after 1002.5 found nothing new
+    assert got == [(1002.7, ["/d/a.csv", "/d/b.csv"])]
+
+
+async def test_a_native_batch_also_waits_for_events_still_on_their_way():
+    clock = FakeClock(start=1000.0)
+    got = []
+    batch = watch._Batcher(1.0, clock, asyncio.get_running_loop(),
+                           lambda paths: got.append((clock.time(), paths)), lag=0.5)
+    batch.add({"/d/a.csv": (1,)})
+    await clock.advance(1.2)
+    batch.add({"/d/b.csv": (1,)})             # made at 1000.9, reported at 1001.2: same batch
+    await clock.advance(1.49)
+    assert got == []
+    await clock.advance(0.01)
+    assert got == [(1002.7, ["/d/a.csv", "/d/b.csv"])]
+
+
 async def test_a_failing_callback_is_logged_and_the_watch_goes_on(caplog):
     clock = FakeClock(start=1000.0)
     calls = []
@@ -288,8 +318,10 @@ async def test_a_burst_of_100_files_is_one_batch(tmp_path, start_watch):
     data.mkdir()
     w, batches = await start_watch(data / "*.csv")
     names = [f"part-{i:03d}.csv" for i in range(100)]
-    for name in reversed(names):
+    for i, name in enumerate(reversed(names)):      # five rounds of 20, 0.15 s apart (< the debounce)
         write(data / name)
+        if i % 20 == 19:
+            await batches.clock.sleep(0.15)
     assert (await batches.next())[1] == [str(data / n) for n in names]
     write(data / "sentinel.csv")                    # the next batch holds only what came after
     assert (await batches.next())[1] == [str(data / "sentinel.csv")]
@@ -412,5 +444,28 @@ async def test_native_failure_falls_back_to_polling(tmp_path, monkeypatch, caplo
         assert w.backend == "polling"
         assert (f"native file watching failed for '{data}/*.csv' (OSError: OS file watch limit reached); "
                 "polling every 1s instead") in caplog.text
+    finally:
+        await w.aclose()
+
+
+@pytest.mark.realtime
+async def test_polling_slower_than_the_debounce_still_waits_for_quiet(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    clock = SystemClock()
+    batches = Batches(clock)
+    w = FileWatch(str(data / "*.csv"), debounce=0.2, on_batch=batches, clock=clock,
+                  loop=asyncio.get_running_loop(), poll=0.5)
+    try:
+        w.start()
+        await w.wait_ready()
+        for i in range(10):                         # a new file every 0.15 s for 1.5 s: 3 scans see some
+            write(data / f"f{i}.csv")
+            last = clock.time()
+            await clock.sleep(0.15)
+        assert batches.got == []
+        at, paths = await batches.next()
+        assert paths == [str(data / f"f{i}.csv") for i in range(10)]
+        assert at - last >= 0.2
     finally:
         await w.aclose()
