@@ -243,12 +243,13 @@ class Scheduler:
             raise JobLookupError(self._unknown(name))
         return job
 
-    def _unknown(self, name: str) -> str:
-        names = list(self._jobs)
+    def _unknown(self, name: str, known: Any = None) -> str:
+        # `known`: the names to offer instead of the current jobs (history/results: every job with history)
+        names = list(self._jobs if known is None else known)
         if not names:
             return f"no job named {name!r}: there are no jobs yet (add one with sched.add(func, 'every 5m'))"
         shown = ", ".join(map(repr, names[:20])) + (" ..." if len(names) > 20 else "")
-        return f"no job named {name!r}: the jobs are {shown}"
+        return f"no job named {name!r}: the {'jobs' if known is None else 'jobs with history'} are {shown}"
 
     def __contains__(self, name: str) -> bool:
         return name in self._jobs
@@ -387,7 +388,7 @@ class Scheduler:
         if name is not None:
             if name in self._logs:
                 return self._logs[name].frame(self.tz)
-            raise JobLookupError(self._unknown(name))
+            raise JobLookupError(self._unknown(name, self._logs))
         cache = self._history_cache
         if cache is None or cache[0] != self._version:
             frame = history_frame(((n, log.rows) for n, log in self._logs.items()), self.tz)
@@ -398,7 +399,7 @@ class Scheduler:
         """What the job returned, accumulated over runs, as a DataFrame (with run_id and scheduled_at)."""
         if name in self._logs:
             return self._logs[name].results.frame(self.tz)
-        raise JobLookupError(self._unknown(name))
+        raise JobLookupError(self._unknown(name, self._logs))
 
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""

@@ -179,9 +179,27 @@ def _until(value: str, sched: Scheduler, tz: Any) -> float:
         ) from None
 
 
+def _parse_options(magic: Any, tokens: list[str]) -> Any:
+    """Parse the ``--options`` of ``%%schedule``; a mistyped option gets a "did you mean" hint."""
+    try:
+        return parse_argstring(magic, shlex.join(tokens))
+    except UsageError as exc:
+        import difflib
+
+        known = [opt for action in magic.parser._actions for opt in action.option_strings if opt.startswith("--")]
+        for token in tokens:
+            option = token.split("=", 1)[0]
+            if option.startswith("--") and option not in known:
+                close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise UsageError(f"unknown %%schedule option {option!r}: {hint}(options: {', '.join(known)}; "
+                                 "see '%%schedule?')") from None
+        raise UsageError(f"{exc} (see '%%schedule?')") from None
+
+
 @magics_class
 class ScheduleMagics(Magics):
-    @magic_arguments()
+    @magic_arguments(name="%schedule")  # the usage line then reads '%%schedule' (IPython adds one '%')
     @argument("SPEC", nargs="*", help="when to run: 'every 5m', 'cron 0 9 * * mon-fri', 'daily at 09:30', "
                                        "'at 2026-12-01 09:00', 'in 10m' (see nbsched.parse_trigger)")
     @argument("--name", help="job name (default: derived from the cell, stable when the cell is re-run)")
@@ -217,7 +235,7 @@ class ScheduleMagics(Magics):
         if not spec:
             raise UsageError("%%schedule needs a SPEC, e.g. '%%schedule every 5m' or '%%schedule cron 0 9 * * mon-fri' "
                              "(see '%%schedule?')")
-        args = parse_argstring(self.schedule, shlex.join(option_tokens))
+        args = _parse_options(self.schedule, option_tokens)
         if args.SPEC:
             raise UsageError(f"unexpected words after the options: {' '.join(args.SPEC)!r}; put the SPEC first")
         sched = st.scheduler()

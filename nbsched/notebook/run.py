@@ -119,29 +119,66 @@ def _print_table(summary: list[dict], echo=print) -> None:
         echo(frame.to_string(index=False))
 
 
-def main(argv: list[str] | None = None) -> int:
+_NEEDS = "pip install 'nbsched[notebook]'"
+
+
+def _check_notebook_deps() -> str | None:
+    """What ``nbsched run`` lacks to run a notebook (nbformat, jupyter_client, ipykernel), as a message."""
+    import importlib.util
+
+    missing = []
+    for module in ("nbformat", "jupyter_client", "ipykernel"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # e.g. sys.modules[module] is None
+            found = False
+        if not found:
+            missing.append(module)
+    if not missing:
+        return None
+    return (f"nbsched run needs {', '.join(missing)} to execute notebooks, and "
+            f"{'it is' if len(missing) == 1 else 'they are'} not installed: {_NEEDS} "
+            "(or pip install nbformat jupyter_client ipykernel)")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The top-level parser and the ``run`` subcommand's parser (errors in ``run`` print its usage)."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="nbsched", description="notebook-native scheduling")
+    parser.add_argument("--version", action="version", version=f"nbsched {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute a notebook and let its scheduled jobs run headless")
+    run = sub.add_parser("run", help="execute a notebook and let its scheduled jobs run headless",
+                         description="Execute NOTEBOOK in a real kernel, let its scheduled jobs run for a while, "
+                                     "then write the executed notebook, an HTML report and each job's "
+                                     "history/results frames to --out.")
     run.add_argument("notebook", type=Path)
     run.add_argument("--for", dest="duration", default="30s", help="how long to keep the kernel alive (e.g. 30s, 5m)")
-    run.add_argument("--out", type=Path, default=Path("nbsched-out"), help="where to write history/results frames")
+    run.add_argument("--out", type=Path, default=Path("nbsched-out"),
+                     help="where to write the executed notebook, the report and the frames")
     run.add_argument("--kernel", default=None, help="kernel name (default python3)")
+    return parser, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, run = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
         if not args.notebook.exists():
-            parser.error(f"no such notebook: {args.notebook}")
+            run.error(f"no such notebook: {args.notebook}")
         try:
             duration = _parse_duration(args.duration)
         except ValueError as exc:
-            parser.error(str(exc))
+            run.error(str(exc))
+        problem = _check_notebook_deps()
+        if problem is not None:
+            run.error(problem)
         summary = run_notebook(args.notebook, duration, args.out, kernel_name=args.kernel)
         _print_table(summary)
         print(f"\nhistory and results frames written to {args.out.resolve()}/")
         empty = [s["job"] for s in summary if s["rows"] == 0]
         return 1 if not summary or len(empty) == len(summary) else 0
     return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())
