@@ -23,7 +23,7 @@ import time as _time
 from datetime import datetime, timezone, tzinfo
 from typing import Callable, Protocol, runtime_checkable
 
-__all__ = ["perf_counter", "monotonic", "sleep_blocking", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_datetime", "to_timestamp", "resolve_zone"]
+__all__ = ["perf_counter", "monotonic", "sleep_blocking", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_datetime", "to_timestamp", "resolve_zone", "zone_name"]
 
 #: A monotonic high-resolution counter for measuring how long work takes (never for scheduling).
 perf_counter = _time.perf_counter
@@ -126,6 +126,17 @@ def resolve_zone(tz: str | tzinfo | None) -> tzinfo:
 
 
 _LOCAL: tzinfo | None = None
+
+
+def zone_name(tz: tzinfo | None) -> str | None:
+    """The IANA name of ``tz`` ('Europe/Berlin'), 'UTC' for a zero offset, None when it has no name."""
+    key = getattr(tz, "key", None)
+    if key:
+        return key
+    if tz is None:
+        return None
+    offset = tz.utcoffset(None)
+    return "UTC" if offset is not None and offset.total_seconds() == 0 else None
 
 
 def local_zone() -> tzinfo:

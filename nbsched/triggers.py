@@ -37,7 +37,7 @@ from datetime import datetime, time as dtime, timedelta, timezone, tzinfo
 from typing import Any, ClassVar, Iterator
 
 from ._durations import UNIT_HELP, format_duration, parse_duration
-from .clock import resolve_zone, to_timestamp
+from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
 __all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
@@ -49,12 +49,7 @@ SPEC_HELP = (
 
 
 def _zone_name(tz: tzinfo) -> str:
-    key = getattr(tz, "key", None)
-    if key:
-        return key
-    if tz is timezone.utc:
-        return "UTC"
-    return str(tz)
+    return zone_name(tz) or str(tz)
 
 
 class Trigger:

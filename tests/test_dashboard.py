@@ -440,7 +440,7 @@ async def test_text_fallback_for_terminals(sched, clock, dashboards):
     lines = text.splitlines()
     assert lines[0] == "nbsched dashboard: 2 jobs, 1 failing, scheduler running"
     assert lines[1].split() == ["job", "trigger", "state", "next", "run", "last", "run", "duration", "outcome",
-                                "runs", "errors"]
+                                "runs", "errors", "last", "output"]
     assert lines[2].split()[:5] == ["ok", "every", "10s", "scheduled", "in"]
     assert "failing" in lines[3] and lines[4].strip() == "! ValueError: boom"
     from IPython.lib.pretty import pretty

@@ -46,6 +46,8 @@ from typing import Any, TypeVar
 
 __all__ = [
     "OutputSink",
+    "in_latest_request",
+    "remember_request",
     "current_sink",
     "install_interrupt_handler",
     "install_router",
@@ -91,6 +93,41 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# The request running now
+#
+# Notebook executors (nbclient, so nbconvert --execute and papermill) keep only iopub messages whose
+# parent is the request they are executing now; everything else is dropped from the saved notebook.
+# ipykernel 7 keeps the parent header in context variables, so a widget update or display update
+# made from a job (a task created while an earlier cell ran, or a timer armed then) is parented to
+# that earlier, finished cell and is lost.  (6.29 keeps one global parent: the latest request.)
+# So the kernel-side updates that must survive - the job's output area, the card, the static
+# fallbacks - are made inside a copy of the context of the latest cell, captured when it starts.
+
+
+class _LatestRequest:
+    context: contextvars.Context | None = None
+
+
+_latest = _LatestRequest()
+
+
+def remember_request(*_info: Any) -> None:
+    """IPython ``pre_run_cell`` hook: remember the context of the cell that starts now."""
+    _latest.context = contextvars.copy_context()
+
+
+def in_latest_request(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` with the parent request of the latest cell (so its messages are kept).
+
+    Outside a kernel, or before any cell ran, just calls it.
+    """
+    context = _latest.context
+    if context is None:
+        return fn(*args)
+    return context.copy().run(fn, *args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +187,8 @@ class OutputSink:
         self._dirty = False
         self._flush_scheduled = False
         self._flush_handle: asyncio.TimerHandle | None = None
+        #: Increases every time the widget is sent new outputs (cheap change detection for the card).
+        self.version = 0
 
     # -- writing (any thread) ---------------------------------------------------------------
 
@@ -283,7 +322,8 @@ class OutputSink:
             self._dirty = False
             self._trim()
             outputs = self._snapshot()
-        self.widget.outputs = outputs
+            self.version += 1
+        in_latest_request(setattr, self.widget, "outputs", outputs)
 
     # -- internals (lock held) ----------------------------------------------------------------
 

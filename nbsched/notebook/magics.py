@@ -267,7 +267,7 @@ class ScheduleMagics(Magics):
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
         from .kernel import OutputSink, kernel_loop
 
-        old = sched._jobs.get(name)
+        old = sched.get(name) if name in sched else None
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
         if sink is None:
             sink = OutputSink(loop=kernel_loop())
@@ -451,7 +451,10 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
 
 
 def _pre_run_cell(info: Any) -> None:
+    from .kernel import remember_request
+
     _state().cell_id = getattr(info, "cell_id", None)
+    remember_request()
 
 
 def load(ipython: Any) -> None:
