@@ -29,6 +29,7 @@ def make_notebook(path: Path) -> None:
                                   "n = globals().get('n', 0) + 1\nprint('TICK', n)\nn"),
         nbformat.v4.new_code_cell("%%schedule every 0.5s --name broken --max-runs 1\n"
                                   "raise ValueError('BROKEN-JOB')"),
+        nbformat.v4.new_code_cell("import nbsched\nnbsched.dashboard()"),
         nbformat.v4.new_code_cell("import asyncio\nawait asyncio.sleep(3.5)"),
         nbformat.v4.new_code_cell("'done'"),
     ]
@@ -98,11 +99,22 @@ def test_each_jobs_output_is_saved_in_its_own_cell(tool, kernelspec, tmp_path):
     assert "ValueError: BROKEN-JOB" in cells[2]["outputs"][1]["data"]["text/plain"]
     assert "errors 1" in cells[2]["outputs"][1]["data"]["text/plain"]
 
+    # the dashboard's static table has the last state of every job (not the creation snapshot)
+    dash_widget, dash_static = cells[3]["outputs"]
+    assert "application/vnd.jupyter.widget-view+json" in dash_widget["data"]
+    table = dash_static["data"]["text/plain"].splitlines()
+    assert table[0] == "nbsched dashboard: 2 jobs, 0 failing, scheduler running"
+    ticker_row = next(line.split() for line in table if line.startswith("ticker"))
+    assert ticker_row[:4] == ["ticker", "every", "400ms", "finished"]
+    assert ticker_row[-4:] == ["3", "0", "TICK", "3"]  # runs, errors, last output
+    assert "<td style='padding:2px 8px;text-align:left;border-bottom:1px solid #e5e7eb'>TICK 3</td>" in \
+        dash_static["data"]["text/html"]
+
     # nothing of any job anywhere else
-    assert cells[3]["outputs"] == []
-    assert [o["data"]["text/plain"] for o in cells[4]["outputs"]] == ["'done'"]
+    assert cells[4]["outputs"] == []
+    assert [o["data"]["text/plain"] for o in cells[5]["outputs"]] == ["'done'"]
     for i, cell in enumerate(cells):
-        if i not in (1, 2):
+        if i not in (1, 2, 3):
             assert not any("TICK" in text_of(o) or "BROKEN-JOB" in text_of(o) for o in cell.get("outputs", [])), i
 
     # the widget state saved with the notebook has the job's output area, up to date
@@ -122,5 +134,6 @@ def test_html_export_offline_shows_the_cards(kernelspec, tmp_path):
     page = (tmp_path / "jobs.out.html").read_text()
     # without network the widget scripts render nothing; the static summaries are plain HTML
     assert page.count("nbsched-card-static") == 2
+    assert page.count("nbsched-dashboard-static") == 1
     assert "TICK 1\nTICK 2\nTICK 3\n" in page
     assert "finished" in page and "ValueError: BROKEN-JOB" in page

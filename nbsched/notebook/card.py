@@ -6,6 +6,7 @@ message) and on job events.  Where widgets cannot render, the card is an HTML/pl
 """
 from __future__ import annotations
 
+import logging
 import uuid
 import weakref
 from html import escape
@@ -13,6 +14,8 @@ from typing import Any
 
 from . import render
 from .render import job_summary, summary_html, summary_text  # noqa: F401 - the card's words live in render
+
+log = logging.getLogger("nbsched")
 
 #: Shown by a card's live widget: hides the static fallbacks in a frontend that renders widgets
 #: (so JupyterLab shows each card once), while nbconvert HTML, GitHub and terminals show them.
@@ -119,11 +122,17 @@ class JobCard:
         return {"text/plain": render.card_static_text(s, outputs, self.name, self._note),
                 "text/html": render.card_static_html(s, outputs, self.name, self._note)}
 
+    def _static_key(self, s: dict[str, str] | None) -> tuple:
+        from .kernel import request_serial
+
+        # the request serial: re-sent once in each new cell, in case an update fell between two cells
+        return (None if s is None else tuple(s.values()), self._sink.version if self._sink is not None else 0,
+                self._note, request_serial())
+
     def _update_static(self, s: dict[str, str] | None) -> None:
         if self.static_id is None:
             return
-        key = (None if s is None else tuple(s.values()), self._sink.version if self._sink is not None else 0,
-               self._note)
+        key = self._static_key(s)
         if key == self._static_sent:
             return
         self._static_sent = key
@@ -142,8 +151,7 @@ class JobCard:
         display(bundle, raw=True)
         if self.static_id is None:
             self.static_id = f"nbsched-card-{uuid.uuid4().hex}"
-        self._static_sent = (None if s is None else tuple(s.values()),
-                             self._sink.version if self._sink is not None else 0, self._note)
+        self._static_sent = self._static_key(s)
         display(self.static_bundle(s), raw=True, display_id=self.static_id)
 
     def retire(self, why: str) -> None:
@@ -192,8 +200,8 @@ def ensure_refresher(state: Any) -> None:
         for card in list(state.cards.values()):
             try:
                 card.refresh()
-            except Exception:  # a broken card must not stop the others
-                pass
+            except Exception:  # a broken card must not stop the others (but is logged)
+                log.exception("nbsched: refreshing the card of %r failed", card.name)
         state.refresher = loop.call_later(1.0, tick)
 
     state.refresher = loop.call_later(1.0, tick)

@@ -322,14 +322,27 @@ class Dashboard(ipywidgets.VBox):
         display(bundle, raw=True)
         if self.static_id is None:
             self.static_id = f"nbsched-dashboard-{uuid.uuid4().hex}"
-        sched = self.scheduler
-        self._static_version = None if sched is None else sched.version
+        self._static_version = self._static_key()
         display({"text/plain": self.to_text(), "text/html": self.to_html()}, raw=True, display_id=self.static_id)
 
-    def _update_static(self) -> None:
+    def _static_key(self) -> Any:
+        """What the static table depends on (besides countdowns): cheap to compare once a second."""
         sched = self.scheduler
-        version = None if sched is None else sched.version
-        if self.static_id is None or version == self._static_version:
+        if sched is None:
+            return None
+        jobs = sched.jobs
+        shown = jobs[:_TEXT_ROWS]
+        from .kernel import request_serial
+
+        # the request serial: re-sent once in each new cell, in case an update fell between two cells
+        return (sched.version, sched.running, sched.paused, len(jobs), tuple(_row(job) for job in shown),
+                tuple(getattr(getattr(job, "output", None), "version", 0) for job in shown), request_serial())
+
+    def _update_static(self) -> None:
+        if self.static_id is None:
+            return
+        version = self._static_key()
+        if version == self._static_version:
             return
         self._static_version = version
         from IPython.display import update_display

@@ -107,8 +107,13 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
 # fallbacks - are made inside a copy of the context of the latest cell, captured when it starts.
 
 
+# An update sent between two cells is parented to the finished one and dropped by the executor:
+# static fallbacks are therefore re-sent once per request (their keys include request_serial()).
+
+
 class _LatestRequest:
     context: contextvars.Context | None = None
+    serial = 0
 
 
 _latest = _LatestRequest()
@@ -117,17 +122,23 @@ _latest = _LatestRequest()
 def remember_request(*_info: Any) -> None:
     """IPython ``pre_run_cell`` hook: remember the context of the cell that starts now."""
     _latest.context = contextvars.copy_context()
+    _latest.serial += 1
 
 
-def in_latest_request(fn: Callable[..., T], *args: Any) -> T:
-    """Call ``fn(*args)`` with the parent request of the latest cell (so its messages are kept).
+def request_serial() -> int:
+    """How many cells have started (changes with every new request)."""
+    return _latest.serial
+
+
+def in_latest_request(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn(*args, **kwargs)`` with the parent request of the latest cell (so its messages are kept).
 
     Outside a kernel, or before any cell ran, just calls it.
     """
     context = _latest.context
     if context is None:
-        return fn(*args)
-    return context.copy().run(fn, *args)
+        return fn(*args, **kwargs)
+    return context.copy().run(fn, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
 import shlex
 import threading
@@ -22,6 +23,8 @@ from .._durations import parse_duration
 from ..errors import NbschedError
 from ..job import COALESCE_CHOICES, Job
 from ..engine.scheduler import Scheduler
+
+log = logging.getLogger("nbsched")
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
                "dashboard", "store", "restore", "help")
@@ -453,8 +456,16 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
 def _pre_run_cell(info: Any) -> None:
     from .kernel import remember_request
 
-    _state().cell_id = getattr(info, "cell_id", None)
+    st = _state()
+    st.cell_id = getattr(info, "cell_id", None)
     remember_request()
+    # bring every card's static summary up to date in the cell starting now (a notebook executor
+    # keeps what is parented to it), so a saved notebook has each job's state as of its last cell
+    for card in list(st.cards.values()):
+        try:
+            card.refresh()
+        except Exception:  # noqa: BLE001 - a broken card must not stop the cell
+            log.exception("nbsched: refreshing the card of %r failed", card.name)
 
 
 def load(ipython: Any) -> None:
