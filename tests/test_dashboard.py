@@ -221,7 +221,10 @@ async def test_selecting_a_job_shows_history_results_chart_and_next_fire_times(s
     html = detail["html"]
     assert "Next 5 fire times" in html and html.count("<li>") == 5
     assert "2026-01-05 09:00:40 UTC" in html
-    assert "<svg class='nbsched-chart'" in html and html.count("<rect") == 3
+    chart = html[html.index("<svg class='nbsched-chart'"):]
+    assert chart[:chart.index("</svg>")].count("<rect") == 3  # one bar per run
+    timeline = html[html.index("<div class='nbsched-timeline'"):]
+    assert timeline[:timeline.index("</svg>")].count("class='nbsched-run ") == 3  # one mark per run
     assert "History" in html and html.count("nbsched-outcome-success") == 3
     assert "nbsched-results" in html and "value" in html  # the results frame preview
     # an API job has no output area: a note is shown in the slot instead

@@ -401,6 +401,14 @@ class Scheduler:
             return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name, self._logs))
 
+    def timeline(self, name: str | None = None):
+        """Runs of one job (or all) as pictures: a time axis coloured by outcome, retries grouped with
+        their run, lateness and duration histograms.  Displays as inline SVG (also in nbconvert HTML
+        and on GitHub) and as text in a terminal; see :class:`nbsched.notebook.report.Timeline`."""
+        from ..notebook.report import Timeline  # lazily: the engine does not depend on the notebook package
+
+        return Timeline(self, name)
+
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""
         if name in self._jobs:

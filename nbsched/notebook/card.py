@@ -51,6 +51,7 @@ class JobCard:
         self.static_id: str | None = None
         self._static_sent: tuple | None = None
         self._note = ""
+        self._last_summary: dict[str, str] | None = None
         self.widget = w.VBox(children)
         self.widget.add_class("nbsched-card")
         self.refresh(force=True)
@@ -97,6 +98,7 @@ class JobCard:
         in_latest_request(self._apply, s)
 
     def _apply(self, s: dict[str, str]) -> None:
+        self._last_summary = s
         html = summary_html(s)
         if html != self._last_html:
             self._last_html = html
@@ -171,9 +173,7 @@ class JobCard:
             from IPython.display import update_display
 
             # the last state the card knew, marked with why it stopped
-            update_display({"text/plain": f"job {self.name!r} ({why})\n" + render.output_text(self._outputs()),
-                            "text/html": render.card_static_html(None, self._outputs(), self.name, why)},
-                           raw=True, display_id=self.static_id)
+            update_display(self.static_bundle(self._last_summary), raw=True, display_id=self.static_id)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         # (IPython calls _ipython_display_ instead; this is for other renderers)

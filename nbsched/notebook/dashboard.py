@@ -627,6 +627,7 @@ class Dashboard(ipywidgets.VBox):
         parts.append(f"<div><h4>Next 5 fire times</h4>{upcoming}</div>")
         parts.append(f"<div><h4>Recent runs</h4>{_chart_svg(rows[-_CHART_RUNS:])}</div>")
         parts.append("</div>")
+        parts.append(f"<h4>Timeline</h4>{timeline_svg(name, rows[-_TIMELINE_ROWS:], tz, width=640)}")
         parts.append(f"<h4>History (last {_HISTORY_ROWS})</h4>{_history_html(rows[-_HISTORY_ROWS:], tz, now)}")
         parts.append(f"<h4>Results (last 5 rows)</h4>{self._results_html(job)}")
         if job.last_error:
@@ -663,8 +664,10 @@ from .render import (  # noqa: E402
     ERROR_CHARS as _ERROR_CHARS, FAILED as _FAILED, OUTCOME_COLOURS as _OUTCOME_COLORS, STATIC_CLASS,
     STATIC_HEADS as _STATIC_HEADS, TEXT_ROWS as _TEXT_ROWS, chart_svg, clock_time as _clock_time,
     duration as _duration, history_html as _history_html, job_row as _row, relative as _relative,
-    scheduler_line as _summary_text, static_rows as _static_rows, zone_name as _zone_name,
+    scheduler_line as _summary_text, static_rows as _static_rows, timeline_svg, zone_name as _zone_name,
 )
+
+_TIMELINE_ROWS = 400  # history rows drawn in the detail panel's timeline
 
 
 def _chart_svg(rows: list[tuple]) -> str:

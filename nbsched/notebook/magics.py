@@ -26,7 +26,7 @@ from ..engine.scheduler import Scheduler
 
 log = logging.getLogger("nbsched")
 
-SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
+SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "timeline", "preview", "stop",
                "dashboard", "store", "restore", "help")
 
 
@@ -301,7 +301,8 @@ class ScheduleMagics(Magics):
     @line_magic("schedule")
     def schedule_line(self, line: str) -> Any:
         """%schedule list | pause NAME | resume NAME | run NAME | remove NAME | remove --all |
-        history [NAME] | results NAME | preview NAME [N] | stop | dashboard | store [PATH] | restore [PATH]"""
+        history [NAME] | results NAME | timeline [NAME] | preview NAME [N] | stop | dashboard | store [PATH] |
+        restore [PATH]"""
         st = _state()
         try:
             words = shlex.split(line)
@@ -378,6 +379,11 @@ class ScheduleMagics(Magics):
         if len(rest) > 1:
             raise UsageError("%schedule history takes at most one job name")
         return sched.history(rest[0] if rest else None)
+
+    def _cmd_timeline(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule timeline [NAME]  (every job when no name is given)")
+        return sched.timeline(rest[0] if rest else None)
 
     def _cmd_results(self, sched, rest):
         if len(rest) != 1:

@@ -357,7 +357,7 @@ def timeline_svg(name: str, rows: list[tuple], tz: tzinfo, *, width: int = 720, 
     left, right, row_y, h = 8, width - 8, 22, 64
     x = lambda t: left + (right - left) * (t - t0) / span  # noqa: E731
     parts = [f"<svg width='{width}' height='{h}' viewBox='0 0 {width} {h}' role='img' "
-             f"aria-label='runs of {escape(name)} over time' style='font:11px sans-serif'>",
+             f"aria-label='runs of {escape(name)} over time' style='font:11px sans-serif;max-width:100%;height:auto'>",
              f"<line x1='{left}' y1='{row_y}' x2='{right}' y2='{row_y}' stroke='#e5e7eb'/>"]
     recovered = 0
     for run in runs:
@@ -378,7 +378,7 @@ def timeline_svg(name: str, rows: list[tuple], tz: tzinfo, *, width: int = 720, 
                 recovered += 1
         tip = (f"run {final[0]}: {outcome} after {len(run)} attempt{'s' if len(run) > 1 else ''}"
                f", {datetime.fromtimestamp(end_t, tz).strftime('%H:%M:%S')}")
-        parts.append(f"<rect class='nbsched-run nbsched-outcome-{outcome}' x='{x(end_t) - 2.5:.1f}' y='{row_y - 9}' "
+        parts.append(f"<rect class='nbsched-run nbsched-run-{outcome}' x='{x(end_t) - 2.5:.1f}' y='{row_y - 9}' "
                      f"width='5' height='18' rx='1' fill='{colour}'><title>{escape(tip)}</title></rect>")
     start = datetime.fromtimestamp(t0, tz).strftime("%H:%M:%S")
     end = datetime.fromtimestamp(t1, tz).strftime("%H:%M:%S")
@@ -422,6 +422,6 @@ def histogram_svg(label: str, values: list[float], *, bins: int = 20, width: int
     return (f"<div><div>{escape(label)}: median {escape(duration(median))}, p95 {escape(duration(p95))}, "
             f"max {escape(duration(hi))} ({len(values)} values)</div>"
             f"<svg width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img' "
-            f"aria-label='{escape(label)} distribution' style='font:10px sans-serif'>{rects}"
+            f"aria-label='{escape(label)} distribution' style='font:10px sans-serif;max-width:100%;height:auto'>{rects}"
             f"<text x='0' y='{height - 2}' fill='#6b7280'>{escape(duration(lo))}</text>"
             f"<text x='{width}' y='{height - 2}' text-anchor='end' fill='#6b7280'>{escape(duration(hi))}</text></svg></div>")
