@@ -100,8 +100,8 @@ async def test_history_of_an_unknown_job_after_a_removal_names_the_jobs_with_his
         with pytest.raises(JobLookupError) as caught:
             lookup("nosuch")
         assert str(caught.value) == "no job named 'nosuch': the jobs with history are 'gone'"
-    with pytest.raises(JobLookupError, match=r"^no job named 'nosuch': there are no jobs yet"):
-        sched.get("nosuch")  # no job exists any more: get() still says so
+    with pytest.raises(JobLookupError, match=r"^no job named 'nosuch': every job was removed"):
+        sched.get("nosuch")
 
 
 @pytest.mark.kernel

@@ -4,7 +4,8 @@ import re
 import pytest
 
 from nbsched.errors import JobLookupError
-from nbsched.notebook.report import Timeline, report_html, rows_from_history
+from nbsched.notebook.report import report_html
+from nbsched.timeline import Timeline, rows_from_history
 
 
 def flaky_factory():

@@ -42,7 +42,7 @@ class JobCard:
         self.run_button.on_click(lambda _: self._act("run_now"))
         self.remove_button.on_click(lambda _: self._act("remove"))
         children = [self.info, w.HBox([self.pause_button, self.run_button, self.remove_button])]
-        job = sched.get(name) if name in sched else None
+        job = sched.find(name)
         sink = getattr(job, "output", None) if job is not None else None
         self._sink = sink
         if sink is not None:

@@ -60,15 +60,11 @@ from .. import events as ev
 from ..errors import NbschedError
 from ..history import Outcome
 
-try:
-    import anywidget
-    import ipywidgets
-    import traitlets
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"the nbsched dashboard needs ipywidgets and anywidget ({exc}): "
-        "pip install 'nbsched[notebook]' (or pip install anywidget ipywidgets)"
-    ) from exc
+# ipywidgets and anywidget are dependencies of nbsched (pyproject.toml): the card and the dashboard
+# are the notebook front end, not an add-on.  Only this package imports them, and only lazily.
+import anywidget
+import ipywidgets
+import traitlets
 
 __all__ = ["Dashboard", "DashboardStatistics", "ROW_FIELDS"]
 

@@ -1,7 +1,7 @@
 """``%%schedule`` and ``%schedule``: thin adapters over the Python API.
 
-The cell magic parses its line, compiles the body once (:mod:`nbsched._cell`), wraps it so its output
-goes to the job's own area (:mod:`nbsched._kernel`), calls :meth:`Scheduler.add` and returns the
+The cell magic parses its line, compiles the body once (:mod:`nbsched.notebook.cell`), wraps it so its output
+goes to the job's own area (:mod:`nbsched.notebook.kernel`), calls :meth:`Scheduler.add` and returns the
 job's live card.  Bad input raises ``UsageError`` (so "Run All" stops) and adds nothing.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from .. import events as ev
 from .._durations import parse_duration
 from ..errors import NbschedError
-from ..job import COALESCE_CHOICES, Job
-from ..engine.scheduler import Scheduler
+from ..job import COALESCE_CHOICES, TRIGGER_RULES, Job
+from ..engine import Scheduler, get_scheduler
 
 log = logging.getLogger("nbsched")
 
@@ -52,17 +52,13 @@ class _KernelState:
         self.refresher = None
 
     def scheduler(self) -> Scheduler:
-        from ..engine import scheduler as mod
         from .kernel import kernel_loop
 
-        sched = mod._default
-        if sched is None or sched._shutdown:
+        sched = get_scheduler(create=False)
+        if sched is None:
             loop = kernel_loop()
-            with mod._default_lock:
-                sched = mod._default = Scheduler(loop=loop) if loop is not None else Scheduler()
-                if loop is not None:
-                    # the kernel's main loop runs on the main thread; calls from subshells are handed over
-                    sched._bind(loop, threading.main_thread().ident)
+            # the kernel's main loop runs on the main thread; calls from subshells are handed over
+            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None)
             self._watch(sched)
         elif self.subscription is None or self.subscription._bus is not sched.events:
             self._watch(sched)
@@ -204,7 +200,7 @@ def _parse_options(magic: Any, tokens: list[str]) -> Any:
 class ScheduleMagics(Magics):
     @magic_arguments(name="%schedule")  # the usage line then reads '%%schedule' (IPython adds one '%')
     @argument("SPEC", nargs="*", help="when to run: 'every 5m', 'cron 0 9 * * mon-fri', 'daily at 09:30', "
-                                       "'at 2026-12-01 09:00', 'in 10m' (see nbsched.parse_trigger)")
+                                       "'at 2026-12-01 09:00', 'in 10m', 'after prices' (see nbsched.parse_trigger)")
     @argument("--name", help="job name (default: derived from the cell, stable when the cell is re-run)")
     @argument("--tz", help="IANA time zone for cron/at/daily specs (default: the scheduler's, local)")
     @argument("--max-runs", type=int, help="stop after this many runs")
@@ -220,6 +216,8 @@ class ScheduleMagics(Magics):
                                                             "fire time (default), the earliest, or all")
     @argument("--misfire-grace", help="how late a run may start before it is recorded as missed")
     @argument("--executor", help="loop (default), thread, or a registered executor")
+    @argument("--rule", choices=TRIGGER_RULES, help="for 'after' jobs: when to run (Airflow's trigger rules; "
+                                                     "default all_success)")
     @argument("--now", action="store_true", help="also run once immediately")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
@@ -250,6 +248,8 @@ class ScheduleMagics(Magics):
                 options[key] = value
         if args.until is not None:
             options["until"] = _until(args.until, sched, args.tz)
+        if args.rule is not None:
+            options["trigger_rule"] = args.rule
         if args.into is not None and not args.into.isidentifier():
             raise UsageError(f"invalid --into {args.into!r}: give a Python variable name (e.g. --into prices)")
         if not cell.strip():
@@ -270,7 +270,7 @@ class ScheduleMagics(Magics):
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
         from .kernel import OutputSink, kernel_loop
 
-        old = sched.get(name) if name in sched else None
+        old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
         if sink is None:
             sink = OutputSink(loop=kernel_loop())
@@ -359,21 +359,26 @@ class ScheduleMagics(Magics):
         return self._card(sched, job.name)
 
     def _cmd_remove(self, sched, rest):
+        before = [j.name for j in sched.jobs]
         if rest == ["--all"]:
-            n = len(sched.jobs)
-            for name in [j.name for j in sched.jobs]:
-                sched.remove(name)
-                card = _state().cards.pop(name, None)
-                if card is not None:
-                    card.retire("removed")
-            print(f"removed {n} job(s)")
-            return None
-        job = self._one(sched, rest, "remove")
-        sched.remove(job.name)
-        card = _state().cards.pop(job.name, None)
-        if card is not None:
-            card.retire("removed")
-        print(f"removed job {job.name!r}")
+            for name in before:
+                if name in sched:
+                    sched.remove(name, cascade=True)
+        else:
+            cascade = "--cascade" in rest
+            job = self._one(sched, [r for r in rest if r != "--cascade"], "remove")
+            try:
+                sched.remove(job.name, cascade=cascade)
+            except NbschedError as exc:
+                raise UsageError(str(exc).replace(f"remove({job.name!r}, cascade=True) (%schedule remove "
+                                                  f"{job.name} --cascade)", f"%schedule remove {job.name} --cascade"))
+        gone = [name for name in before if name not in sched]
+        for name in gone:
+            card = _state().cards.pop(name, None)
+            if card is not None:
+                card.retire("removed")
+        print(f"removed {len(gone)} job(s)" if rest == ["--all"] else
+              "removed " + ", ".join(f"job {name!r}" for name in gone))
 
     def _cmd_history(self, sched, rest):
         if len(rest) > 1:
@@ -413,9 +418,9 @@ class ScheduleMagics(Magics):
         print(f"scheduler stopped ({n} job(s) ended); the next %%schedule starts a new one")
 
     def _cmd_dashboard(self, sched, rest):
-        from . import dashboard
+        from .dashboard import Dashboard
 
-        return dashboard(sched)
+        return Dashboard(sched)
 
     def _cmd_store(self, sched, rest):
         if len(rest) > 1:
@@ -505,12 +510,11 @@ def _on_interrupt(task: Any) -> None:
 
 
 def unload(ipython: Any) -> None:
-    from ..engine import scheduler as mod
     from .kernel import uninstall_interrupt_handler, uninstall_router
 
     st = _state()
-    sched = mod._default
-    if sched is not None and not sched._shutdown:
+    sched = get_scheduler(create=False)
+    if sched is not None:
         sched.shutdown(wait=False)
     for card in st.cards.values():
         card.retire("extension unloaded")

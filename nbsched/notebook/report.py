@@ -1,8 +1,6 @@
 """Timelines and the headless report: what ran, when, how it ended, as pictures that need nothing.
 
-* :class:`Timeline` - ``sched.timeline()`` / ``%schedule timeline [NAME]``: per job, its runs on a
-  time axis coloured by outcome (retries grouped with the run they belong to), lateness and duration
-  histograms.  Inline SVG: renders the same in JupyterLab, nbconvert HTML, GitHub and a static file.
+* (the pictures come from :mod:`nbsched.timeline`, also behind ``sched.timeline()``)
 * :func:`report_html` - one self-contained HTML page (no scripts, no external files): a summary
   table, then per job its timeline, distributions, last results rows and last output.
 * :func:`export` - what ``nbsched run`` calls inside the kernel: history/results frames (CSV, plus
@@ -20,73 +18,14 @@ from html import escape
 from typing import Any
 
 from . import render
+from ..timeline import Timeline, rows_from_history  # noqa: F401 - re-exported
 
-__all__ = ["Timeline", "report_html", "export", "rows_from_history"]
-
-
-def rows_from_history(frame: Any) -> list[tuple]:
-    """History frame rows as the renderer's tuples: (run_id, scheduled, started, finished, lateness,
-    outcome, attempt, error) with POSIX seconds (None where missing)."""
-    import pandas as pd
-
-    def ts(value: Any) -> float | None:
-        return None if value is None or pd.isna(value) else value.timestamp()
-
-    rows = []
-    for r in frame.itertuples(index=False):
-        lateness = None if pd.isna(r.lateness) else r.lateness.total_seconds()
-        rows.append((int(r.run_id), ts(r.scheduled_at), ts(r.started_at), ts(r.finished_at), lateness,
-                     str(r.outcome), int(r.attempt), r.error))
-    rows.sort(key=lambda row: (row[1] if row[1] is not None else 0.0, row[0], row[6]))
-    return rows
+__all__ = ["report_html", "export"]
 
 
 def _job_names(sched: Any) -> list[str]:
     """Every job, in the order they were added, then removed jobs that left a history."""
-    history = sched.history()
-    removed = list(dict.fromkeys(str(n) for n in history["job"])) if len(history) else []
-    return list(dict.fromkeys([job.name for job in sched.jobs] + removed))
-
-
-class Timeline:
-    """Runs of one job or of all jobs as SVG pictures (see the module docstring)."""
-
-    def __init__(self, sched: Any, name: str | None = None, *, max_runs: int = 200):
-        if name is not None:
-            sched.history(name)  # JobLookupError names the jobs with history
-        self.scheduler = sched
-        self.names = [name] if name is not None else _job_names(sched)
-        self.max_runs = max_runs
-
-    def to_html(self) -> str:
-        sched = self.scheduler
-        if not self.names:
-            return "<div class='nbsched-timeline'><i>no jobs yet</i></div>"
-        return "".join(render.timeline_svg(name, rows_from_history(sched.history(name)), sched.tz,
-                                           max_runs=self.max_runs) for name in self.names)
-
-    def to_text(self) -> str:
-        lines = []
-        for name in self.names:
-            runs: dict[int, list[tuple]] = {}
-            for row in rows_from_history(self.scheduler.history(name)):
-                runs.setdefault(row[0], []).append(row)
-            groups = list(runs.values())[-self.max_runs:]
-            marks = "".join({"success": "+", "error": "x", "timeout": "T", "interrupted": "!", "cancelled": "c",
-                             "missed": ".", "skipped": "s"}.get(str(run[-1][5]), "?") for run in groups)
-            retried = sum(1 for run in groups if len(run) > 1)
-            lines.append(f"{name}: {len(groups)} runs{f' ({retried} retried)' if retried else ''} {marks[-80:]}")
-        lines.append("(+ success, x error, T timeout, ! interrupted, c cancelled, . missed, s skipped)")
-        return "\n".join(lines) if self.names else "no jobs yet"
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        return {"text/plain": self.to_text(), "text/html": self.to_html()}
-
-    def __repr__(self) -> str:
-        return self.to_text()
+    return sched.history_names()
 
 
 _STYLE = """
@@ -104,7 +43,7 @@ def _summary_rows(sched: Any, names: list[str]) -> list[dict]:
         counts = history["outcome"].value_counts()
         started = history[history["started_at"].notna()]
         late_ms = started["lateness"].dt.total_seconds() * 1000
-        job = sched.get(name) if name in sched else None
+        job = sched.find(name)
         rows.append({
             "job": name,
             "trigger": job.describe() if job is not None else "(removed)",
@@ -153,7 +92,7 @@ def report_html(sched: Any, *, title: str = "nbsched report", generated: datetim
     else:
         parts.append("<p><i>no jobs were scheduled</i></p>")
     for name in names:
-        job = sched.get(name) if name in sched else None
+        job = sched.find(name)
         parts.append(f"<h2 id='job-{escape(re.sub(r'[^A-Za-z0-9_-]', '_', name))}'>{escape(name)}</h2>")
         if job is not None:
             parts.append(f"<p class='muted'>{escape(job.describe())} &middot; {escape(job.state.value)}</p>")

@@ -126,7 +126,7 @@ def _check_notebook_deps() -> str | None:
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The top-level parser and the ``run`` subcommand's parser (errors in ``run`` print its usage)."""
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="nbsched", description="notebook-native scheduling")
     parser.add_argument("--version", action="version", version=f"nbsched {__version__}")
