@@ -61,3 +61,13 @@ def test_quick_start_script_block_runs_as_a_script():
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("tick\n")
     assert done.stdout.count("tick\n") >= 4  # every 1s for 5 s, the first at 1 s
+
+
+@pytest.mark.realtime
+def test_outside_a_kernel_block_runs_as_a_script():
+    (script,) = python_blocks(section("Outside a kernel"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["tick", "tick", "tick"]
+    assert [line.split()[-1] for line in lines[4:]] == ["success", "success", "success"]

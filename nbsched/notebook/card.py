@@ -23,6 +23,23 @@ HIDE_STATIC = (f"<style>.jp-OutputArea-child:has(.{render.STATIC_CLASS}),"
                f".output_area:has(.{render.STATIC_CLASS}){{display:none}}</style>")
 
 
+class TextCard:
+    """What ``%%schedule`` shows where there is no kernel (terminal IPython): the job's summary as text,
+    as of when it is shown (the job's own output appears where you are, above the prompt)."""
+
+    def __init__(self, sched: Any, name: str):
+        self._sched = weakref.ref(sched)
+        self.name = name
+
+    def __repr__(self) -> str:
+        sched = self._sched()
+        job = None if sched is None else sched.find(self.name)
+        return summary_text(job_summary(sched, job)) if job is not None else f"job {self.name!r} (gone)"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
 class JobCard:
     """A live card for one job (by name) of a scheduler (held weakly)."""
 

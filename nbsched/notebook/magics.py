@@ -58,7 +58,9 @@ class _KernelState:
         if sched is None:
             loop = kernel_loop()
             # the kernel's main loop runs on the main thread; calls from subshells are handed over
-            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None)
+            # outside a kernel (terminal IPython) there is no running loop: the scheduler gets its own
+            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None,
+                                  background=loop is None)
             self._watch(sched)
         elif self.subscription is None or self.subscription._bus is not sched.events:
             self._watch(sched)
@@ -103,8 +105,7 @@ class CellJob:
             with route_output(sink), sync_job_running():
                 value = self.compiled()
         except BaseException as exc:
-            if sink is not None:
-                sink.show_exception(exc)
+            self._show(exc)
             raise
         if inspect.isawaitable(value):
             return self._await(value)
@@ -118,9 +119,19 @@ class CellJob:
             try:
                 return await interruptible(coro)
             except BaseException as exc:
-                if sink is not None:
-                    sink.show_exception(exc)
+                self._show(exc)
                 raise
+
+    def _show(self, exc: BaseException) -> None:
+        """Show a failure where the job's output goes: its area in a kernel, stderr in a terminal."""
+        if self.sink is not None:
+            self.sink.show_exception(exc)
+        elif isinstance(exc, Exception):  # (a cancellation or interrupt is recorded, not shouted)
+            import sys
+            import traceback
+
+            sys.stderr.write(f"[nbsched] job {self.__name__!r} failed:\n"
+                             + "".join(traceback.format_exception(exc)))
 
 
 def _default_name(body: str, cell_id: str | None) -> str:
@@ -270,9 +281,10 @@ class ScheduleMagics(Magics):
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
         from .kernel import OutputSink, kernel_loop
 
+        in_kernel = kernel_loop() is not None
         old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
-        if sink is None:
+        if sink is None and in_kernel:  # outside a kernel (terminal IPython) jobs print where you are
             sink = OutputSink(loop=kernel_loop())
         func = CellJob(compiled, sink, cell, line, name)
         try:
@@ -286,8 +298,10 @@ class ScheduleMagics(Magics):
             self.shell.user_ns[args.into] = sched.results(name)
         else:
             st.into.pop(name, None)
-        from .card import JobCard, ensure_refresher
+        from .card import JobCard, TextCard, ensure_refresher
 
+        if not in_kernel:
+            return None if args.quiet else TextCard(sched, name)
         card = JobCard(sched, name)
         old_card = st.cards.get(name)
         if old_card is not None:
@@ -327,7 +341,11 @@ class ScheduleMagics(Magics):
         return sched.get(rest[0])
 
     def _card(self, sched: Scheduler, name: str) -> Any:
-        from .card import JobCard
+        from .card import JobCard, TextCard
+        from .kernel import kernel_loop
+
+        if kernel_loop() is None:
+            return TextCard(sched, name)
 
         card = _state().cards.get(name)
         if card is None or card.retired:
