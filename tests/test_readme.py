@@ -46,11 +46,10 @@ def test_quick_start_notebook_blocks_run_in_a_real_kernel():
         rows = kernel.run(history).of_type("execute_result")[0]["content"]["data"]["text/plain"]
         assert "success" in rows
         shown = kernel.run(dashboard)
-        # the last line, nbsched.dashboard(), displays the dashboard (its text fallback names the job)
-        results = shown.of_type("execute_result")
-        assert len(results) == 1
-        assert "sample" in results[0]["content"]["data"]["text/plain"]
-        assert "application/vnd.jupyter.widget-view+json" in results[0]["content"]["data"]
+        # nbsched.dashboard() displays the live widget and its static table (which names the job)
+        widget, static = (m["content"]["data"] for m in shown.of_type("display_data"))
+        assert "application/vnd.jupyter.widget-view+json" in widget
+        assert "sample" in static["text/plain"] and "nbsched-static" in static["text/html"]
         kernel.run("%unload_ext nbsched")
 
 

@@ -69,6 +69,8 @@ class JobCard:
         self._static_sent: tuple | None = None
         self._note = ""
         self._last_summary: dict[str, str] | None = None
+        self._cell_start_version = 0
+        self._cell_start_html: str | None = None
         self.widget = w.VBox(children)
         self.widget.add_class("nbsched-card")
         self.refresh(force=True)
@@ -101,7 +103,10 @@ class JobCard:
             return None
         return job_summary(sched, sched.get(self.name))
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, *, cell_start: bool = False) -> None:
+        """Bring the card up to date (only changed text is sent).  ``cell_start``: called as a cell
+        starts (see ``magics._pre_run_cell``): the job's output area is re-sent if it changed since
+        the last cell start, so a notebook executor saves it even if an update fell between cells."""
         if self.retired:
             return
         s = self.summary()
@@ -113,6 +118,19 @@ class JobCard:
         # widget changes and the static update are parented to the request running now, so a
         # notebook executor (nbclient, papermill, nbconvert) keeps them (see kernel.in_latest_request)
         in_latest_request(self._apply, s)
+        if cell_start:
+            in_latest_request(self._resync)
+
+    def _resync(self) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.flush()  # (pending output first: on the loop thread this sends at once)
+            if sink.version != self._cell_start_version:
+                self._cell_start_version = sink.version
+                sink.widget.send_state("outputs")
+        if self._last_html != self._cell_start_html:
+            self._cell_start_html = self._last_html
+            self.info.send_state("value")
 
     def _apply(self, s: dict[str, str]) -> None:
         self._last_summary = s

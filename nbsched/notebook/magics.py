@@ -492,7 +492,7 @@ def _pre_run_cell(info: Any) -> None:
     # keeps what is parented to it), so a saved notebook has each job's state as of its last cell
     for card in list(st.cards.values()):
         try:
-            card.refresh()
+            card.refresh(cell_start=True)
         except Exception:  # noqa: BLE001 - a broken card must not stop the cell
             log.exception("nbsched: refreshing the card of %r failed", card.name)
 
