@@ -32,7 +32,7 @@ from .job import Job, JobPolicy, JobState
 from .engine import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
 from .triggers import After, Cron, Date, Interval, OnFile, Trigger, parse_trigger
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",

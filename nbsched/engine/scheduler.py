@@ -89,12 +89,15 @@ class Scheduler:
 
     The scheduler binds to the event loop running when it is first used (or ``loop``, run by
     ``loop_thread``); from other threads (an ipykernel subshell, a worker) calls are handed over.
+    ``background=True`` gives it a loop of its own in a daemon thread, for places with no running
+    loop (terminal IPython, the python REPL, a plain script): jobs run while the prompt or the script
+    goes on; :meth:`shutdown` (or interpreter exit) stops the thread.
     """
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, loop_thread: int | None = None,
-                 store: Any = None, **defaults: Any):
+                 store: Any = None, background: bool = False, **defaults: Any):
         self.clock: Clock = clock or SystemClock()
         self.tz: tzinfo = resolve_zone(tz)
         self.defaults = JobPolicy.build(**defaults)
@@ -126,6 +129,15 @@ class Scheduler:
         self._binding = LoopBinding(on_move=self._rearm_all)
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
         self._runs = RunLifecycle(self)
+        self._background = None
+        if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
+            if loop is not None:
+                raise PolicyError("give either loop= or background=True, not both")
+            from ._background import LoopThread
+
+            self._background = LoopThread()
+            loop, loop_thread = self._background.loop, self._background.ident
+            self._background.on_exit(self.shutdown)
         if loop is not None:
             self._binding.bind(loop, loop_thread)
         else:
@@ -436,6 +448,14 @@ class Scheduler:
             return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name, history=True))
 
+    def timeline(self, name: str | None = None):
+        """Runs of one job (or all) as pictures: a time axis coloured by outcome, retries grouped with
+        their run, lateness and duration histograms.  Displays as inline SVG (also in nbconvert HTML
+        and on GitHub) and as text in a terminal; see :class:`nbsched.timeline.Timeline`."""
+        from ..timeline import Timeline
+
+        return Timeline(self, name)
+
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""
         if name in self._jobs:
@@ -560,8 +580,17 @@ class Scheduler:
             return None
         loop = self._binding.elsewhere()
         if loop is not None:  # not _binding.call(): that refuses calls once closed
-            return LoopBinding.hand_over(loop, self._shutdown_now, wait)
-        return self._shutdown_now(wait)
+            pending = LoopBinding.hand_over(loop, self._shutdown_now, wait)
+            if self._background is None:
+                return pending
+            if pending is not None:  # wait=True: block until the running jobs have finished
+                _wait_from_thread(loop, pending)
+            self._background.stop()
+            return None
+        pending = self._shutdown_now(wait)
+        if self._background is not None:  # called on the loop thread (e.g. from a job): stop after it
+            self._background.stop()
+        return pending
 
     # ======================================================================== internals: jobs
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
@@ -1185,6 +1214,13 @@ class Scheduler:
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
 
 
+def _wait_from_thread(loop: asyncio.AbstractEventLoop, pending: "asyncio.Future[Any]") -> None:
+    """Block this (other) thread until ``pending``, a future of ``loop``, is done."""
+    done = threading.Event()
+    loop.call_soon_threadsafe(lambda: pending.add_done_callback(lambda _: done.set()))
+    done.wait()
+
+
 def _instant(value: Any, zone: tzinfo, what: str, end_of_day: bool = False) -> float:
     """POSIX seconds from a datetime or an ISO string; naive values are in ``zone``.  A date alone
     means its midnight (for an ``end``: the end of that day, with ``end_of_day``)."""
@@ -1224,10 +1260,11 @@ _default_lock = threading.Lock()
 
 
 def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None = None,
-                  loop_thread: int | None = None) -> Scheduler | None:
+                  loop_thread: int | None = None, background: bool = False) -> Scheduler | None:
     """The process-wide default scheduler (the one the magics and the dashboard use).
 
-    Created on first use (on ``loop``, run by ``loop_thread``, when given); after it is shut down,
+    Created on first use (on ``loop``, run by ``loop_thread``, when given; on a loop of its own with
+    ``background=True``, as ``%load_ext nbsched`` does outside a kernel); after it is shut down,
     the next call creates a fresh one.  ``create=False`` returns None instead of creating one.
     """
     global _default
@@ -1235,5 +1272,5 @@ def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None
         if _default is None or not _default.running:
             if not create:
                 return None
-            _default = Scheduler(loop=loop, loop_thread=loop_thread)
+            _default = Scheduler(loop=loop, loop_thread=loop_thread, background=background)
         return _default
