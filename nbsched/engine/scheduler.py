@@ -24,8 +24,10 @@ from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
-from ..history import OUTCOME, Outcome, RunLog, history_frame
+from ..graph import GraphEdge, GraphNode, JobGraph
+from ..history import OUTCOME, REASON, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
+from ..notebook_files import notebook_job
 from ..triggers import SPEC_HELP, After, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
@@ -219,6 +221,30 @@ class Scheduler:
             )
         return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist)
 
+    def add_notebook(self, path: Any, trigger: "str | Trigger | None" = None, *, name: str | None = None,
+                     parameters: dict[str, Any] | None = None, output_dir: Any = None, kernel_name: str | None = None,
+                     after: "str | Iterable[str] | None" = None, **options: Any) -> Job:
+        """Schedule a notebook file: each run executes it top to bottom in a fresh kernel.
+
+        ``sched.add_notebook("etl.ipynb", "daily at 02:00", parameters={"region": "eu"})``;
+        ``sched.add_notebook("report.ipynb", "after etl")``.  ``parameters`` are injected as a cell
+        after the cell tagged ``parameters`` (as papermill does; at the top if none is tagged), the
+        executed notebook of every run is kept in ``output_dir`` (default: ``nbsched-runs/`` next to
+        the file) and its path is the run's value (the results frame lists them); a failing cell fails
+        the run (:class:`~nbsched.notebook_files.NotebookCellError`, with the kernel's traceback in
+        history).  ``name`` defaults to the file's stem; ``kernel_name`` to the notebook's own kernel.
+        Other keywords are :meth:`add`'s (``retries``, ``timeout`` - which kills the kernel -,
+        ``max_instances``, ``trigger_rule``, ...).  A missing file, a file that is not a notebook or a
+        parameter that is not JSON-able raises :class:`~nbsched.notebook_files.NotebookFileError`
+        and adds nothing.  See :mod:`nbsched.notebook_files`.
+        """
+        executor = options.get("executor", "loop")
+        if executor != "loop":
+            raise PolicyError(f"executor={executor!r}: a notebook job runs its notebook in a kernel of its own and "
+                              "awaits it on the scheduler's loop, so it takes no executor (drop executor=)")
+        func = notebook_job(path, name=name, parameters=parameters, output_dir=output_dir, kernel_name=kernel_name)
+        return self.add(func, trigger, name=func.__name__, after=after, **options)
+
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
         # 'every 1s' parses once).  Relative specs ('in 10m', 'at 09:00') depend on now: never cached.
@@ -271,6 +297,44 @@ class Scheduler:
     def downstream_of(self, name: str) -> list[str]:
         """The jobs that run after ``name`` (directly), in the order they were added."""
         return list(self._downstream.get(name, ()))
+
+    def graph(self, name: str | None = None) -> JobGraph:
+        """The dependency graph as a picture (an SVG that JupyterLab and nbconvert's HTML show).
+
+        Every job is a node coloured by its last outcome; an edge runs from each upstream to the job
+        after it, labelled with the trigger rule when it is not ``all_success``.  With ``name``, only
+        the jobs connected to that job (everything above and below it).  A snapshot: call again to
+        see later runs.  See :class:`nbsched.graph.JobGraph`."""
+        jobs = self._jobs
+        names: Iterable[str] = jobs
+        if name is not None:
+            self.get(name)
+            seen, stack = {name}, [name]
+            while stack:  # walk both directions, iteratively (chains may be long)
+                current = stack.pop()
+                job = jobs.get(current)
+                for other in (*(job.upstreams if job is not None else ()), *self._downstream.get(current, ())):
+                    if other not in seen and other in jobs:
+                        seen.add(other)
+                        stack.append(other)
+            names = [n for n in jobs if n in seen]
+        nodes, edges = [], []
+        for n in names:
+            job = jobs[n]
+            nodes.append(GraphNode(n, job.describe(), job.state.value, self._shown_outcome(job)))
+            for up in job.upstreams:
+                edges.append(GraphEdge(up, n, job.policy.trigger_rule))
+        return JobGraph(nodes, edges)
+
+    def _shown_outcome(self, job: Job) -> str | None:
+        """The graph's colour: the last outcome, or ``skipped`` when the job's latest row is a run its
+        upstreams did not let happen (a branch not taken, a skip propagated down)."""
+        log_ = self._logs.get(job.name)
+        rows = log_.rows if log_ is not None else ()
+        if rows and rows[-1][REASON] == "upstream" and rows[-1][OUTCOME] == Outcome.SKIPPED.value:
+            return Outcome.SKIPPED.value
+        last = job.last_outcome
+        return None if last is None else last.value
 
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
