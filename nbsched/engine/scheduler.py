@@ -106,7 +106,7 @@ class Scheduler:
         self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
-        self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
+        self._flow: deque = deque()  # finished runs (with the jobs after them) still being handed down
         self._flowing = False
         self._paused = False
         self._closed = False
@@ -807,33 +807,46 @@ class Scheduler:
     # ======================================================================== internals: workflows
     def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
                    branch: tuple | None) -> None:
-        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
-        flow = self._flow
-        upstream = job.name
-        for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
-            out, note = outcome, None
-            if branch is not None and name not in branch:
-                out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
-            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note)))
-        if not self._flowing:
-            self._drain_flow()
+        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow).
+
+        One item per finished run (with a snapshot of the jobs after it), not one per downstream job:
+        a fan-out of 10,000 is expanded inside the sliced drain, so no loop turn pays for all of it."""
+        downs = self._downstream.get(job.name)
+        if downs:
+            self._flow.append((job.name, tuple(downs), 0, run_id, nominal, outcome, value, branch))
+            if not self._flowing:
+                self._drain_flow()
 
     def _drain_flow(self) -> None:
         """Hand deliveries to downstream gates for at most a slice, then give the loop back.
 
         One loop, not recursion: a chain of 1,000 plain functions runs inline here without growing
-        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires."""
+        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires (the rest
+        of a fan-out goes back to the front of the queue, so deliveries keep their order)."""
         self._flowing = True
         flow = self._flow
         deadline = perf_counter() + SLICE_SECONDS
-        try:
-            while flow:
-                self._deliver_one(*flow.popleft())
-                if perf_counter() > deadline and flow:
-                    self._binding.loop.call_soon(self._drain_flow)
-                    return
-        except BaseException:
-            log.exception("nbsched: internal error while handing runs to downstream jobs")
+        while flow:
+            upstream, downs, i, run_id, nominal, outcome, value, branch = flow.popleft()
+            n = len(downs)
+            while i < n:
+                name = downs[i]
+                i += 1
+                try:
+                    if branch is not None and name not in branch:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, "skipped", None,
+                                                         f"branch taken at {upstream!r}: {', '.join(branch)}"))
+                    else:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, outcome,
+                                                         value if outcome == "success" else None, None))
+                except BaseException:  # one bad delivery must not stop the others
+                    log.exception("nbsched: internal error while handing a run of %r to %r", upstream, name)
+                if perf_counter() > deadline:
+                    if i < n:
+                        flow.appendleft((upstream, downs, i, run_id, nominal, outcome, value, branch))
+                    if flow:
+                        self._binding.loop.call_soon(self._drain_flow)
+                        return
         self._flowing = False
         self._maybe_idle()
 
