@@ -35,10 +35,13 @@ def test_three_cells_a_time_root_and_two_after_cells_run_in_order_each_in_its_ow
     kernel.run("import asyncio\nawait asyncio.sleep(0)\nawait __import__('nbsched').get_scheduler().wait_idle()")
 
     hist = kernel.value(f"[(r.job, r.run_id, str(r.outcome), r.reason, r.scheduled_at.timestamp(), "
-                        f"r.started_at.timestamp(), r.finished_at.timestamp()) "
+                        f"r.started_at.timestamp() if r.started_at == r.started_at else None, "
+                        f"r.finished_at.timestamp() if r.finished_at == r.finished_at else None) "
                         f"for r in {SCHED}.history().sort_values('run_id').itertuples()]")
     rounds = {}
     for job, _, outcome, reason, scheduled, started, finished in hist:
+        if job == "fetch" and outcome == "missed":
+            continue  # a loaded machine may delay a fire past its grace: a missed fire delivers nothing
         assert outcome == "success", hist
         assert reason == ("schedule" if job == "fetch" else "upstream")
         rounds.setdefault(scheduled, []).append((job, started, finished))
@@ -67,7 +70,7 @@ def test_three_cells_a_time_root_and_two_after_cells_run_in_order_each_in_its_ow
     graph = kernel.run("%schedule graph")
     shown = graph.of_type("execute_result")[0]["content"]["data"]
     assert set(shown) >= {"image/svg+xml", "text/plain"}
-    assert "data-job='report'" in shown["image/svg+xml"] and ">all_done</text>" in shown["image/svg+xml"]
+    assert 'data-job="report"' in shown["image/svg+xml"] and ">all_done</text>" in shown["image/svg+xml"]
     assert shown["text/plain"].splitlines()[1:] == ["  fetch -> clean", "  clean -> report [all_done]"]
     removed = kernel.execute("%schedule remove fetch")
     assert removed.reply["content"]["ename"] == "UsageError"
