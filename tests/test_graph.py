@@ -102,3 +102,24 @@ def test_names_are_escaped_and_long_chains_lay_out_without_recursion(tmp_path):
 def test_an_edge_from_a_job_outside_the_graph_is_left_out():
     graph = JobGraph([GraphNode("b", "after a", "scheduled", None)], [GraphEdge("a", "b")])
     assert graph.edges == () and graph.layers() == [["b"]]
+
+
+def test_nbconvert_html_inlines_the_picture():
+    nbconvert = pytest.importorskip("nbconvert")
+    import nbformat
+
+    graph = JobGraph([GraphNode("fetch", "every 5m", "scheduled", "success"),
+                      GraphNode("alert", "after fetch", "scheduled", None)], [GraphEdge("fetch", "alert", "one_failed")])
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("%schedule graph")
+    cell.outputs = [nbformat.v4.new_output("execute_result", data=graph._repr_mimebundle_(), execution_count=1)]
+    nb.cells = [cell]
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    import base64
+    import re
+
+    # nbconvert's page shows the image/svg+xml output as a picture (an <img> with the SVG as a data
+    # URI in the lab template, inline <svg> in older ones): no image file, no graphviz
+    inline = re.search(r'data-mime-type="image/svg\+xml"[^>]*>\s*<img [^>]*src="data:image/svg\+xml;base64,([^"]+)"', html)
+    shown = base64.b64decode(inline.group(1)).decode() if inline else html[html.index("<svg xmlns"):]
+    assert shown.startswith(graph.to_svg())
