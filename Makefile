@@ -41,6 +41,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_backfill.py
 	$(BIN)/python bench/bench_flow.py
 
 clean:
