@@ -1018,8 +1018,13 @@ class Scheduler:
             runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                 f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
-            latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
-            inputs = RunInputs({up: d.value for up, d in consumed.items()}, latest.trigger, latest.interval_start)
+            if len(consumed) == 1:  # one upstream (the common case): no search, no comprehension
+                (up, latest), = consumed.items()
+                values = {up: latest.value}
+            else:
+                latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
+                values = {up: d.value for up, d in consumed.items()}
+            inputs = RunInputs(values, latest.trigger, latest.interval_start)
             if what == "run":
                 if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
                     runs.start_upstream_run(job, scheduled, inputs)
