@@ -28,6 +28,7 @@ from .errors import (
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
 from .context import Branch, RunContext, Skip, current_run
 from .history import Outcome, RunRecord
+from .notebook_files import NotebookCellError, NotebookFileError
 from .job import Job, JobPolicy, JobState
 from .engine import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
 from .triggers import After, Cron, Date, Interval, OnFile, Trigger, parse_trigger
@@ -41,6 +42,7 @@ __all__ = [
     "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
     "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
     "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
+    "NotebookFileError", "NotebookCellError",
     "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]
 

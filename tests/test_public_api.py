@@ -17,6 +17,7 @@ def test_public_names():
         "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
         "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
         "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
+        "NotebookFileError", "NotebookCellError",
         "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
     }
     assert set(nbsched.__all__) == expected

@@ -25,9 +25,11 @@ from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
-from ..history import BACKFILL, CATCHUP, OUTCOME, SCHEDULE, Outcome, RunLog, history_frame
+from ..graph import GraphEdge, GraphNode, JobGraph
+from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
+from ..notebook_files import notebook_job
 from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
@@ -115,7 +117,7 @@ class Scheduler:
         self._landed: dict[str, set] = {}  # 'on file' job name -> files that landed while it was busy
         self._catchups: dict[str, RunBatch] = {}
         self._backfills: dict[str, list[RunBatch]] = {}
-        self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
+        self._flow: deque = deque()  # finished runs (with the jobs after them) still being handed down
         self._flowing = False
         self._paused = False
         self._closed = False
@@ -343,6 +345,30 @@ class Scheduler:
                     stack.append(up)
         return sorted(roots)
 
+    def add_notebook(self, path: Any, trigger: "str | Trigger | None" = None, *, name: str | None = None,
+                     parameters: dict[str, Any] | None = None, output_dir: Any = None, kernel_name: str | None = None,
+                     after: "str | Iterable[str] | None" = None, **options: Any) -> Job:
+        """Schedule a notebook file: each run executes it top to bottom in a fresh kernel.
+
+        ``sched.add_notebook("etl.ipynb", "daily at 02:00", parameters={"region": "eu"})``;
+        ``sched.add_notebook("report.ipynb", "after etl")``.  ``parameters`` are injected as a cell
+        after the cell tagged ``parameters`` (as papermill does; at the top if none is tagged), the
+        executed notebook of every run is kept in ``output_dir`` (default: ``nbsched-runs/`` next to
+        the file) and its path is the run's value (the results frame lists them); a failing cell fails
+        the run (:class:`~nbsched.notebook_files.NotebookCellError`, with the kernel's traceback in
+        history).  ``name`` defaults to the file's stem; ``kernel_name`` to the notebook's own kernel.
+        Other keywords are :meth:`add`'s (``retries``, ``timeout`` - which kills the kernel -,
+        ``max_instances``, ``trigger_rule``, ...).  A missing file, a file that is not a notebook or a
+        parameter that is not JSON-able raises :class:`~nbsched.notebook_files.NotebookFileError`
+        and adds nothing.  See :mod:`nbsched.notebook_files`.
+        """
+        executor = options.get("executor", "loop")
+        if executor != "loop":
+            raise PolicyError(f"executor={executor!r}: a notebook job runs its notebook in a kernel of its own and "
+                              "awaits it on the scheduler's loop, so it takes no executor (drop executor=)")
+        func = notebook_job(path, name=name, parameters=parameters, output_dir=output_dir, kernel_name=kernel_name)
+        return self.add(func, trigger, name=func.__name__, after=after, **options)
+
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
         # 'every 1s' parses once).  Relative specs ('in 10m', 'at 09:00') depend on now: never cached.
@@ -395,6 +421,44 @@ class Scheduler:
     def downstream_of(self, name: str) -> list[str]:
         """The jobs that run after ``name`` (directly), in the order they were added."""
         return list(self._downstream.get(name, ()))
+
+    def graph(self, name: str | None = None) -> JobGraph:
+        """The dependency graph as a picture (an SVG that JupyterLab and nbconvert's HTML show).
+
+        Every job is a node coloured by its last outcome; an edge runs from each upstream to the job
+        after it, labelled with the trigger rule when it is not ``all_success``.  With ``name``, only
+        the jobs connected to that job (everything above and below it).  A snapshot: call again to
+        see later runs.  See :class:`nbsched.graph.JobGraph`."""
+        jobs = self._jobs
+        names: Iterable[str] = jobs
+        if name is not None:
+            self.get(name)
+            seen, stack = {name}, [name]
+            while stack:  # walk both directions, iteratively (chains may be long)
+                current = stack.pop()
+                job = jobs.get(current)
+                for other in (*(job.upstreams if job is not None else ()), *self._downstream.get(current, ())):
+                    if other not in seen and other in jobs:
+                        seen.add(other)
+                        stack.append(other)
+            names = [n for n in jobs if n in seen]
+        nodes, edges = [], []
+        for n in names:
+            job = jobs[n]
+            nodes.append(GraphNode(n, job.describe(), job.state.value, self._shown_outcome(job)))
+            for up in job.upstreams:
+                edges.append(GraphEdge(up, n, job.policy.trigger_rule))
+        return JobGraph(nodes, edges)
+
+    def _shown_outcome(self, job: Job) -> str | None:
+        """The graph's colour: the last outcome, or ``skipped`` when the job's latest row is a run its
+        upstreams did not let happen (a branch not taken, a skip propagated down)."""
+        log_ = self._logs.get(job.name)
+        rows = log_.rows if log_ is not None else ()
+        if rows and rows[-1][REASON] == "upstream" and rows[-1][OUTCOME] == Outcome.SKIPPED.value:
+            return Outcome.SKIPPED.value
+        last = job.last_outcome
+        return None if last is None else last.value
 
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
@@ -976,19 +1040,18 @@ class Scheduler:
     # ======================================================================== internals: workflows
     def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
                    branch: tuple | None, inputs: RunInputs | None = None) -> None:
-        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
-        flow = self._flow
-        upstream = job.name
+        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow).
+
+        One item per finished run (with a snapshot of the jobs after it), not one per downstream job:
+        a fan-out of 10,000 is expanded inside the sliced drain, so no loop turn pays for all of it."""
+        downs = self._downstream.get(job.name)
+        if not downs:
+            return
         if inputs is not None and (inputs.trigger is not None or inputs.interval_start is not None):
             source, start = inputs.trigger, inputs.interval_start  # inherited further down the chain
         else:
             source, start = job.trigger, None
-        for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
-            out, note = outcome, None
-            if branch is not None and name not in branch:
-                out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
-            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note,
-                                        source, start)))
+        self._flow.append((job.name, tuple(downs), 0, run_id, nominal, outcome, value, branch, source, start))
         if not self._flowing:
             self._drain_flow()
 
@@ -996,18 +1059,33 @@ class Scheduler:
         """Hand deliveries to downstream gates for at most a slice, then give the loop back.
 
         One loop, not recursion: a chain of 1,000 plain functions runs inline here without growing
-        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires."""
+        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires (the rest
+        of a fan-out goes back to the front of the queue, so deliveries keep their order)."""
         self._flowing = True
         flow = self._flow
         deadline = perf_counter() + SLICE_SECONDS
-        try:
-            while flow:
-                self._deliver_one(*flow.popleft())
-                if perf_counter() > deadline and flow:
-                    self._binding.loop.call_soon(self._drain_flow)
-                    return
-        except BaseException:
-            log.exception("nbsched: internal error while handing runs to downstream jobs")
+        while flow:
+            upstream, downs, i, run_id, nominal, outcome, value, branch, source, start = flow.popleft()
+            n = len(downs)
+            while i < n:
+                name = downs[i]
+                i += 1
+                try:
+                    if branch is not None and name not in branch:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, "skipped", None,
+                                                         f"branch taken at {upstream!r}: {', '.join(branch)}",
+                                                         source, start))
+                    else:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, outcome,
+                                                         value if outcome == "success" else None, None, source, start))
+                except BaseException:  # one bad delivery must not stop the others
+                    log.exception("nbsched: internal error while handing a run of %r to %r", upstream, name)
+                if perf_counter() > deadline:
+                    if i < n:
+                        flow.appendleft((upstream, downs, i, run_id, nominal, outcome, value, branch, source, start))
+                    if flow:
+                        self._binding.loop.call_soon(self._drain_flow)
+                        return
         self._flowing = False
         self._maybe_idle()
 
@@ -1022,8 +1100,13 @@ class Scheduler:
             runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                 f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
-            latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
-            inputs = RunInputs({up: d.value for up, d in consumed.items()}, latest.trigger, latest.interval_start)
+            if len(consumed) == 1:  # one upstream (the common case): no search, no comprehension
+                (up, latest), = consumed.items()
+                values = {up: latest.value}
+            else:
+                latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
+                values = {up: d.value for up, d in consumed.items()}
+            inputs = RunInputs(values, latest.trigger, latest.interval_start)
             if what == "run":
                 if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
                     runs.start_upstream_run(job, scheduled, inputs)
