@@ -40,7 +40,12 @@ from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
+__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP",
+           "MIN_INTERVAL"]
+
+#: The shortest interval: the scheduler keeps due jobs in 1 ms buckets (its timing wheel), so a
+#: shorter interval could not be honoured - it would fire every bucket and record the rest missed.
+MIN_INTERVAL = 0.001
 
 SPEC_HELP = (
     "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
@@ -125,6 +130,11 @@ class Interval(Trigger):
 
     def __post_init__(self) -> None:
         secs = parse_duration(self.seconds, what="interval")
+        if secs < MIN_INTERVAL:
+            raise TriggerError(
+                f"invalid interval {self.seconds!r} ({format_duration(secs)}): shorter than the scheduler's "
+                f"resolution; the smallest allowed interval is {format_duration(MIN_INTERVAL)} (e.g. 'every 1ms', 'every 0.5s')"
+            )
         object.__setattr__(self, "seconds", secs)
         object.__setattr__(self, "_start", None if self.start is None else to_timestamp(self.start))
         object.__setattr__(self, "_end", None if self.end is None else to_timestamp(self.end))
@@ -478,7 +488,10 @@ def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now:
             seconds = parse_duration(rest, what="interval")
         except DurationError as exc:
             raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
-        return Interval(seconds, start=start, end=end, tz=zone)
+        try:
+            return Interval(seconds, start=start, end=end, tz=zone)
+        except TriggerError as exc:
+            raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
     if head_l == "cron":
         if not rest:
             raise TriggerError(f"invalid cron spec {spec!r}: missing the fields; e.g. 'cron */5 * * * *'")

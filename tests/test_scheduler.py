@@ -574,3 +574,16 @@ async def test_job_spec_is_json(sched):
     assert spec["trigger"]["expr"] == "0 9 * * mon-fri"
     assert spec["policy"]["retries"] == 2 and spec["policy"]["timeout"] == 30
     assert spec["target"]["qualname"] == "len"
+
+
+async def test_until_in_the_past_is_refused_and_nothing_is_added(sched, clock):
+    with pytest.raises(PolicyError) as info:
+        sched.add(lambda: None, "every 1h", name="late", until=START - timedelta(days=1))
+    assert str(info.value) == ("invalid until 2026-01-04 09:00:00 UTC: it is in the past, so the job would never run "
+                               "(now: 2026-01-05 09:00:00 UTC); pick a later time or drop until")
+    with pytest.raises(PolicyError, match=r"invalid until 2026-01-05 09:30:00 UTC: it comes before the first fire "
+                                          r"time \(2026-01-05 10:00:00 UTC\)"):
+        sched.add(lambda: None, "every 1h", name="late", until=START + timedelta(minutes=30))
+    assert sched.jobs == [] and "late" not in sched
+    job = sched.add(lambda: None, "every 1h", name="ok", until=START + timedelta(hours=1))
+    assert job.state is JobState.SCHEDULED

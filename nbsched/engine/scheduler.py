@@ -86,6 +86,13 @@ def _format_user_traceback(exc: BaseException) -> str:
     return "".join(_tb.format_exception(type(exc), exc, tb))
 
 
+def _fmt(ts: float, zone: tzinfo) -> str:
+    try:
+        return f"{datetime.fromtimestamp(ts, zone):%Y-%m-%d %H:%M:%S %Z}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ts!r} (POSIX seconds)"
+
+
 def _key(ts: float) -> int:
     return math.ceil(ts * 1000.0 - 1e-6)
 
@@ -289,6 +296,11 @@ class Scheduler:
         t0 = self._time()
         trig = self._parse(trigger, zone, t0, start, end).anchored(t0)
         first = trig.next_timestamp(t0)
+        until = policy.until
+        if until is not None and (until <= t0 or (first is not None and first > until and not now)):
+            when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
+            raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
+                              f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
         if first is None and not now:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "

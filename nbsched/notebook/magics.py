@@ -15,7 +15,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import events as ev
 from .._durations import parse_duration
@@ -217,7 +217,9 @@ class ScheduleMagics(Magics):
         if not spec:
             raise UsageError("%%schedule needs a SPEC, e.g. '%%schedule every 5m' or '%%schedule cron 0 9 * * mon-fri' "
                              "(see '%%schedule?')")
-        args = parse_argstring(self.schedule, shlex.join(option_tokens))
+        # the tokens are already split the shell's way (quotes removed): parse them as they are
+        # (IPython's parse_argstring would split again without POSIX rules and keep the quotes)
+        args = self.schedule.parser.parse_args(option_tokens)
         if args.SPEC:
             raise UsageError(f"unexpected words after the options: {' '.join(args.SPEC)!r}; put the SPEC first")
         sched = st.scheduler()
