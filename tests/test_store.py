@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 1\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 2\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,12 +340,12 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v2(conn):
+    def v3(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v2])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v3])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
 
 
