@@ -34,13 +34,13 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta, timezone, tzinfo
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from ._durations import UNIT_HELP, format_duration, parse_duration
-from .clock import resolve_zone, to_timestamp
+from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP",
+__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP",
            "MIN_INTERVAL"]
 
 #: The shortest interval: the scheduler keeps due jobs in 1 ms buckets (its timing wheel), so a
@@ -54,12 +54,8 @@ SPEC_HELP = (
 
 
 def _zone_name(tz: tzinfo) -> str:
-    key = getattr(tz, "key", None)
-    if key:
-        return key
-    if tz is timezone.utc:
-        return "UTC"
-    return str(tz)
+    """For specs: the zone's IANA name, else its text (a fixed offset)."""
+    return zone_name(tz) or str(tz)
 
 
 class Trigger:
@@ -99,7 +95,15 @@ class Trigger:
         raise NotImplementedError
 
     def to_spec(self) -> dict[str, Any]:
-        """A JSON-able description; :func:`trigger_from_spec` rebuilds the trigger from it."""
+        """Deprecated name of :meth:`to_dict` ("spec" means the trigger text: :attr:`spec`)."""
+        import warnings
+
+        warnings.warn("Trigger.to_spec() is now Trigger.to_dict() (same data); to_spec() goes away in nbsched 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description; :func:`trigger_from_dict` rebuilds the trigger from it."""
         raise NotImplementedError
 
     @property
@@ -185,7 +189,7 @@ class Interval(Trigger):
     def spec(self) -> str:
         return f"every {format_duration(self.seconds)}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "interval",
             "seconds": self.seconds,
@@ -218,7 +222,7 @@ class Date(Trigger):
     def spec(self) -> str:
         return f"at {self.run_at.astimezone(self.tz).isoformat()}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "date", "run_at": self.run_at.isoformat(), "tz": _zone_name(self.tz)}
 
 
@@ -339,7 +343,7 @@ class Cron(Trigger):
     def spec(self) -> str:
         return self.label or f"cron {self.expr}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "cron", "expr": self.expr, "tz": _zone_name(self.tz), "label": self.label}
 
 
@@ -593,7 +597,16 @@ def _shorthand(m: re.Match, zone: tzinfo, text: str) -> Cron:
 
 
 def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
-    """Rebuild a trigger from :meth:`Trigger.to_spec` output (JSON data)."""
+    """Deprecated name of :func:`trigger_from_dict`."""
+    import warnings
+
+    warnings.warn("trigger_from_spec() is now trigger_from_dict() (same data); the old name goes away in nbsched 0.3",
+                  DeprecationWarning, stacklevel=2)
+    return trigger_from_dict(spec)
+
+
+def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
+    """Rebuild a trigger from :meth:`Trigger.to_dict` output (JSON data)."""
     kind = spec.get("kind")
     zone = resolve_zone(spec.get("tz") or "UTC")
     if kind == "interval":
@@ -608,12 +621,3 @@ def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
     raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron or date")
 
 
-def iter_fires(trigger: Trigger, after: float) -> Iterator[float]:
-    """Fire times (POSIX seconds) after ``after``, lazily."""
-    ts = after
-    while True:
-        nxt = trigger.next_timestamp(ts)
-        if nxt is None:
-            return
-        yield nxt
-        ts = nxt

@@ -191,11 +191,11 @@ def test_describe_in_words():
 def test_spec_round_trip_as_json():
     import json
 
-    from nbsched.triggers import trigger_from_spec
+    from nbsched.triggers import trigger_from_dict
 
     for spec in ["every 5m", "cron 0 9 * * mon-fri", "daily at 09:30", "at 2026-12-01 09:00"]:
         trig = parse_trigger(spec, tz="Europe/Berlin").anchored(1_767_600_000.0)
-        again = trigger_from_spec(json.loads(json.dumps(trig.to_spec())))
+        again = trigger_from_dict(json.loads(json.dumps(trig.to_dict())))
         after = datetime(2026, 3, 1, tzinfo=UTC)
         assert again.preview(5, after) == trig.preview(5, after)
 
@@ -237,7 +237,7 @@ def test_unknown_zone():
 
 def test_triggers_are_frozen_values():
     trig = Cron("*/5 * * * *", tz=UTC)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="expr"):
         trig.expr = "x"
     assert trig == Cron("*/5 * * * *", tz=UTC)
 
@@ -305,3 +305,14 @@ def test_the_smallest_interval_is_accepted():
     assert parse_trigger("every 1ms").seconds == 0.001
     with pytest.raises(TriggerError, match="smallest allowed interval is 1ms"):
         Interval(0.0001)
+
+
+def test_old_spec_names_warn_and_still_work():
+    from nbsched.triggers import trigger_from_dict, trigger_from_spec
+
+    trig = Cron("*/5 * * * *", tz=UTC)
+    with pytest.warns(DeprecationWarning, match=r"to_spec\(\) is now Trigger.to_dict\(\)"):
+        data = trig.to_spec()
+    assert data == trig.to_dict()
+    with pytest.warns(DeprecationWarning, match=r"trigger_from_spec\(\) is now trigger_from_dict\(\)"):
+        assert trigger_from_spec(data) == trigger_from_dict(data) == trig

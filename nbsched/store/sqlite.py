@@ -53,6 +53,7 @@ from ._schema import MIGRATIONS, StoreError, diagnose, open_database, schema_ver
 from ._targets import TargetLoader, code_hash, register_target_loader, target_code, target_label
 from ._leases import acquire_leases
 from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, WriterThread, drain_rows
+from .protocol import Store
 from ..clock import SystemClock, local_zone
 from ..history import ResultLog, history_frame
 from ..job import describe_target
@@ -68,7 +69,6 @@ __all__ = ["SQLiteStore", "StoreError", "open_store", "writer_identity", "regist
 
 #: The file used when no path is given (in the working directory).
 DEFAULT_PATH = "nbsched.db"
-_HOOKS = ("attach", "close", "on_job_saved", "on_job_removed", "on_row", "on_result", "claim", "restore")
 
 
 def open_store(arg: Any = None, **options: Any) -> Any:
@@ -78,9 +78,10 @@ def open_store(arg: Any = None, **options: Any) -> Any:
         return SQLiteStore(Path.cwd() / DEFAULT_PATH, **options)
     if isinstance(arg, (str, os.PathLike)):
         return SQLiteStore(arg, **options)
-    missing = [h for h in _HOOKS if not hasattr(arg, h)]
-    if missing:
-        raise TypeError(f"{arg!r} is not a store: it lacks {', '.join(missing)}; pass a path such as 'jobs.db'")
+    if not isinstance(arg, Store):
+        raise TypeError(f"{arg!r} is not a store: it must provide what nbsched.store.Store describes (persist_all, "
+                        "attach, on_job_saved, on_job_removed, on_row, on_result, claim, restore, close); "
+                        "or pass a path such as 'jobs.db'")
     return arg
 
 
@@ -161,7 +162,6 @@ class SQLiteStore:
         self._pending_leases: set[str] = set()
         self._targets: dict[int, tuple[Any, dict, str]] = {}  # id(func) -> (func, target, code hash)
         self._history_loaded: set[str] = set()
-        self._restoring = False
         self._closed = False
         #: Jobs the last restore() could not rebuild: name -> reason.
         self.restore_errors: dict[str, str] = {}
@@ -193,8 +193,6 @@ class SQLiteStore:
             return
         name = job.name
         self._jobs[name] = job
-        if self._restoring:
-            return  # the definition came from the file; state is checkpointed later
         spec_json = self._spec_json(job)
         self._ops.append(("save", job, spec_json, self._targets[id(job.func)][2]))
         if name not in self._leases:
@@ -373,7 +371,7 @@ class SQLiteStore:
 
         import pandas as pd
 
-        from ..triggers import trigger_from_spec
+        from ..triggers import trigger_from_dict
 
         now = self._wall()
         rows = self._read("SELECT j.name, j.spec, j.paused, j.finished, j.runs, j.next_ts, "
@@ -388,7 +386,7 @@ class SQLiteStore:
             spec = json.loads(spec_json)
             target = spec.get("target") or {}
             try:
-                trigger = trigger_from_spec(spec["trigger"]).describe()
+                trigger = trigger_from_dict(spec["trigger"]).describe()
             except Exception as exc:  # shown, not raised: the listing is for looking
                 trigger = f"<unreadable trigger: {exc}>"
             out.append({"name": name, "trigger": trigger, "kind": target.get("kind"), "target": target_label(target),
@@ -455,8 +453,8 @@ class SQLiteStore:
             if len(self._targets) > 10_000:
                 self._targets.clear()
             self._targets[id(func)] = cached
-        spec = {"name": job.name, "trigger": job.trigger.to_spec(), "policy": job.policy.to_dict(),
-                "target": cached[1], "paused": job._paused, "meta": job.meta}
+        spec = {"name": job.name, "trigger": job.trigger.to_dict(), "policy": job.policy.to_dict(),
+                "target": cached[1], "paused": job.paused, "meta": job.meta}
         try:
             return to_json(spec)
         except ValueError as exc:  # e.g. a 5,000-digit int in meta: that value is lost, not the job
@@ -619,16 +617,8 @@ class SQLiteStore:
             logging.getLogger("nbsched").error("nbsched: could not record %d late rows in %s: %s", len(rows),
                                                self.path, exc)
 
-    def _apply_foreign(self, rows: list, upto: int) -> None:
-        """On the loop: append rows other processes recorded to this scheduler's history."""
-        sched = self._sched
-        if sched is not None and rows:
-            logs = sched._logs
-            for name, row in rows:
-                log = logs.get(name)
-                if log is not None:
-                    log.append(row)
-            sched._version += 1
+    def _applied(self, upto: int) -> None:
+        """On the loop, after the scheduler merged other processes' rows up to chunk ``upto``."""
         self._applied_cursor = max(self._applied_cursor, upto)
 
 
