@@ -614,3 +614,46 @@ def test_a_long_retry_delay_raises_the_default_cap_or_is_refused():
     assert JobPolicy.build(retry_delay="1m").max_retry_delay == 300
     with pytest.raises(PolicyError, match=r"retry_delay 600s is above max_retry_delay 300s: raise max_retry_delay"):
         JobPolicy.build(retry_delay="10m", max_retry_delay="5m")
+
+
+# ---------------------------------------------------------------------- BaseExceptions from job code
+@pytest.mark.parametrize("exc_type", [GeneratorExit, SystemExit, KeyboardInterrupt])
+async def test_base_exceptions_from_loop_jobs_are_recorded_runs(sched, clock, exc_type):
+    def rude():
+        raise exc_type("from the job")
+
+    async def rude_async():
+        raise exc_type("from the async job")
+
+    sched.add(rude, "every 10s", name="plain")
+    sched.add(rude_async, "every 10s", name="async")
+    await clock.advance(10)
+    expected = "interrupted" if exc_type is KeyboardInterrupt else "error"
+    for name in ("plain", "async"):
+        rows = sched.history(name)
+        assert list(rows["outcome"]) == [expected], name
+        assert list(rows["error_type"]) == [exc_type.__name__], name
+        assert sched.get(name).running == 0
+    assert sched.running
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("exc_type", [GeneratorExit, SystemExit, KeyboardInterrupt])
+async def test_base_exceptions_from_thread_jobs_are_recorded_runs(exc_type):
+    s = nbsched.Scheduler(tz="UTC")
+    try:
+        def rude():
+            raise exc_type("from a thread")
+
+        s.add(rude, "every 30ms", name="rude", executor="thread")
+        first = await s.wait_next_run("rude")
+        assert (str(first.outcome), first.error_type) == (
+            "interrupted" if exc_type is KeyboardInterrupt else "error", exc_type.__name__)
+        assert s.get("rude").running == 0
+        if exc_type is not KeyboardInterrupt:  # an interrupted job is paused; the others go on running
+            second = await s.wait_next_run("rude")
+            assert str(second.outcome) == "error"
+            assert "skipped" not in set(s.history("rude")["outcome"].astype(str))
+        assert s.running
+    finally:
+        s.shutdown()

@@ -288,9 +288,12 @@ class RunLifecycle:
             elif policy.executor == "loop":
                 awaitable = job.func()
             else:
-                awaitable = self._sched._executors[policy.executor].submit(job.func)
+                awaitable = _relay(self._sched._executors[policy.executor].submit(job.func))
             value = await awaitable if inspect.isawaitable(awaitable) else awaitable
             return SUCCESS, value, None
+        except _Escaped as carrier:  # GeneratorExit, SystemExit, ... from the job's code in an executor
+            exc = carrier.original
+            return (INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR), None, exc
         except asyncio.CancelledError as exc:
             if timed_out:
                 task.uncancel()
@@ -394,6 +397,42 @@ class RunLifecycle:
         for task in tasks:
             task.cancel()
         return tasks
+
+
+class _Escaped(Exception):
+    """Carries a BaseException that is not an Exception (GeneratorExit, SystemExit, KeyboardInterrupt)
+    raised by job code in an executor across the await: awaiting a future that holds a GeneratorExit
+    lets it escape the awaiting coroutine's ``except`` clauses, and the run would never be recorded."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(original)
+        self.original = original
+
+
+def _relay(source: Any) -> Any:
+    """An asyncio future with ``source``'s outcome, BaseExceptions wrapped in :class:`_Escaped`;
+    cancelling it cancels ``source``."""
+    if not isinstance(source, asyncio.Future):
+        return source
+    target = source.get_loop().create_future()
+
+    def copy(src: asyncio.Future) -> None:
+        if target.done():
+            return
+        if src.cancelled():
+            target.cancel()
+            return
+        exc = src.exception()
+        if exc is None:
+            target.set_result(src.result())
+        elif isinstance(exc, Exception):
+            target.set_exception(exc)
+        else:
+            target.set_exception(_Escaped(exc))
+
+    source.add_done_callback(copy)
+    target.add_done_callback(lambda t: t.cancelled() and source.cancel())
+    return target
 
 
 def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:

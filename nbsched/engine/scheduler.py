@@ -11,6 +11,7 @@ uses the public methods below.  Time comes only from ``self.clock`` (see :mod:`n
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import threading
@@ -116,6 +117,7 @@ class Scheduler:
         self._time = self.clock.time
         self._store: Any = None
         self.events = ev.EventBus(spawn=self._spawn_listener)
+        self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
         self._runs = RunLifecycle(self)
@@ -709,19 +711,28 @@ class Scheduler:
         if self.events.wants(kind):
             self.events.emit(kind(self.clock.now(), name, **extra))
 
-    def _spawn_listener(self, awaitable: Any) -> None:
-        async def run() -> None:
-            try:
-                await awaitable
-            except Exception:
-                log.exception("nbsched: async event listener failed (the scheduler carries on)")
-
+    def _spawn_listener(self, awaitable: Any, sub: ev.Subscription) -> None:
+        """An async listener's call as a task of its own: not work in progress (wait_idle and
+        shutdown(wait=True) do not wait for it), cancelled after LISTENER_TIMEOUT (see nbsched.events)."""
         loop = self._binding.loop
-        if loop is not None:
-            task = loop.create_task(run())
-            tasks = self._runs.tasks
-            tasks.add(task)
-            task.add_done_callback(self._runs._task_done)
+        if loop is None or loop.is_closed():
+            sub.pending -= 1
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        task = loop.create_task(ev.run_listener(sub, awaitable), name=f"nbsched:listener:{sub.callback!r:.60}")
+        tasks = self._listener_tasks
+        tasks.add(task)
+        timeout = ev.LISTENER_TIMEOUT
+
+        def expire() -> None:
+            if not task.done():
+                sub.timed_out += 1
+                log.error("nbsched: async event listener %r took longer than %gs: cancelled", sub.callback, timeout)
+                task.cancel()
+
+        timer = self.clock.call_at(self._time() + timeout, expire, loop)
+        task.add_done_callback(lambda t: (tasks.discard(t), timer.cancel()))
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
         self._closed = True
@@ -731,6 +742,8 @@ class Scheduler:
         for job in self._jobs.values():
             self._wheel.take(job)
         tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
+        for task in list(self._listener_tasks):
+            task.cancel()  # listeners are not work: never waited for
         for executor in self._executors.values():
             try:
                 executor.shutdown(wait=False)
