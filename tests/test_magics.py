@@ -175,6 +175,24 @@ def test_quoted_name_loses_its_shell_quotes(kernel):
     assert kernel.value(JOBS) == ["its job"]
 
 
+def test_sys_exit_in_listeners_and_jobs_does_not_end_the_kernel(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("import sys, nbsched\n"
+               "sched = nbsched.get_scheduler()\n"
+               "sched.subscribe(lambda e: sys.exit(7))\n"
+               "async def leave(e):\n    raise SystemExit(8)\n"
+               "sched.subscribe(leave)\n"
+               "def thread_exit():\n    raise SystemExit(9)\n"
+               "sched.add(thread_exit, 'every 100ms', name='thread_exit', executor='thread')")
+    kernel.run("%%schedule every 100ms --name quitter --quiet\nimport sys\nsys.exit(3)")
+    errors = "(lambda h: h.loc[h['outcome'].astype(str) == 'error', 'error_type'].tolist())(sched.history({!r}))"
+    kernel.poll_until(lambda: len(kernel.value(errors.format("quitter"))) >= 3, timeout=15)
+    kernel.poll_until(lambda: len(kernel.value(errors.format("thread_exit"))) >= 3, timeout=15)
+    assert set(kernel.value(errors.format("quitter"))) == {"SystemExit"}
+    assert set(kernel.value(errors.format("thread_exit"))) == {"SystemExit"}
+    assert kernel.value("1 + 1") == 2 and kernel.value("sched.running") is True
+
+
 def test_line_magic_subcommands(kernel):
     kernel.run("%load_ext nbsched")
     kernel.run("%%schedule every 0.2s --name sub --quiet\n{'n': 1}")
