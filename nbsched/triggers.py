@@ -90,6 +90,19 @@ class Trigger:
             ts = nxt
         return out
 
+    def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
+        """How many fire times fall in ``(after, until]``, and the last ``keep`` of them (oldest first)."""
+        from collections import deque
+
+        last: deque = deque(maxlen=keep)
+        count = 0
+        ts = self.next_timestamp(after)
+        while ts is not None and ts <= until:
+            count += 1
+            last.append(ts)
+            ts = self.next_timestamp(ts)
+        return count, list(last)
+
     def describe(self) -> str:
         """The trigger in words (for cards and the dashboard)."""
         raise NotImplementedError
@@ -178,6 +191,25 @@ class Interval(Trigger):
         if end is not None and nxt > end:
             return None
         return nxt
+
+    def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
+        """:meth:`Trigger.fires_between` by arithmetic: a day of 'every 1ms' costs no more than one fire."""
+        first = self.next_timestamp(after)
+        if self._end is not None:
+            until = min(until, self._end)
+        if first is None or first > until:
+            return 0, []
+        every = self.seconds
+        if self._start is None:  # unanchored: fires every `seconds` from `after`
+            base, k0 = after, 1
+        else:
+            base = self._start
+            k0 = round((first - base) / every)
+        k1 = math.floor((until - base) / every + 1e-9)
+        while base + k1 * every > until + 1e-9:
+            k1 -= 1
+        count = max(0, k1 - k0 + 1)
+        return count, [base + k * every for k in range(max(k0, k1 - keep + 1), k1 + 1)]
 
     def describe(self) -> str:
         text = f"every {format_duration(self.seconds)}"

@@ -657,3 +657,20 @@ async def test_base_exceptions_from_thread_jobs_are_recorded_runs(exc_type):
         assert s.running
     finally:
         s.shutdown()
+
+
+async def test_a_blocked_day_gives_exact_missed_counts(sched, clock):
+    sched.add(lambda: None, "every 1s", name="a")
+    await clock.advance(1)
+    clock.jump(86400)  # the loop was blocked for a day: 86,400 fire times came due, the newest runs
+    await clock.advance(0)
+    job = sched.get("a")
+    assert (job.runs, job.missed, sched.statistics().missed) == (2, 86399, 86399)
+    rows = sched.history("a")
+    summary = rows[rows["error_type"] == "MissedFireTimes"]
+    assert len(summary) == 1
+    assert summary["error"].iloc[0] == ("MissedFireTimes: 76400 fire times from 2026-01-05 09:00:03 UTC on were "
+                                        "missed (summarised in this row: more than the job's history keeps)")
+    # 9,999 listed missed rows + the summary (76,400) = 86,399; retention (history_rows=10,000) keeps the newest
+    assert len(rows) == 10_000 and int((rows["outcome"] == "missed").sum()) == 9_999
+    assert rows["scheduled_at"].iloc[-1] == START + timedelta(seconds=86401)  # the newest fire time ran

@@ -118,6 +118,22 @@ class RunLifecycle:
             self._events.emit(ev.JobMissed(self._clock.now(), job.name, datetime.fromtimestamp(scheduled, tz),
                                            timedelta(seconds=lateness)))
 
+    def record_missed_summary(self, job: Any, first: float, lateness: float, count: int) -> None:
+        """``count`` fire times from ``first`` on were missed and are not listed one by one (more than the
+        job's history keeps): one ``missed`` row whose error says how many; the counters get all of them."""
+        store = self._sched._store
+        if store is not None and job._persist and not store.claim(job.name, first):
+            return
+        self.run_ids += 1
+        when = datetime.fromtimestamp(first, self._sched.tz)
+        err = ErrorInfo("MissedFireTimes", f"{count} fire times from {when:%Y-%m-%d %H:%M:%S %Z} on were missed "
+                                           "(summarised in this row: more than the job's history keeps)", "")
+        self.record(job, self.run_ids, first, None, None, lateness, _MISSED_S, 0, err)
+        job._missed += count - 1
+        self.missed += count - 1
+        log.warning("nbsched: job %r missed %d fire times from %s on (the loop was blocked or the clock jumped); "
+                    "one summary row records them", job.name, count, when)
+
     def record_skipped(self, job: Any, run_id: int, nominal: float) -> None:
         self.record(job, run_id, nominal, None, None, self._time() - nominal, _SKIPPED_S, 0, None)
         fut = self._futures.pop(run_id, None)

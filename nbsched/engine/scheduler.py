@@ -615,12 +615,11 @@ class Scheduler:
         else:
             self._schedule(job, plan.next)
         runs = self._runs
-        if plan.uncounted:
-            job._missed += plan.uncounted
-            log.warning("nbsched: job %r missed more fire times than its history keeps; counted, not itemised",
-                        job.name)
         for t in plan.missed:
             runs.record_missed(job, t, now - t)
+        if plan.uncounted:  # more than retention keeps: one summary row carries the exact count
+            first = job.trigger.next_timestamp(nominal)
+            runs.record_missed_summary(job, first, now - first, plan.uncounted)
         if plan.run:
             if len(plan.run) == 1 and not plan.missed:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
