@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Iterable, NamedTuple
 
-__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow"]
+__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS"]
 
 
 class Outcome(str, enum.Enum):
@@ -28,6 +28,7 @@ class Outcome(str, enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    UPSTREAM_FAILED = "upstream_failed"
 
     def __str__(self) -> str:
         return self.value
@@ -41,7 +42,7 @@ OUTCOME_CATEGORIES = [o.value for o in Outcome]
 
 HISTORY_COLUMNS = [
     "job", "run_id", "scheduled_at", "started_at", "finished_at", "duration", "lateness",
-    "outcome", "attempt", "error", "error_type", "traceback",
+    "outcome", "attempt", "reason", "error", "error_type", "traceback",
 ]
 
 
@@ -68,10 +69,16 @@ class HistoryRow(NamedTuple):
     outcome: str  # an Outcome value ("success", ...): equal to (and hashing like) the Outcome member
     attempt: int
     error: ErrorInfo | None
+    reason: str  # why the run happened: one of REASONS
 
 
 #: Field positions in a stored row (the engine reads these on the hot path).
-SCHEDULED, OUTCOME, ATTEMPT = 1, 5, 6
+SCHEDULED, OUTCOME, ATTEMPT, REASON = 1, 5, 6, 8
+
+#: Why a run happened: its trigger fired, ``run_now``, an upstream job finished (workflows), a
+#: backfill, or catching up on fire times missed.  A categorical column in ``history()``.
+REASONS = ("schedule", "manual", "upstream", "backfill", "catchup")
+SCHEDULE, MANUAL, UPSTREAM, BACKFILL, CATCHUP = REASONS
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class RunRecord:
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
+    reason: str = "schedule"
 
     @property
     def duration(self) -> timedelta | None:
@@ -98,7 +106,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, job: str, row: tuple, tz: tzinfo) -> "RunRecord":
-        run_id, sched, started, finished, lateness, outcome, attempt, err = row
+        run_id, sched, started, finished, lateness, outcome, attempt, err, reason = row
         ts = datetime.fromtimestamp
         return cls(
             job=job, run_id=run_id, scheduled_at=ts(sched, tz),
@@ -107,7 +115,7 @@ class RunRecord:
             outcome=Outcome(outcome), attempt=attempt, lateness=timedelta(seconds=lateness),
             error=None if err is None else f"{err.type}: {err.message}",
             error_type=None if err is None else err.type,
-            traceback=None if err is None else err.traceback,
+            traceback=None if err is None else err.traceback, reason=reason,
         )
 
 
@@ -161,9 +169,9 @@ class RunLog:
                 rows.popleft()
 
     def record(self, run_id: int, scheduled: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None) -> tuple:
+               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None, reason: str) -> tuple:
         """Append one row (the only place rows are built); returns the stored tuple."""
-        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error)
+        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error, reason)
         self.append(row)
         return row
 
@@ -203,12 +211,12 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
     import pandas as pd
 
     names: list[str] = []
-    run_id, sched, started, finished, lateness, outcome, attempt, error, etype, tb = ([] for _ in range(10))
+    run_id, sched, started, finished, lateness, outcome, attempt, error, etype, tb, reason = ([] for _ in range(11))
     for name, rows in logs:
         for r in rows:
             names.append(name)
             run_id.append(r[0]); sched.append(r[1]); started.append(r[2]); finished.append(r[3])
-            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6])
+            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6]); reason.append(r[8])
             err = r[7]
             if err is None:
                 error.append(None); etype.append(None); tb.append(None)
@@ -226,6 +234,7 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
         "lateness": pd.to_timedelta(pd.Series(lateness, dtype="float64"), unit="s"),
         "outcome": pd.Categorical(outcome, categories=OUTCOME_CATEGORIES),
         "attempt": pd.Series(attempt, dtype="int64"),
+        "reason": pd.Categorical(reason, categories=REASONS),
         "error": pd.Series(error, dtype="object"),
         "error_type": pd.Series(etype, dtype="object"),
         "traceback": pd.Series(tb, dtype="object"),

@@ -21,14 +21,17 @@ from urllib.parse import quote
 
 from ..errors import StoreError
 
-__all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES"]
+__all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES", "REASON_CODES"]
 
 #: ``PRAGMA application_id`` of nbsched stores ("nbsd"): tells our files from other SQLite files.
 APPLICATION_ID = 0x6E627364
 _MAGIC = b"SQLite format 3\x00"
 
 #: Stable integer codes for outcomes in the ``history.outcome`` column (never renumber).
-OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6}
+OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6,
+                 "upstream_failed": 7}
+#: Stable integer codes for why a run happened, in the ``history.reason`` column (never renumber).
+REASON_CODES = {"schedule": 0, "manual": 1, "upstream": 2, "backfill": 3, "catchup": 4}
 
 
 
@@ -77,6 +80,11 @@ def _v1(conn: sqlite3.Connection) -> None:
     _execute_script(conn, script)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Version 2: why each run happened (``reason`` codes, one byte per row; NULL = all ``schedule``)."""
+    _execute_script(conn, "ALTER TABLE history ADD COLUMN reason BLOB")
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run ``;``-separated statements inside the caller's transaction (``executescript`` would COMMIT it)."""
     text = re.sub(r"--[^\n]*", "", script)
@@ -85,11 +93,11 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
-def _v2(conn: sqlite3.Connection) -> None:
-    """Version 2: which code each writer (a notebook or script, see ``SQLiteStore.writer``) last saved
+def _v3(conn: sqlite3.Connection) -> None:
+    """Version 3: which code each writer (a notebook or script, see ``SQLiteStore.writer``) last saved
     for each job, so ``restore()`` can name stored code that this notebook did not write."""
     _execute_script(conn, """
-        CREATE TABLE code_writes (
+        CREATE TABLE IF NOT EXISTS code_writes (
             job TEXT NOT NULL, writer TEXT NOT NULL,
             code_hash TEXT NOT NULL,         -- sha256 of the stored target (see _targets.code_hash)
             owner INTEGER, at REAL,
@@ -98,7 +106,7 @@ def _v2(conn: sqlite3.Connection) -> None:
 
 
 #: One function per schema step; the file's ``user_version`` says how many have been applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 
 def schema_version() -> int:
