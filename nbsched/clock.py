@@ -40,8 +40,15 @@ def sleep_blocking(seconds: float) -> None:
     _time.sleep(max(0.0, seconds))
 
 
-#: Timers further ahead than this are armed for this long and re-armed (wall-clock jumps).
-MAX_TIMER_HORIZON = 30.0
+#: Timers further ahead than this are armed for this long and re-armed: a waiting scheduler wakes at
+#: least this often, so a step of the wall clock (NTP, a VM resumed) is noticed within this long.
+MAX_TIMER_HORIZON = 1.0
+
+if hasattr(_time, "CLOCK_BOOTTIME"):
+    def _elapsed() -> float:
+        return _time.clock_gettime(_time.CLOCK_BOOTTIME)
+else:  # pragma: no cover - not Linux
+    _elapsed = _time.monotonic
 
 
 class TimerHandle(Protocol):
@@ -73,6 +80,11 @@ class SystemClock:
 
     def time(self) -> float:
         return _time.time()
+
+    def elapsed(self) -> float:
+        """Seconds on a clock nobody sets (it counts a suspended machine's sleep too, as the wall clock
+        does): ``time() - elapsed()`` changes only when the wall clock is stepped."""
+        return _elapsed()
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)

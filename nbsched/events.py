@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Event", "SchedulerEvent", "SchedulerStarted", "SchedulerPaused", "SchedulerResumed", "SchedulerShutdown",
+    "ClockJumped",
     "JobEvent", "JobAdded", "JobModified", "JobRemoved", "JobPaused", "JobResumed", "JobFinished",
     "JobSubmitted", "JobExecuted", "JobFailed", "JobMissed", "JobMaxInstancesReached", "JobRetried",
     "JobTimedOut", "JobCancelled", "JobInterrupted", "JobSkipped", "JobUpstreamFailed", "Subscription", "EventBus",
@@ -79,6 +80,16 @@ class SchedulerResumed(SchedulerEvent):
 @dataclass(frozen=True)
 class SchedulerShutdown(SchedulerEvent):
     pass
+
+
+@dataclass(frozen=True)
+class ClockJumped(SchedulerEvent):
+    """The wall clock was stepped by ``by`` (negative: back), e.g. by NTP or a resumed VM.
+
+    Interval jobs keep measuring elapsed time (their fire times moved with the clock); cron and
+    ``at`` jobs follow the wall clock (a step forward makes their skipped fire times overdue)."""
+
+    by: timedelta
 
 
 @dataclass(frozen=True)

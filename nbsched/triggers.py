@@ -192,6 +192,14 @@ class Interval(Trigger):
             return None
         return nxt
 
+    def shifted(self, seconds: float) -> "Interval":
+        """This interval with its rhythm moved by ``seconds`` (the scheduler keeps intervals in elapsed
+        time when the wall clock is stepped); ``end`` stays a wall-clock bound."""
+        if self._start is None:
+            return self
+        return Interval(self.seconds, start=datetime.fromtimestamp(self._start + seconds, self.tz), end=self.end,
+                        tz=self.tz)
+
     def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
         """:meth:`Trigger.fires_between` by arithmetic: a day of 'every 1ms' costs no more than one fire."""
         first = self.next_timestamp(after)

@@ -675,3 +675,60 @@ async def test_a_blocked_day_gives_exact_missed_counts(sched, clock):
     # 9,999 listed missed rows + the summary (76,400) = 86,399; retention (history_rows=10,000) keeps the newest
     assert len(rows) == 10_000 and int((rows["outcome"] == "missed").sum()) == 9_999
     assert rows["scheduled_at"].iloc[-1] == START + timedelta(seconds=86401)  # the newest fire time ran
+
+
+# ---------------------------------------------------------------------- the wall clock is stepped
+async def test_the_wall_clock_stepping_back_does_not_silence_interval_jobs(caplog):
+    from nbsched.testing import FakeClock
+
+    clock = FakeClock(start=START, timer_horizon=1.0)  # wakes at least every second, as the system clock does
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+    try:
+        steps = []
+        sched.subscribe(steps.append, kinds=nbsched.events.ClockJumped)
+        sched.add(lambda: None, "every 60s", name="every")
+        sched.add(lambda: None, "cron 0 10 * * *", name="at10")  # wall clock: 10:00 UTC
+        await clock.advance(60)
+        assert len(sched.history("every")) == 1
+        clock.step(-3600)  # NTP: back one hour, no time elapses
+        await clock.advance(1)
+        assert [e.by for e in steps] == [timedelta(hours=-1)]  # noticed within a second
+        assert sched.clock_jumps() == [(START + timedelta(seconds=61 - 3600), timedelta(hours=-1))]
+        assert "the wall clock was stepped back by 1h" in caplog.text
+        await clock.advance(59)  # 60 s of elapsed time after the last run: the interval runs again
+        every = sched.history("every")
+        assert len(every) == 2 and set(every["outcome"]) == {"success"}
+        # the history is in wall-clock order: the run after the step comes first
+        assert list(every["scheduled_at"]) == [START + timedelta(seconds=120 - 3600), START + timedelta(seconds=60)]
+        await clock.advance(3600 + 60)  # cron follows the wall clock: 10:00 comes 2 h of elapsed time later
+        assert len(sched.history("at10")) == 0
+        await clock.advance(3600)
+        at10 = sched.history("at10")
+        assert list(at10["scheduled_at"]) == [START.replace(hour=10)] and set(at10["outcome"]) == {"success"}
+        assert len(sched.history("every")) == 2 + (3600 + 60 + 3600) // 60
+        assert set(sched.history("every")["outcome"]) == {"success"}
+    finally:
+        sched.shutdown()
+
+
+async def test_the_wall_clock_stepping_forward_moves_intervals_and_cron_catches_up():
+    from nbsched.testing import FakeClock
+
+    clock = FakeClock(start=START, timer_horizon=1.0)
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+    try:
+        sched.add(lambda: None, "every 60s", name="every")
+        sched.add(lambda: None, "cron 30 9 * * *", name="at0930")
+        await clock.advance(60)
+        clock.step(3600)  # forward one hour (a VM resumed with a stale clock), no time elapses
+        await clock.advance(1)
+        assert sched.statistics().missed == 0
+        assert list(sched.history("every")["outcome"]) == ["success"]  # no made-up missed runs
+        at = sched.history("at0930")
+        assert list(at["outcome"]) == ["success"]  # 09:30 passed on the wall clock: it runs once, late
+        assert at["scheduled_at"].iloc[0] == START.replace(minute=30)
+        await clock.advance(59)
+        assert list(sched.history("every")["outcome"]) == ["success", "success"]
+        assert [d for _, d in sched.clock_jumps()] == [timedelta(hours=1)]
+    finally:
+        sched.shutdown()

@@ -42,12 +42,13 @@ class TimingWheel:
     """
 
     def __init__(self, clock: Clock, loop_of: Callable[[], Any], fire: Callable[[Any, float], None],
-                 on_drained: Callable[[], None]):
+                 on_drained: Callable[[], None], on_wake: Callable[[], bool] | None = None):
         self._clock = clock
         self._time = clock.time
         self._loop_of = loop_of  # the loop to arm timers and schedule slices on
         self._fire = fire
         self._on_drained = on_drained
+        self._on_wake = on_wake  # called first on every timer wake; True: it rebuilt the wheel, stop here
         self._buckets: dict[int, list] = {}
         self._keys: list[int] = []
         self._timer = None
@@ -160,6 +161,8 @@ class TimingWheel:
         self._timer = None
         self._timer_key = None
         if self.stopped:
+            return
+        if self._on_wake is not None and self._on_wake():
             return
         if key is not None and not self._spin_to(key):
             self._arm(key)  # woke too early (long horizon, or no spin budget): wait for the instant

@@ -17,17 +17,18 @@ import random
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import events as ev
+from .._durations import format_duration
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
 from ..history import OUTCOME, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
-from ..triggers import SPEC_HELP, After, Trigger, parse_trigger
+from ..triggers import SPEC_HELP, After, Interval, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
@@ -40,6 +41,10 @@ if TYPE_CHECKING:  # the engine talks to a store only through the protocol's met
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
+
+#: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
+#: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
+CLOCK_STEP_THRESHOLD = 1.0
 
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)
 
@@ -125,7 +130,12 @@ class Scheduler:
         self.events = ev.EventBus(spawn=self._spawn_listener)
         self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
-        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
+        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
+                                  self._check_clock)
+        elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
+        self._elapsed: Callable[[], float] | None = elapsed
+        self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
+        self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
         if loop is not None:
             self._binding.bind(loop, loop_thread)
@@ -468,6 +478,8 @@ class Scheduler:
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None) -> Job:
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
+        if not self._wheel.draining:
+            self._check_clock()  # a step not noticed yet must not move the new job's fire times
         log_ = self._log_for(name, policy)
         old = self._jobs.pop(name, None)
         if old is not None:
@@ -678,6 +690,48 @@ class Scheduler:
             self._version += 1
             self._rearm_all()
             self._emit_simple(ev.SchedulerResumed)
+
+    def _check_clock(self) -> bool:
+        """Has the wall clock been stepped since the last look (every timer wake, at most a second
+        apart while jobs wait)?  Then keep intervals in elapsed time and record the step.  Returns True
+        when it rebuilt the timing wheel."""
+        elapsed = self._elapsed
+        if elapsed is None:
+            return False
+        offset = self._time() - elapsed()
+        step = offset - self._clock_offset
+        self._clock_offset = offset  # slow drift (NTP slewing) is absorbed look by look
+        if -CLOCK_STEP_THRESHOLD < step < CLOCK_STEP_THRESHOLD:
+            return False
+        self._on_clock_step(step)
+        return True
+
+    def _on_clock_step(self, step: float) -> None:
+        now = self._time()
+        self._clock_jumps.append((now, step))
+        moved = 0
+        wheel = self._wheel
+        waiting = [job for job in self._jobs.values() if job._key is not None and job._next_ts is not None]
+        wheel.clear()
+        for job in waiting:
+            nominal, planned = job._next_ts, job._planned
+            if isinstance(job.trigger, Interval):  # elapsed time: the rhythm moves with the wall clock
+                job.trigger = job.trigger.shifted(step)
+                nominal += step
+                planned += step
+                moved += 1
+            job._next_ts = nominal
+            wheel.put(job, planned)
+        self._version += 1
+        direction = "back" if step < 0 else "forward"
+        log.warning("nbsched: the wall clock was stepped %s by %s; %d interval job(s) keep their rhythm in elapsed "
+                    "time, cron and 'at' jobs follow the wall clock", direction, format_duration(abs(step)), moved)
+        if self.events.wants(ev.ClockJumped):
+            self.events.emit(ev.ClockJumped(self.clock.now(), timedelta(seconds=step)))
+
+    def clock_jumps(self) -> list[tuple[datetime, timedelta]]:
+        """Steps of the wall clock this scheduler noticed: (when it noticed, by how much; negative: back)."""
+        return [(datetime.fromtimestamp(t, self.tz), timedelta(seconds=d)) for t, d in self._clock_jumps]
 
     def _rearm_all(self) -> None:
         """Reschedule every active job from now (after a scheduler pause or a move to a new loop)."""
