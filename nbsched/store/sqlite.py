@@ -28,7 +28,11 @@ Guarantees
     * **Retention**: each job's ``history_rows``/``history_age`` and ``results_rows``/``results_age``
       apply to the file as well (compaction every minute, or :meth:`SQLiteStore.compact`).
     * A file that is not an nbsched store, is damaged, or was written by a newer nbsched raises
-      :class:`StoreError` and is left untouched.  New files are created readable by their owner only.
+      :class:`StoreError` and is left untouched.  New files are created readable by their owner only;
+      a file another user owns or could write is refused (stored code runs on restore()).
+    * **Faults**: a value that cannot be encoded is stored as a marked placeholder; records the file
+      does not take (disk full, file deleted) stay in memory, bounded, and ``flush()`` says what is
+      not written (README, "Promises under faults").
 
 Non-goals: live syncing of job *definitions* between kernels (a restore reads them), and network
 file systems (SQLite's WAL mode needs a local disk).
