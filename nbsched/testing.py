@@ -39,10 +39,10 @@ class _FakeTimer:
 class FakeClock:
     """A clock that only moves when told to (:meth:`advance`, :meth:`set`)."""
 
-    def __init__(self, start: datetime | float | None = None, *, timer_horizon: float | None = None):
-        #: Like :data:`nbsched.clock.MAX_TIMER_HORIZON` for the system clock: timers further ahead are armed
-        #: for this long (the scheduler then re-arms).  None (default): timers fire exactly when due.
-        self.timer_horizon = timer_horizon
+    def __init__(self, start: datetime | float | None = None, *, wake_interval: float | None = None):
+        #: Like ``SystemClock.wake_interval``: the scheduler wakes at least this often while jobs wait
+        #: (to notice :meth:`step`).  None (default): it wakes only when something is due.
+        self.wake_interval = wake_interval
         if start is None:
             start = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
         self._now = to_timestamp(start) if isinstance(start, datetime) else float(start)
@@ -70,8 +70,6 @@ class FakeClock:
         # like a loop timer: armed for a delay, so it fires after that much elapsed time whatever the
         # wall clock does meanwhile
         deadline = when - self._offset
-        if self.timer_horizon is not None:
-            deadline = min(deadline, self.elapsed() + self.timer_horizon)
         timer = _FakeTimer(deadline, callback)
         heapq.heappush(self._timers, (deadline, next(self._seq), timer))
         return timer

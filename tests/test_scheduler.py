@@ -681,7 +681,7 @@ async def test_a_blocked_day_gives_exact_missed_counts(sched, clock):
 async def test_the_wall_clock_stepping_back_does_not_silence_interval_jobs(caplog):
     from nbsched.testing import FakeClock
 
-    clock = FakeClock(start=START, timer_horizon=1.0)  # wakes at least every second, as the system clock does
+    clock = FakeClock(start=START, wake_interval=1.0)  # wakes at least every second, as the system clock does
     sched = nbsched.Scheduler(clock=clock, tz="UTC")
     try:
         steps = []
@@ -714,7 +714,7 @@ async def test_the_wall_clock_stepping_back_does_not_silence_interval_jobs(caplo
 async def test_the_wall_clock_stepping_forward_moves_intervals_and_cron_catches_up():
     from nbsched.testing import FakeClock
 
-    clock = FakeClock(start=START, timer_horizon=1.0)
+    clock = FakeClock(start=START, wake_interval=1.0)
     sched = nbsched.Scheduler(clock=clock, tz="UTC")
     try:
         sched.add(lambda: None, "every 60s", name="every")

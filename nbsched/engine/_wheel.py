@@ -49,6 +49,7 @@ class TimingWheel:
         self._fire = fire
         self._on_drained = on_drained
         self._on_wake = on_wake  # called first on every timer wake; True: it rebuilt the wheel, stop here
+        self._wake_interval = getattr(clock, "wake_interval", None) if on_wake is not None else None
         self._buckets: dict[int, list] = {}
         self._keys: list[int] = []
         self._timer = None
@@ -126,6 +127,9 @@ class TimingWheel:
         if slack and self._spin_tokens >= slack:
             # wake a little early and spin to the instant (see the module docstring)
             when = self._bucket_target(key) - slack
+        wake = self._wake_interval
+        if wake is not None and when - self._time() > wake:
+            when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
         self._timer = self._clock.call_at(when, self._on_timer, self._loop_of())
 
     def _bucket_target(self, key: int) -> float:
