@@ -78,6 +78,23 @@ class Trigger:
         """This trigger with relative parts fixed to ``now`` (POSIX seconds).  Most triggers are absolute."""
         return self
 
+    def previous_timestamp(self, before: float) -> float | None:
+        """The last fire time strictly before ``before`` (POSIX seconds), or None (a data interval's start).
+
+        Found by looking back over a window that doubles (a minute, two, ... up to about two years)
+        and stepping forward with :meth:`next_timestamp`, so it follows the same DST policy."""
+        window = 60.0
+        while window <= 2 * 366 * 86400.0:
+            ts = self.next_timestamp(before - window)
+            last = None
+            while ts is not None and ts < before:
+                last = ts
+                ts = self.next_timestamp(ts)
+            if last is not None:
+                return last
+            window *= 2
+        return None
+
     def preview(self, n: int, after: datetime) -> list[datetime]:
         """The next ``n`` fire times after ``after``."""
         out: list[datetime] = []
@@ -172,6 +189,15 @@ class Interval(Trigger):
         set_(copy, "_start", first)
         set_(copy, "_end", self._end)
         return copy
+
+    def previous_timestamp(self, before: float) -> float | None:
+        start = self._start
+        if start is None:
+            return before - self.seconds
+        if before <= start:
+            return start - self.seconds  # the first fire's interval starts one period before it
+        k = math.ceil((before - start) / self.seconds - 1e-9) - 1
+        return start + k * self.seconds
 
     def next_timestamp(self, after: float) -> float | None:
         start = self._start

@@ -57,3 +57,24 @@ def test_a_one_shot_trigger_finishes():
 
     once = Date(datetime.fromtimestamp(T0, timezone.utc))
     assert plan_fire(once, policy(), 0, T0, T0, T0 + 1) == FirePlan((T0,), (), None, 0)
+
+
+async def test_the_engines_shortcut_and_the_planner_agree(clock):
+    """The engine skips plan_fire when nothing can change its answer; a huge misfire_grace forces the
+    planner on the same schedule, and the two histories must match (blocked loop included)."""
+    import nbsched
+
+    frames = []
+    for options in ({}, {"misfire_grace": "1000d"}):
+        sched = nbsched.Scheduler(clock=clock, tz="UTC", random_seed=1)
+        sched.add(lambda: 1, "every 10s", name="job", jitter="2s", **options)
+        await clock.advance(35)
+        clock.jump(25)  # a blocked loop: coalesce 'latest'
+        await clock.advance(20)
+        frame = sched.history("job")
+        first = frame["scheduled_at"].iloc[0]
+        frames.append((list(frame["outcome"]), [(t - first).total_seconds() for t in frame["scheduled_at"]],
+                       list(frame["lateness"])))
+        sched.shutdown()
+    assert frames[0] == frames[1]
+    assert frames[0][0].count("missed") == 2  # the 25 s block: two fire times coalesced away

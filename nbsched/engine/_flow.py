@@ -72,6 +72,8 @@ class Delivery(NamedTuple):
     outcome: str
     value: Any
     note: str | None  # why a delivery counts as skipped (a branch not taken), else None
+    trigger: Any = None  # the data interval: (trigger whose previous fire starts it, or a fixed start)
+    interval_start: float | None = None
 
 
 class Gate:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -26,10 +27,12 @@ from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
-from ..history import OUTCOME, Outcome, RunLog, history_frame
+from ..history import BACKFILL, CATCHUP, OUTCOME, SCHEDULE, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
+from ..context import RunInputs
 from ..triggers import SPEC_HELP, After, Interval, Trigger, parse_trigger
 from ._handover import LoopBinding
+from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
 from ._planner import plan_fire
@@ -117,6 +120,9 @@ class Scheduler:
         self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
+        self._batch_runs: dict[int, RunBatch] = {}  # run id -> the backfill or catch-up it belongs to
+        self._catchups: dict[str, RunBatch] = {}
+        self._backfills: dict[str, list[RunBatch]] = {}
         self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
         self._flowing = False
         self._paused = False
@@ -198,8 +204,14 @@ class Scheduler:
         results carry on.  ``now=True`` also runs it at once.  Other keywords are policy options (see
         :class:`~nbsched.job.JobPolicy`): ``retries``, ``timeout``, ``max_instances``, ``coalesce``,
         ``misfire_grace``, ``jitter``, ``max_runs``, ``until``, ``executor``, ``retry_delay``,
-        ``backoff``, ``max_retry_delay``, ``history_rows``, ``history_age``, ``results_rows``, ``results_age``.
+        ``backoff``, ``max_retry_delay``, ``history_rows``, ``history_age``, ``results_rows``, ``results_age``,
+        ``catchup``, ``max_active_runs``.
         ``persist`` (default: whether a store is attached) saves the job, its runs and results to the store.
+
+        ``start``/``end`` (datetimes or ISO strings; naive ones in the job's zone) bound the fire times:
+        an interval is anchored at ``start``; a cron or shorthand trigger fires from ``start`` on.  With
+        ``catchup=True`` and a past ``start``, every fire time from ``start`` to now runs first (reason
+        ``catchup``), oldest first, ``max_active_runs`` at a time; without it a past start only anchors.
 
         Everything is validated before anything changes: a bad spec or option raises and adds nothing.
         """
@@ -224,24 +236,114 @@ class Scheduler:
             trigger = After((after,) if isinstance(after, str) else tuple(after))
         elif trigger is None:
             raise TriggerError(f"add() needs a trigger: e.g. sched.add(func, 'every 5m') or after='upstream'; {SPEC_HELP}")
-        trig = self._parse(trigger, zone, t0, start, end).anchored(t0)
+        start_ts = None if start is None else _instant(start, zone, "start")
+        end_ts = None if end is None else _instant(end, zone, "end")
+        if start_ts is not None and end_ts is not None and end_ts < start_ts:
+            raise PolicyError(f"end {end!r} is before start {start!r}: swap them")
+        interval = isinstance(trigger, Interval) or (isinstance(trigger, str) and trigger.split()[:1] == ["every"]
+                                                     and parse_trigger(trigger, tz=zone, now=t0).kind == "interval")
+        if interval:
+            trig = self._parse(trigger, zone, t0, None if start is None else datetime.fromtimestamp(start_ts, zone),
+                               None if end is None else datetime.fromtimestamp(end_ts, zone)).anchored(t0)
+        else:
+            trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
+            if end_ts is not None and policy.until is None:
+                policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
         if isinstance(trig, After):
+            if start is not None or end is not None or policy.catchup:
+                raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}: backfill or "
+                                  "catch up its root job instead")
             self._check_upstreams(name, trig)
         elif "trigger_rule" in options:
             raise PolicyError(f"trigger_rule={options['trigger_rule']!r} applies to jobs that run after other jobs "
                               f"('after NAME'), not to {trig.spec!r}")
-        first = trig.next_timestamp(t0)
+        catchup: list[float] = []
+        if policy.catchup:
+            if start_ts is None:
+                raise PolicyError("catchup=True needs a start (e.g. start='2026-11-01'): the first fire time to run")
+            catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
+        not_before = None if start_ts is None or interval else start_ts
+        first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
         until = policy.until
-        if until is not None and (until <= t0 or (first is not None and first > until and not now)):
+        if until is not None and not catchup and (until <= t0 or (first is not None and first > until and not now)):
             when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
             raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
                               f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
-        if first is None and not now and not isinstance(trig, After):
+        if first is None and not now and not isinstance(trig, After) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
             )
-        return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist)
+        return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist,
+                                  not_before, catchup)
+
+    def _fire_times(self, trig: Trigger, start: float, end: float, what: str) -> tuple[Iterable[float], int]:
+        """Fire times of ``trig`` in ``[start, end]``, oldest first (lazily), and how many there are;
+        more than MAX_BATCH is refused.  Intervals are counted by arithmetic, other triggers by walking."""
+        first = trig.next_timestamp(start - 1e-6)
+        if isinstance(trig, Interval) and trig._start is not None:
+            every, anchor, last = trig.seconds, trig._start, trig._end
+            if first is not None and first > start:  # the grid reaches back before its anchor
+                first = anchor - math.floor((anchor - start) / every + 1e-9) * every
+            stop = end if last is None else min(end, last)
+            count = 0 if first is None or first > stop + 1e-6 else math.floor((stop - first) / every + 1e-9) + 1
+            self._check_batch(count, trig, start, end, what)
+            return (first + k * every for k in range(count)), count
+        times: list[float] = []
+        t = first
+        while t is not None and t <= end + 1e-6:
+            times.append(t)
+            self._check_batch(len(times), trig, start, end, what)
+            t = trig.next_timestamp(t)
+        return times, len(times)
+
+    def _check_batch(self, count: int, trig: Trigger, start: float, end: float, what: str) -> None:
+        if count > MAX_BATCH:
+            raise PolicyError(f"{what} from {datetime.fromtimestamp(start, self.tz):%Y-%m-%d %H:%M} to "
+                              f"{datetime.fromtimestamp(end, self.tz):%Y-%m-%d %H:%M} would run more than "
+                              f"{MAX_BATCH:,} fire times of {trig.spec!r}: pick a shorter range")
+
+    def backfill(self, name: str, start: Any, end: Any, *, max_active: int = 1, downstream: bool = True) -> Backfill:
+        """Run job ``name`` once for every fire time of its trigger in ``[start, end]`` (both inclusive;
+        naive times in the job's zone), oldest first, ``max_active`` at a time, reason ``backfill``.
+
+        Each run stands for its fire time: ``scheduled_at``, data interval and results rows carry it,
+        and (``downstream=True``) its downstream chain runs with the same logical time.  The job keeps
+        running on its schedule meanwhile.  Returns a :class:`~nbsched.engine.Backfill`: ``await`` it for
+        the history frame of the backfill's runs, ``cancel()`` to stop it.
+        """
+        job = self.get(name)
+        if isinstance(job.trigger, After):
+            roots = self._roots_of(name)
+            raise PolicyError(f"job {name!r} runs after other jobs: backfill its root instead "
+                              f"({', '.join(map(repr, roots))}); its runs bring {name!r} along")
+        if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
+            raise PolicyError(f"invalid max_active {max_active!r}: a whole number >= 1")
+        zone = job.trigger.tz
+        start_ts, end_ts = _instant(start, zone, "start"), _instant(end, zone, "end", end_of_day=True)
+        if end_ts < start_ts:
+            raise PolicyError(f"backfill end {end!r} is before its start {start!r}: swap them")
+        times, count = self._fire_times(job.trigger, start_ts, end_ts, f"backfill of {name!r}")
+        return self._binding.call("Scheduler.backfill", self._start_backfill, job, times, count, max_active,
+                                  downstream)
+
+    def backfills(self, name: str | None = None) -> list[Backfill]:
+        """Backfills in progress (of one job, or all)."""
+        return [Backfill(b) for key, batches in self._backfills.items() if name in (None, key) for b in batches]
+
+    def _roots_of(self, name: str) -> list[str]:
+        roots, seen, stack = [], set(), [name]
+        while stack:
+            current = stack.pop()
+            job = self._jobs.get(current)
+            ups = job.upstreams if job is not None else ()
+            if not ups and current != name:
+                roots.append(current)
+            for up in ups:
+                if up not in seen:
+                    seen.add(up)
+                    stack.append(up)
+        return sorted(roots)
 
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
@@ -461,7 +563,8 @@ class Scheduler:
         return self._runs.future(run_id, self._binding.require("awaiting a run"))
 
     def _busy(self) -> bool:
-        return bool(self._runs.tasks) or self._wheel.busy or bool(self._flow) or self._flowing
+        return (bool(self._runs.tasks) or self._wheel.busy or bool(self._flow) or self._flowing
+                or bool(self._catchups) or bool(self._backfills))
 
     def shutdown(self, wait: bool = False) -> "asyncio.Future[None] | None":
         """Stop all timers.  ``wait=False`` cancels running jobs (recorded ``cancelled``);
@@ -475,7 +578,7 @@ class Scheduler:
         return self._shutdown_now(wait)
 
     # ======================================================================== internals: jobs
-    def _add(self, func, name, trig, policy, now, paused, meta, persist=None) -> Job:
+    def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
         if not self._wheel.draining:
@@ -499,7 +602,7 @@ class Scheduler:
         elif isinstance(trig, After):
             pass  # runs when its upstreams deliver
         else:
-            first = trig.next_timestamp(t0)
+            first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
             if first is not None and (policy.until is None or first <= policy.until):
                 self._schedule(job, first)
             elif not now:
@@ -509,6 +612,8 @@ class Scheduler:
             self._store.on_job_saved(job)
         if now:
             self._runs.start_runs(job, [t0], t0, scheduled=True)
+        if catchup and not paused:
+            self._start_catchup(job, catchup)
         return job
 
     def _log_for(self, name: str, policy: JobPolicy) -> RunLog:
@@ -790,7 +895,20 @@ class Scheduler:
         """A job's (planned) fire time has come: carry out the planner's decision."""
         nominal = job._next_ts
         planned = job._planned
-        plan = plan_fire(job.trigger, job.policy, job._runs, nominal, planned, now)
+        policy = job.policy
+        if policy.until is None and policy.max_runs is None and policy.misfire_grace is None \
+                and not self._catchups:
+            # The common case, without building a plan: no bounds, no grace, the next fire time is
+            # still ahead, so the planner's answer is "run this one, wait for the next" (tests check
+            # both paths agree).  Anything else goes through plan_fire.
+            nxt = job.trigger.next_timestamp(nominal)
+            if nxt is not None and nxt > now:
+                job._next_ts = nxt
+                jitter = policy.jitter
+                self._wheel.put(job, nxt + self._random.uniform(0.0, jitter) if jitter else nxt)
+                self._runs.start_scheduled(job, nominal, planned, now)
+                return
+        plan = plan_fire(job.trigger, policy, job._runs, nominal, planned, now)
         if plan.next is None:
             self._mark_finished(job)
         else:
@@ -801,23 +919,61 @@ class Scheduler:
         if plan.uncounted:  # more than retention keeps: one summary row carries the exact count
             first = job.trigger.next_timestamp(nominal)
             runs.record_missed_summary(job, first, now - first, plan.uncounted)
+        catching_up = self._catchups.get(job.name) if self._catchups else None
+        if catching_up is not None and plan.run:  # live fires wait their turn behind the catch-up
+            for t in plan.run:
+                job._runs += 1
+                catching_up.add(t, SCHEDULE)
+            return
         if plan.run:
             if len(plan.run) == 1 and not plan.missed:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
 
+    # ======================================================================== internals: batches
+    def _start_catchup(self, job: Job, times: list[float]) -> None:
+        job._runs += len(times)
+        batch = RunBatch(self, job, [(t, CATCHUP) for t in times], len(times), job.policy.max_active_runs, True)
+        self._catchups[job.name] = batch
+        batch.pump()
+
+    def _start_backfill(self, job: Job, times: Iterable[float], count: int, max_active: int,
+                        downstream: bool) -> Backfill:
+        batch = RunBatch(self, job, ((t, BACKFILL) for t in times), count, max_active, downstream)
+        self._backfills.setdefault(job.name, []).append(batch)
+        self._version += 1
+        batch.pump()
+        return Backfill(batch)
+
+    def _batch_finished(self, batch: RunBatch) -> None:
+        name = batch.job.name
+        if self._catchups.get(name) is batch:
+            del self._catchups[name]
+        batches = self._backfills.get(name)
+        if batches and batch in batches:
+            batches.remove(batch)
+            if not batches:
+                del self._backfills[name]
+        self._version += 1
+        self._maybe_idle()
+
     # ======================================================================== internals: workflows
     def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
-                   branch: tuple | None) -> None:
+                   branch: tuple | None, inputs: RunInputs | None = None) -> None:
         """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
         flow = self._flow
         upstream = job.name
+        if inputs is not None and (inputs.trigger is not None or inputs.interval_start is not None):
+            source, start = inputs.trigger, inputs.interval_start  # inherited further down the chain
+        else:
+            source, start = job.trigger, None
         for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
             out, note = outcome, None
             if branch is not None and name not in branch:
                 out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
-            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note)))
+            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note,
+                                        source, start)))
         if not self._flowing:
             self._drain_flow()
 
@@ -851,25 +1007,26 @@ class Scheduler:
             runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                 f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
+            latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
+            inputs = RunInputs({up: d.value for up, d in consumed.items()}, latest.trigger, latest.interval_start)
             if what == "run":
-                values = {up: d.value for up, d in consumed.items()}
-                if job._running < job.policy.max_instances and not gate.ready:
-                    runs.start_upstream_run(job, scheduled, values)
+                if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
+                    runs.start_upstream_run(job, scheduled, inputs)
                 else:
-                    gate.ready.append((scheduled, values))  # waits for a free instance, in order
+                    gate.ready.append((scheduled, inputs))  # waits for a free instance, in order
                     if len(gate.ready) > MAX_PENDING:
                         lost_at = gate.ready.popleft()[0]
                         runs.record_not_run(job, lost_at, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                             f"{name!r} waited for a free instance", deliver=False)
             else:
-                runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed))
+                runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed), inputs=inputs)
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
         gate = self._gates.get(job.name)
-        if gate is not None and gate.ready and job._running < job.policy.max_instances:
-            scheduled, values = gate.ready.popleft()
-            self._runs.start_upstream_run(job, scheduled, values)
+        if gate is not None and gate.ready and job._running - job._batch_running < job.policy.max_instances:
+            scheduled, inputs = gate.ready.popleft()
+            self._runs.start_upstream_run(job, scheduled, inputs)
 
     def _check_branch(self, job: Job, branch: Any) -> Exception | None:
         """A Branch naming jobs that do not run after ``job`` is the run's error (never ignored)."""
@@ -919,7 +1076,20 @@ class Scheduler:
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
             elif not item.paused:
-                self._schedule(job, ts)
+                now = self._time()
+                if policy.catchup and ts <= now:  # fire times missed while down: run them, in order
+                    times = []
+                    t: float | None = ts
+                    while t is not None and t <= now and len(times) < MAX_BATCH:
+                        times.append(t)
+                        t = item.trigger.next_timestamp(t)
+                    if t is not None and (policy.until is None or t <= policy.until):
+                        self._schedule(job, t)
+                    else:
+                        job._finished = True
+                    self._start_catchup(job, times)
+                else:
+                    self._schedule(job, ts)
             self._announce(job, replaced=False)
             loaded.append(job)
         for name, rows in history.items():
@@ -997,6 +1167,9 @@ class Scheduler:
         self._wheel.clear()
         for job in self._jobs.values():
             self._wheel.take(job)
+        for batch in [*self._catchups.values(), *(b for bs in self._backfills.values() for b in bs)]:
+            batch.cancelled = True  # nothing more starts; runs in progress end below like any other
+            batch.queue.clear()
         tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
         for task in list(self._listener_tasks):
             task.cancel()  # listeners are not work: never waited for
@@ -1027,6 +1200,31 @@ class Scheduler:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else ("paused" if self._paused else "running")
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
+
+
+def _instant(value: Any, zone: tzinfo, what: str, end_of_day: bool = False) -> float:
+    """POSIX seconds from a datetime or an ISO string; naive values are in ``zone``.  A date alone
+    means its midnight (for an ``end``: the end of that day, with ``end_of_day``)."""
+    from datetime import date as _date, time as _time
+
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:  # a date: 2026-10-31
+                day = _date.fromisoformat(text)
+                value = datetime.combine(day, _time(23, 59, 59, 999999) if end_of_day else _time())
+            else:
+                value = datetime.fromisoformat(text)
+        except ValueError:
+            raise PolicyError(f"invalid {what} {value!r}: give a date or date-time such as '2026-11-01' or "
+                              "'2026-11-01 02:00' (naive times are in the job's zone)") from None
+    elif isinstance(value, _date) and not isinstance(value, datetime):
+        value = datetime.combine(value, _time(23, 59, 59, 999999) if end_of_day else _time())
+    if not isinstance(value, datetime):
+        raise PolicyError(f"invalid {what} {value!r}: give a datetime or a string such as '2026-11-01'")
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=zone)
+    return value.timestamp()
 
 
 def _why(what: str, consumed: dict) -> str:

@@ -24,7 +24,7 @@ from ..job import COALESCE_CHOICES, TRIGGER_RULES, Job
 from ..engine import Scheduler, get_scheduler
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
-               "dashboard", "store", "restore", "help")
+               "dashboard", "store", "restore", "backfill", "help")
 
 
 def _state() -> "_KernelState":
@@ -198,6 +198,10 @@ class ScheduleMagics(Magics):
     @argument("--rule", choices=TRIGGER_RULES, help="for 'after' jobs: when to run (Airflow's trigger rules; "
                                                      "default all_success)")
     @argument("--now", action="store_true", help="also run once immediately")
+    @argument("--start", help="first fire time ('2026-11-01', '2026-11-01 02:00'): anchors the schedule")
+    @argument("--end", help="no fire times after this ('2026-12-31')")
+    @argument("--catchup", action="store_true", help="with a past --start: run every fire time since then first")
+    @argument("--max-active-runs", type=int, help="catch-up runs at once (default 1)")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
     @argument("--persist", action="store_true", help="save the job, its history and results to the store")
@@ -231,6 +235,10 @@ class ScheduleMagics(Magics):
             options["until"] = _until(args.until, sched, args.tz)
         if args.rule is not None:
             options["trigger_rule"] = args.rule
+        if args.catchup:
+            options["catchup"] = True
+        if args.max_active_runs is not None:
+            options["max_active_runs"] = args.max_active_runs
         if args.into is not None and not args.into.isidentifier():
             raise UsageError(f"invalid --into {args.into!r}: give a Python variable name (e.g. --into prices)")
         if not cell.strip():
@@ -258,6 +266,7 @@ class ScheduleMagics(Magics):
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
+                            start=args.start, end=args.end,
                             persist=True if args.persist else None, **options)
         except NbschedError as exc:
             raise UsageError(str(exc)) from None
@@ -282,7 +291,8 @@ class ScheduleMagics(Magics):
     @line_magic("schedule")
     def schedule_line(self, line: str) -> Any:
         """%schedule list | pause NAME | resume NAME | run NAME | remove NAME | remove --all |
-        history [NAME] | results NAME | preview NAME [N] | stop | dashboard | store [PATH] | restore [PATH]"""
+        history [NAME] | results NAME | preview NAME [N] | stop | dashboard | store [PATH] | restore [PATH] |
+        backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream]"""
         st = _state()
         try:
             words = shlex.split(line)
@@ -391,6 +401,29 @@ class ScheduleMagics(Magics):
             card.retire("scheduler stopped")
         st.cards.clear()
         print(f"scheduler stopped ({n} job(s) ended); the next %%schedule starts a new one")
+
+    def _cmd_backfill(self, sched, rest):
+        import argparse
+
+        from .progress import BackfillProgress
+
+        parser = argparse.ArgumentParser(prog="%schedule backfill", add_help=False, exit_on_error=False)
+        parser.add_argument("name")
+        parser.add_argument("--start", required=True)
+        parser.add_argument("--end", required=True)
+        parser.add_argument("--max-active", type=int, default=1)
+        parser.add_argument("--no-downstream", action="store_true")
+        try:
+            args, extra = parser.parse_known_args(rest)
+        except (argparse.ArgumentError, SystemExit) as exc:
+            raise UsageError(f"{exc}; usage: %schedule backfill NAME --start 2026-10-01 --end 2026-10-31 "
+                             "[--max-active 2] [--no-downstream]") from None
+        if extra:
+            raise UsageError(f"unexpected {' '.join(extra)!r}; usage: %schedule backfill NAME --start DATE --end DATE "
+                             "[--max-active N] [--no-downstream]")
+        handle = sched.backfill(args.name, args.start, args.end, max_active=args.max_active,
+                                downstream=not args.no_downstream)
+        return BackfillProgress(handle, sched.clock)
 
     def _cmd_dashboard(self, sched, rest):
         from .dashboard import Dashboard
