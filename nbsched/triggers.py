@@ -40,7 +40,12 @@ from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
+__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "trigger_from_dict",
+           "trigger_from_spec", "TriggerLike", "SPEC_HELP", "MIN_INTERVAL"]
+
+#: The shortest interval: the scheduler keeps due jobs in 1 ms buckets (its timing wheel), so a
+#: shorter interval could not be honoured - it would fire every bucket and record the rest missed.
+MIN_INTERVAL = 0.001
 
 SPEC_HELP = (
     "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
@@ -103,6 +108,19 @@ class Trigger:
             ts = nxt
         return out
 
+    def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
+        """How many fire times fall in ``(after, until]``, and the last ``keep`` of them (oldest first)."""
+        from collections import deque
+
+        last: deque = deque(maxlen=keep)
+        count = 0
+        ts = self.next_timestamp(after)
+        while ts is not None and ts <= until:
+            count += 1
+            last.append(ts)
+            ts = self.next_timestamp(ts)
+        return count, list(last)
+
     def describe(self) -> str:
         """The trigger in words (for cards and the dashboard)."""
         raise NotImplementedError
@@ -147,6 +165,11 @@ class Interval(Trigger):
 
     def __post_init__(self) -> None:
         secs = parse_duration(self.seconds, what="interval")
+        if secs < MIN_INTERVAL:
+            raise TriggerError(
+                f"invalid interval {self.seconds!r} ({format_duration(secs)}): shorter than the scheduler's "
+                f"resolution; the smallest allowed interval is {format_duration(MIN_INTERVAL)} (e.g. 'every 1ms', 'every 0.5s')"
+            )
         object.__setattr__(self, "seconds", secs)
         object.__setattr__(self, "_start", None if self.start is None else to_timestamp(self.start))
         object.__setattr__(self, "_end", None if self.end is None else to_timestamp(self.end))
@@ -195,6 +218,33 @@ class Interval(Trigger):
         if end is not None and nxt > end:
             return None
         return nxt
+
+    def shifted(self, seconds: float) -> "Interval":
+        """This interval with its rhythm moved by ``seconds`` (the scheduler keeps intervals in elapsed
+        time when the wall clock is stepped); ``end`` stays a wall-clock bound."""
+        if self._start is None:
+            return self
+        return Interval(self.seconds, start=datetime.fromtimestamp(self._start + seconds, self.tz), end=self.end,
+                        tz=self.tz)
+
+    def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
+        """:meth:`Trigger.fires_between` by arithmetic: a day of 'every 1ms' costs no more than one fire."""
+        first = self.next_timestamp(after)
+        if self._end is not None:
+            until = min(until, self._end)
+        if first is None or first > until:
+            return 0, []
+        every = self.seconds
+        if self._start is None:  # unanchored: fires every `seconds` from `after`
+            base, k0 = after, 1
+        else:
+            base = self._start
+            k0 = round((first - base) / every)
+        k1 = math.floor((until - base) / every + 1e-9)
+        while base + k1 * every > until + 1e-9:
+            k1 -= 1
+        count = max(0, k1 - k0 + 1)
+        return count, [base + k * every for k in range(max(k0, k1 - keep + 1), k1 + 1)]
 
     def describe(self) -> str:
         text = f"every {format_duration(self.seconds)}"
@@ -582,7 +632,10 @@ def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now:
             seconds = parse_duration(rest, what="interval")
         except DurationError as exc:
             raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
-        return Interval(seconds, start=start, end=end, tz=zone)
+        try:
+            return Interval(seconds, start=start, end=end, tz=zone)
+        except TriggerError as exc:
+            raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
     if head_l == "cron":
         if not rest:
             raise TriggerError(f"invalid cron spec {spec!r}: missing the fields; e.g. 'cron */5 * * * *'")

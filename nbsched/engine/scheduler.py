@@ -11,16 +11,18 @@ uses the public methods below.  Time comes only from ``self.clock`` (see :mod:`n
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import random
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import events as ev
+from .._durations import format_duration
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
@@ -45,6 +47,10 @@ __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "Ma
 
 log = logging.getLogger("nbsched")
 
+#: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
+#: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
+CLOCK_STEP_THRESHOLD = 1.0
+
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)
 
 
@@ -59,6 +65,13 @@ class SchedulerStatistics:
     errors: int
     due_backlog: int
     next_fire: datetime | None
+
+
+def _fmt(ts: float, zone: tzinfo) -> str:
+    try:
+        return f"{datetime.fromtimestamp(ts, zone):%Y-%m-%d %H:%M:%S %Z}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ts!r} (POSIX seconds)"
 
 
 class RunHandle:
@@ -128,8 +141,14 @@ class Scheduler:
         self._time = self.clock.time
         self._store: Any = None
         self.events = ev.EventBus(spawn=self._spawn_listener)
+        self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
-        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
+        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
+                                  self._check_clock)
+        elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
+        self._elapsed: Callable[[], float] | None = elapsed
+        self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
+        self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
         self._background = None
         if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
@@ -269,6 +288,11 @@ class Scheduler:
             catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
         not_before = None if start_ts is None or interval else start_ts
         first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
+        until = policy.until
+        if until is not None and not catchup and (until <= t0 or (first is not None and first > until and not now)):
+            when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
+            raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
+                              f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
         if first is None and not now and not isinstance(trig, (After, OnFile)) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
@@ -660,6 +684,8 @@ class Scheduler:
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
+        if not self._wheel.draining:
+            self._check_clock()  # a step not noticed yet must not move the new job's fire times
         log_ = self._log_for(name, policy)
         old = self._jobs.pop(name, None)
         if old is not None:
@@ -880,6 +906,48 @@ class Scheduler:
             self._rearm_all()
             self._emit_simple(ev.SchedulerResumed)
 
+    def _check_clock(self) -> bool:
+        """Has the wall clock been stepped since the last look (every timer wake, at most a second
+        apart while jobs wait)?  Then keep intervals in elapsed time and record the step.  Returns True
+        when it rebuilt the timing wheel."""
+        elapsed = self._elapsed
+        if elapsed is None:
+            return False
+        offset = self._time() - elapsed()
+        step = offset - self._clock_offset
+        self._clock_offset = offset  # slow drift (NTP slewing) is absorbed look by look
+        if -CLOCK_STEP_THRESHOLD < step < CLOCK_STEP_THRESHOLD:
+            return False
+        self._on_clock_step(step)
+        return True
+
+    def _on_clock_step(self, step: float) -> None:
+        now = self._time()
+        self._clock_jumps.append((now, step))
+        moved = 0
+        wheel = self._wheel
+        waiting = [job for job in self._jobs.values() if job._key is not None and job._next_ts is not None]
+        wheel.clear()
+        for job in waiting:
+            nominal, planned = job._next_ts, job._planned
+            if isinstance(job.trigger, Interval):  # elapsed time: the rhythm moves with the wall clock
+                job.trigger = job.trigger.shifted(step)
+                nominal += step
+                planned += step
+                moved += 1
+            job._next_ts = nominal
+            wheel.put(job, planned)
+        self._version += 1
+        direction = "back" if step < 0 else "forward"
+        log.warning("nbsched: the wall clock was stepped %s by %s; %d interval job(s) keep their rhythm in elapsed "
+                    "time, cron and 'at' jobs follow the wall clock", direction, format_duration(abs(step)), moved)
+        if self.events.wants(ev.ClockJumped):
+            self.events.emit(ev.ClockJumped(self.clock.now(), timedelta(seconds=step)))
+
+    def clock_jumps(self) -> list[tuple[datetime, timedelta]]:
+        """Steps of the wall clock this scheduler noticed: (when it noticed, by how much; negative: back)."""
+        return [(datetime.fromtimestamp(t, self.tz), timedelta(seconds=d)) for t, d in self._clock_jumps]
+
     def _rearm_all(self) -> None:
         """Reschedule every active job from now (after a scheduler pause or a move to a new loop)."""
         self._wheel.clear()
@@ -957,12 +1025,11 @@ class Scheduler:
         else:
             self._schedule(job, plan.next)
         runs = self._runs
-        if plan.uncounted:
-            job._missed += plan.uncounted
-            log.warning("nbsched: job %r missed more fire times than its history keeps; counted, not itemised",
-                        job.name)
         for t in plan.missed:
             runs.record_missed(job, t, now - t)
+        if plan.uncounted:  # more than retention keeps: one summary row carries the exact count
+            first = job.trigger.next_timestamp(nominal)
+            runs.record_missed_summary(job, first, now - first, plan.uncounted)
         catching_up = self._catchups.get(job.name) if self._catchups else None
         if catching_up is not None and plan.run:  # live fires wait their turn behind the catch-up
             for t in plan.run:
@@ -1241,19 +1308,28 @@ class Scheduler:
         if self.events.wants(kind):
             self.events.emit(kind(self.clock.now(), name, **extra))
 
-    def _spawn_listener(self, awaitable: Any) -> None:
-        async def run() -> None:
-            try:
-                await awaitable
-            except Exception:
-                log.exception("nbsched: async event listener failed (the scheduler carries on)")
-
+    def _spawn_listener(self, awaitable: Any, sub: ev.Subscription) -> None:
+        """An async listener's call as a task of its own: not work in progress (wait_idle and
+        shutdown(wait=True) do not wait for it), cancelled after LISTENER_TIMEOUT (see nbsched.events)."""
         loop = self._binding.loop
-        if loop is not None:
-            task = loop.create_task(run())
-            tasks = self._runs.tasks
-            tasks.add(task)
-            task.add_done_callback(self._runs._task_done)
+        if loop is None or loop.is_closed():
+            sub.pending -= 1
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        task = loop.create_task(ev.run_listener(sub, awaitable), name=f"nbsched:listener:{sub.callback!r:.60}")
+        tasks = self._listener_tasks
+        tasks.add(task)
+        timeout = ev.LISTENER_TIMEOUT
+
+        def expire() -> None:
+            if not task.done():
+                sub.timed_out += 1
+                log.error("nbsched: async event listener %r took longer than %gs: cancelled", sub.callback, timeout)
+                task.cancel()
+
+        timer = self.clock.call_at(self._time() + timeout, expire, loop)
+        task.add_done_callback(lambda t: (tasks.discard(t), timer.cancel()))
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
         self._closed = True
@@ -1268,6 +1344,8 @@ class Scheduler:
             batch.cancelled = True  # nothing more starts; runs in progress end below like any other
             batch.queue.clear()
         tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
+        for task in list(self._listener_tasks):
+            task.cancel()  # listeners are not work: never waited for
         for executor in self._executors.values():
             try:
                 executor.shutdown(wait=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import events as ev
 from .._durations import parse_duration
@@ -192,7 +192,9 @@ def _until(value: str, sched: Scheduler, tz: Any) -> float:
 def _parse_options(magic: Any, tokens: list[str]) -> Any:
     """Parse the ``--options`` of ``%%schedule``; a mistyped option gets a "did you mean" hint."""
     try:
-        return parse_argstring(magic, shlex.join(tokens))
+        # the tokens are already split the shell's way (quotes removed): parse them as they are
+        # (IPython's parse_argstring would split again without POSIX rules and keep the quotes)
+        return magic.parser.parse_args(tokens)
     except UsageError as exc:
         import difflib
 
