@@ -42,9 +42,10 @@ Backends (``FileWatch.backend``):
 * ``"polling"``: a ``stat`` scan of the directories the pattern can reach every ``poll`` seconds,
   in a worker thread (about 10 ms of CPU per 1,000 files per scan); a batch is handed over after
   the first scan that started once its quiet period was over (so a poll interval longer than the
-  debounce cannot split a batch; that scan is made as soon as the quiet period ends).  Used when ``poll`` is given, when the directory is on a network or
-  VM-shared file system (NFS, SMB/CIFS, sshfs, 9p, virtiofs, ...: the kernel there does not see
-  changes made by other machines, see :data:`NETWORK_FILESYSTEMS`), when the environment variable
+  debounce cannot split a batch; that scan is made as soon as the quiet period ends).
+  Used when ``poll`` is given, when the directory is on a network or VM-shared file system
+  (NFS, SMB/CIFS, sshfs, 9p, virtiofs, ...: the kernel there does not see changes made by other
+  machines, see :data:`NETWORK_FILESYSTEMS`), when the environment variable
   ``WATCHFILES_FORCE_POLLING`` is set, when ``watchfiles`` cannot be imported, or when native
   watching fails (e.g. the inotify watch limit ``fs.inotify.max_user_watches`` is reached: a
   warning is logged and the watch switches to polling for good).  ``watchfiles``' own polling
@@ -527,7 +528,8 @@ class FileWatch:
 
     def stop(self) -> None:
         """Stop watching (idempotent).  No batch is delivered after this; a batch still settling is
-        dropped.  The OS watch is released within about 50 ms (:meth:`aclose` waits for that)."""
+        dropped.  The OS watch is released within one watchfiles step, 200 ms (:meth:`aclose`
+        waits for that)."""
         if self._stopped:
             return
         self._stopped = True
