@@ -40,7 +40,7 @@ from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP",
+__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP",
            "MIN_INTERVAL"]
 
 #: The shortest interval: the scheduler keeps due jobs in 1 ms buckets (its timing wheel), so a
@@ -49,7 +49,8 @@ MIN_INTERVAL = 0.001
 
 SPEC_HELP = (
     "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
-    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00', 'after prices'"
+    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00', 'after prices', "
+    "'on file data/*.csv'"
 )
 
 
@@ -326,6 +327,43 @@ class After(Trigger):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "after", "upstreams": list(self.upstreams)}
+
+
+# ------------------------------------------------------------------------------------------- files
+@dataclass(frozen=True, eq=True, slots=True)
+class OnFile(Trigger):
+    """When new data lands: files matching ``pattern`` (a glob, ``**`` allowed) created or modified and
+    then unchanged for ``debounce`` seconds, once per batch (see :mod:`nbsched.watch`).  A relative
+    pattern is made absolute against the working directory when the trigger is made.  It has no fire
+    times of its own: ``next_timestamp`` is always None."""
+
+    pattern: str
+    debounce: float = 1.0
+    tz: tzinfo = field(default=timezone.utc, compare=False)
+    kind: ClassVar[str] = "file"
+
+    def __post_init__(self) -> None:
+        from .watch import check_pattern  # the watcher owns what a pattern may be
+
+        object.__setattr__(self, "pattern", check_pattern(self.pattern))
+        try:
+            debounce = parse_duration(self.debounce, what="debounce", allow_zero=True)
+        except DurationError as exc:
+            raise TriggerError(str(exc)) from None
+        object.__setattr__(self, "debounce", debounce)
+
+    def next_timestamp(self, after: float) -> float | None:
+        return None
+
+    def describe(self) -> str:
+        return f"when files matching {self.pattern} land (quiet for {format_duration(self.debounce)})"
+
+    @property
+    def spec(self) -> str:
+        return f"on file {self.pattern}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "file", "pattern": self.pattern, "debounce": self.debounce}
 
 
 # ------------------------------------------------------------------------------------------- cron
@@ -615,6 +653,14 @@ def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now:
         return Date(datetime.fromtimestamp(base + delay, zone), tz=zone)
     if head_l == "at":
         return Date(_parse_at(rest, spec, zone, now), tz=zone)
+    if head_l == "on":
+        kind, _, pattern = rest.partition(" ")
+        if kind.lower() not in ("file", "files"):
+            raise TriggerError(f"unknown trigger spec {spec!r}: the event trigger is 'on file PATTERN', "
+                               "e.g. 'on file data/*.csv'")
+        if not pattern.strip():
+            raise TriggerError(f"invalid 'on file' trigger {spec!r}: give a glob, e.g. 'on file data/*.csv'")
+        return OnFile(spec.strip().split(None, 2)[2].strip(), tz=zone)  # the pattern as written (spaces kept)
     if head_l == "after":
         if not rest:
             raise TriggerError(f"invalid 'after' trigger {spec!r}: name the upstream jobs, e.g. 'after prices'")
@@ -726,6 +772,8 @@ def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
         return Date(datetime.fromisoformat(spec["run_at"]), tz=zone)
     if kind == "after":
         return After(tuple(spec["upstreams"]))
+    if kind == "file":
+        return OnFile(spec["pattern"], spec.get("debounce", 1.0))
     raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron, date or after")
 
 

@@ -221,7 +221,10 @@ async def test_selecting_a_job_shows_history_results_chart_and_next_fire_times(s
     html = detail["html"]
     assert "Next 5 fire times" in html and html.count("<li>") == 5
     assert "2026-01-05 09:00:40 UTC" in html
-    assert "<svg class='nbsched-chart'" in html and html.count("<rect") == 3
+    chart = html[html.index("<svg class='nbsched-chart'"):]
+    assert chart[:chart.index("</svg>")].count("<rect") == 3  # one bar per run
+    timeline = html[html.index("<div class='nbsched-timeline'"):]
+    assert timeline[:timeline.index("</svg>")].count("class='nbsched-run ") == 3  # one mark per run
     assert "History" in html and html.count("nbsched-outcome-success") == 3
     assert "nbsched-results" in html and "value" in html  # the results frame preview
     # an API job has no output area: a note is shown in the slot instead
@@ -440,7 +443,7 @@ async def test_text_fallback_for_terminals(sched, clock, dashboards):
     lines = text.splitlines()
     assert lines[0] == "nbsched dashboard: 2 jobs, 1 failing, scheduler running"
     assert lines[1].split() == ["job", "trigger", "state", "next", "run", "last", "run", "duration", "outcome",
-                                "runs", "errors"]
+                                "runs", "errors", "last", "output"]
     assert lines[2].split()[:5] == ["ok", "every", "10s", "scheduled", "in"]
     assert "failing" in lines[3] and lines[4].strip() == "! ValueError: boom"
     from IPython.lib.pretty import pretty

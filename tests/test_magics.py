@@ -41,10 +41,19 @@ def test_output_goes_only_to_the_jobs_area(kernel):
     other = kernel.run("import asyncio\nfor i in range(5):\n    print('CELL', i)\n    await asyncio.sleep(0.1)")
     assert other.stdout == "".join(f"CELL {i}\n" for i in range(5))
     kernel.poll_until(lambda: kernel.value("globals().get('k', [0])[0]") >= 8, timeout=15)
+    # the card's static summary (the job's own cell) is updated in place within about a second
+    kernel.poll_until(lambda: any("JOB-OUT" in json.dumps(m["content"]) for m in kernel.messages("update_display_data")),
+                      timeout=15, message="the card's static summary never showed the job's output")
+    card_updates = 0
     for msg in kernel.messages(("stream", "display_data", "update_display_data", "execute_result")):
         text = json.dumps(msg["content"])
+        display_id = (msg["content"].get("transient") or {}).get("display_id", "")
+        if msg["msg_type"] == "update_display_data" and display_id.startswith("nbsched-card-"):
+            card_updates += "JOB-OUT" in text  # the job's own card's static summary, updated in place
+            continue
         if "JOB-OUT" in text or "JOB-DISPLAY" in text:
             raise AssertionError(f"job output escaped to cell {parent_id(msg)}: {msg['msg_type']} {text[:200]}")
+    assert card_updates >= 1
     area = kernel.value("__import__('nbsched').get_scheduler().get('chatty').output.stream_text()")
     assert "JOB-OUT 1" in area
     assert kernel.value("any('JOB-DISPLAY' in str(o) for o in __import__('nbsched').get_scheduler().get('chatty').output.outputs)")
@@ -128,7 +137,7 @@ BAD_INPUTS = [
     ("%%schedule every 5m --retries -2\nx = 1", "retries -2"),
     ("%%schedule every 5m --max-instances 0\nx = 1", "max_instances 0"),
     ("%%schedule every 5m --timeout forever\nx = 1", "invalid timeout"),
-    ("%%schedule every 5m --colour red\nx = 1", "unrecognized arguments"),
+    ("%%schedule every 5m --colour red\nx = 1", "unknown %%schedule option '--colour': (options: --name, --tz"),
     ("%%schedule every 5m --into 2fast\nx = 1", "invalid --into"),
     ("%%schedule every 5m --executor gpu\nx = 1", "unknown executor 'gpu'"),
     ("%%schedule every 5m --executor process\nx = 1", "process executor"),
@@ -202,7 +211,8 @@ def test_line_magic_subcommands(kernel):
                          ("%schedule pause sub", "paused"), ("%schedule resume sub", "sub"),
                          ("%schedule run sub", "sub")]:
         result = kernel.run(code)
-        shown = " ".join(m["content"]["data"].get("text/plain", "") for m in result.of_type("execute_result"))
+        shown = " ".join(m["content"]["data"].get("text/plain", "")
+                         for m in result.of_type("execute_result", "display_data"))
         assert needle in shown, (code, shown[:300])
     kernel.run("%schedule remove sub")
     assert kernel.value(JOBS) == []

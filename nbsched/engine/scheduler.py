@@ -27,10 +27,12 @@ from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
-from ..history import BACKFILL, CATCHUP, OUTCOME, SCHEDULE, Outcome, RunLog, history_frame
+from ..graph import GraphEdge, GraphNode, JobGraph
+from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
-from ..triggers import SPEC_HELP, After, Interval, Trigger, parse_trigger
+from ..notebook_files import notebook_job
+from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
@@ -102,12 +104,15 @@ class Scheduler:
 
     The scheduler binds to the event loop running when it is first used (or ``loop``, run by
     ``loop_thread``); from other threads (an ipykernel subshell, a worker) calls are handed over.
+    ``background=True`` gives it a loop of its own in a daemon thread, for places with no running
+    loop (terminal IPython, the python REPL, a plain script): jobs run while the prompt or the script
+    goes on; :meth:`shutdown` (or interpreter exit) stops the thread.
     """
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, loop_thread: int | None = None,
-                 store: Any = None, **defaults: Any):
+                 store: Any = None, background: bool = False, **defaults: Any):
         self.clock: Clock = clock or SystemClock()
         self.tz: tzinfo = resolve_zone(tz)
         self.defaults = JobPolicy.build(**defaults)
@@ -121,9 +126,11 @@ class Scheduler:
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
         self._batch_runs: dict[int, RunBatch] = {}  # run id -> the backfill or catch-up it belongs to
+        self._watches: dict[str, Any] = {}  # 'on file' job name -> its nbsched.watch.FileWatch
+        self._landed: dict[str, set] = {}  # 'on file' job name -> files that landed while it was busy
         self._catchups: dict[str, RunBatch] = {}
         self._backfills: dict[str, list[RunBatch]] = {}
-        self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
+        self._flow: deque = deque()  # finished runs (with the jobs after them) still being handed down
         self._flowing = False
         self._paused = False
         self._closed = False
@@ -143,6 +150,15 @@ class Scheduler:
         self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
         self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
+        self._background = None
+        if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
+            if loop is not None:
+                raise PolicyError("give either loop= or background=True, not both")
+            from ._background import LoopThread
+
+            self._background = LoopThread()
+            loop, loop_thread = self._background.loop, self._background.ident
+            self._background.on_exit(self.shutdown)
         if loop is not None:
             self._binding.bind(loop, loop_thread)
         else:
@@ -192,7 +208,8 @@ class Scheduler:
     def add(self, func: Callable[[], Any], trigger: "str | Trigger | None" = None, *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
             start: datetime | None = None, end: datetime | None = None, after: "str | Iterable[str] | None" = None,
-            meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
+            debounce: Any = None, meta: dict[str, Any] | None = None, persist: bool | None = None,
+            **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
@@ -249,6 +266,13 @@ class Scheduler:
             trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
             if end_ts is not None and policy.until is None:
                 policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
+        if debounce is not None:
+            if not isinstance(trig, OnFile):
+                raise PolicyError(f"debounce={debounce!r} applies to 'on file PATTERN' triggers, not to {trig.spec!r}")
+            trig = OnFile(trig.pattern, debounce, tz=trig.tz)
+        if isinstance(trig, (After, OnFile)) and (start is not None or end is not None or policy.catchup):
+            raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}"
+                              + (": backfill or catch up its root job instead" if isinstance(trig, After) else ""))
         if isinstance(trig, After):
             if start is not None or end is not None or policy.catchup:
                 raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}: backfill or "
@@ -269,7 +293,7 @@ class Scheduler:
             when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
             raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
                               f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
-        if first is None and not now and not isinstance(trig, After) and not catchup:
+        if first is None and not now and not isinstance(trig, (After, OnFile)) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
@@ -345,6 +369,30 @@ class Scheduler:
                     stack.append(up)
         return sorted(roots)
 
+    def add_notebook(self, path: Any, trigger: "str | Trigger | None" = None, *, name: str | None = None,
+                     parameters: dict[str, Any] | None = None, output_dir: Any = None, kernel_name: str | None = None,
+                     after: "str | Iterable[str] | None" = None, **options: Any) -> Job:
+        """Schedule a notebook file: each run executes it top to bottom in a fresh kernel.
+
+        ``sched.add_notebook("etl.ipynb", "daily at 02:00", parameters={"region": "eu"})``;
+        ``sched.add_notebook("report.ipynb", "after etl")``.  ``parameters`` are injected as a cell
+        after the cell tagged ``parameters`` (as papermill does; at the top if none is tagged), the
+        executed notebook of every run is kept in ``output_dir`` (default: ``nbsched-runs/`` next to
+        the file) and its path is the run's value (the results frame lists them); a failing cell fails
+        the run (:class:`~nbsched.notebook_files.NotebookCellError`, with the kernel's traceback in
+        history).  ``name`` defaults to the file's stem; ``kernel_name`` to the notebook's own kernel.
+        Other keywords are :meth:`add`'s (``retries``, ``timeout`` - which kills the kernel -,
+        ``max_instances``, ``trigger_rule``, ...).  A missing file, a file that is not a notebook or a
+        parameter that is not JSON-able raises :class:`~nbsched.notebook_files.NotebookFileError`
+        and adds nothing.  See :mod:`nbsched.notebook_files`.
+        """
+        executor = options.get("executor", "loop")
+        if executor != "loop":
+            raise PolicyError(f"executor={executor!r}: a notebook job runs its notebook in a kernel of its own and "
+                              "awaits it on the scheduler's loop, so it takes no executor (drop executor=)")
+        func = notebook_job(path, name=name, parameters=parameters, output_dir=output_dir, kernel_name=kernel_name)
+        return self.add(func, trigger, name=func.__name__, after=after, **options)
+
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
         # 'every 1s' parses once).  Relative specs ('in 10m', 'at 09:00') depend on now: never cached.
@@ -398,6 +446,44 @@ class Scheduler:
         """The jobs that run after ``name`` (directly), in the order they were added."""
         return list(self._downstream.get(name, ()))
 
+    def graph(self, name: str | None = None) -> JobGraph:
+        """The dependency graph as a picture (an SVG that JupyterLab and nbconvert's HTML show).
+
+        Every job is a node coloured by its last outcome; an edge runs from each upstream to the job
+        after it, labelled with the trigger rule when it is not ``all_success``.  With ``name``, only
+        the jobs connected to that job (everything above and below it).  A snapshot: call again to
+        see later runs.  See :class:`nbsched.graph.JobGraph`."""
+        jobs = self._jobs
+        names: Iterable[str] = jobs
+        if name is not None:
+            self.get(name)
+            seen, stack = {name}, [name]
+            while stack:  # walk both directions, iteratively (chains may be long)
+                current = stack.pop()
+                job = jobs.get(current)
+                for other in (*(job.upstreams if job is not None else ()), *self._downstream.get(current, ())):
+                    if other not in seen and other in jobs:
+                        seen.add(other)
+                        stack.append(other)
+            names = [n for n in jobs if n in seen]
+        nodes, edges = [], []
+        for n in names:
+            job = jobs[n]
+            nodes.append(GraphNode(n, job.describe(), job.state.value, self._shown_outcome(job)))
+            for up in job.upstreams:
+                edges.append(GraphEdge(up, n, job.policy.trigger_rule))
+        return JobGraph(nodes, edges)
+
+    def _shown_outcome(self, job: Job) -> str | None:
+        """The graph's colour: the last outcome, or ``skipped`` when the job's latest row is a run its
+        upstreams did not let happen (a branch not taken, a skip propagated down)."""
+        log_ = self._logs.get(job.name)
+        rows = log_.rows if log_ is not None else ()
+        if rows and rows[-1][REASON] == "upstream" and rows[-1][OUTCOME] == Outcome.SKIPPED.value:
+            return Outcome.SKIPPED.value
+        last = job.last_outcome
+        return None if last is None else last.value
+
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
 
@@ -449,6 +535,14 @@ class Scheduler:
         if name in self._logs:
             return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name, history=True))
+
+    def timeline(self, name: str | None = None):
+        """Runs of one job (or all) as pictures: a time axis coloured by outcome, retries grouped with
+        their run, lateness and duration histograms.  Displays as inline SVG (also in nbconvert HTML
+        and on GitHub) and as text in a terminal; see :class:`nbsched.timeline.Timeline`."""
+        from ..timeline import Timeline
+
+        return Timeline(self, name)
 
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""
@@ -574,8 +668,17 @@ class Scheduler:
             return None
         loop = self._binding.elsewhere()
         if loop is not None:  # not _binding.call(): that refuses calls once closed
-            return LoopBinding.hand_over(loop, self._shutdown_now, wait)
-        return self._shutdown_now(wait)
+            pending = LoopBinding.hand_over(loop, self._shutdown_now, wait)
+            if self._background is None:
+                return pending
+            if pending is not None:  # wait=True: block until the running jobs have finished
+                _wait_from_thread(loop, pending)
+            self._background.stop()
+            return None
+        pending = self._shutdown_now(wait)
+        if self._background is not None:  # called on the loop thread (e.g. from a job): stop after it
+            self._background.stop()
+        return pending
 
     # ======================================================================== internals: jobs
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
@@ -601,6 +704,8 @@ class Scheduler:
             job._paused = True
         elif isinstance(trig, After):
             pass  # runs when its upstreams deliver
+        elif isinstance(trig, OnFile):
+            self._watch(job)
         else:
             first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
             if first is not None and (policy.until is None or first <= policy.until):
@@ -682,6 +787,7 @@ class Scheduler:
     def _detach(self, job: Job) -> None:
         job._removed = True
         self._unlink(job)
+        self._unwatch(job.name)
         self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
@@ -742,6 +848,7 @@ class Scheduler:
         if not job._paused:
             job._paused = True
             self._wheel.take(job)
+            self._unwatch(name)  # a paused job consumes nothing
             job._backlog = None
             self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
@@ -774,6 +881,9 @@ class Scheduler:
     def _schedule_from_now(self, job: Job) -> None:
         if isinstance(job.trigger, After):
             return  # after-jobs have no fire times: they wait for deliveries
+        if isinstance(job.trigger, OnFile):
+            self._watch(job)  # from now: files present now do not fire
+            return
         nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
@@ -848,6 +958,7 @@ class Scheduler:
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
         self._unlink(job)
+        self._unwatch(job.name)
         job.trigger = trig
         self._link(job)
         job._finished = False
@@ -931,6 +1042,41 @@ class Scheduler:
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
 
+    # ======================================================================== internals: data triggers
+    def _watch(self, job: Job) -> None:
+        from ..watch import FileWatch  # bottom layer; watchfiles itself is imported by it, lazily
+
+        self._unwatch(job.name)
+        name = job.name
+        trig = job.trigger
+        watch = FileWatch(trig.pattern, debounce=trig.debounce, on_batch=lambda paths: self._files_landed(name, paths),
+                          clock=self.clock, loop=self._binding.require("an 'on file' job"))
+        watch.start()
+        self._watches[name] = watch
+
+    def _unwatch(self, name: str) -> None:
+        watch = self._watches.pop(name, None)
+        self._landed.pop(name, None)
+        if watch is not None:
+            watch.stop()
+
+    def _files_landed(self, name: str, paths: list[str]) -> None:
+        """A batch of files settled: run the job with them (``current_run().changed``), or keep them for
+        its next run if it is busy (nothing that landed is lost)."""
+        job = self._jobs.get(name)
+        if job is None or job._paused or self._closed:
+            return
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self._landed.setdefault(name, set()).update(paths)
+            return
+        job._runs += 1
+        self._runs.start_run(job, self._time(), SCHEDULE, RunInputs(changed=tuple(paths)), True)
+
+    def watch_backend(self, name: str) -> str | None:
+        """How an 'on file' job watches: ``"native"`` or ``"polling"`` (None when it is not watching)."""
+        watch = self._watches.get(name)
+        return None if watch is None else watch.backend
+
     # ======================================================================== internals: batches
     def _start_catchup(self, job: Job, times: list[float]) -> None:
         job._runs += len(times)
@@ -961,19 +1107,18 @@ class Scheduler:
     # ======================================================================== internals: workflows
     def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
                    branch: tuple | None, inputs: RunInputs | None = None) -> None:
-        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
-        flow = self._flow
-        upstream = job.name
+        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow).
+
+        One item per finished run (with a snapshot of the jobs after it), not one per downstream job:
+        a fan-out of 10,000 is expanded inside the sliced drain, so no loop turn pays for all of it."""
+        downs = self._downstream.get(job.name)
+        if not downs:
+            return
         if inputs is not None and (inputs.trigger is not None or inputs.interval_start is not None):
             source, start = inputs.trigger, inputs.interval_start  # inherited further down the chain
         else:
             source, start = job.trigger, None
-        for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
-            out, note = outcome, None
-            if branch is not None and name not in branch:
-                out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
-            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note,
-                                        source, start)))
+        self._flow.append((job.name, tuple(downs), 0, run_id, nominal, outcome, value, branch, source, start))
         if not self._flowing:
             self._drain_flow()
 
@@ -981,18 +1126,33 @@ class Scheduler:
         """Hand deliveries to downstream gates for at most a slice, then give the loop back.
 
         One loop, not recursion: a chain of 1,000 plain functions runs inline here without growing
-        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires."""
+        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires (the rest
+        of a fan-out goes back to the front of the queue, so deliveries keep their order)."""
         self._flowing = True
         flow = self._flow
         deadline = perf_counter() + SLICE_SECONDS
-        try:
-            while flow:
-                self._deliver_one(*flow.popleft())
-                if perf_counter() > deadline and flow:
-                    self._binding.loop.call_soon(self._drain_flow)
-                    return
-        except BaseException:
-            log.exception("nbsched: internal error while handing runs to downstream jobs")
+        while flow:
+            upstream, downs, i, run_id, nominal, outcome, value, branch, source, start = flow.popleft()
+            n = len(downs)
+            while i < n:
+                name = downs[i]
+                i += 1
+                try:
+                    if branch is not None and name not in branch:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, "skipped", None,
+                                                         f"branch taken at {upstream!r}: {', '.join(branch)}",
+                                                         source, start))
+                    else:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, outcome,
+                                                         value if outcome == "success" else None, None, source, start))
+                except BaseException:  # one bad delivery must not stop the others
+                    log.exception("nbsched: internal error while handing a run of %r to %r", upstream, name)
+                if perf_counter() > deadline:
+                    if i < n:
+                        flow.appendleft((upstream, downs, i, run_id, nominal, outcome, value, branch, source, start))
+                    if flow:
+                        self._binding.loop.call_soon(self._drain_flow)
+                        return
         self._flowing = False
         self._maybe_idle()
 
@@ -1007,8 +1167,13 @@ class Scheduler:
             runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                 f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
-            latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
-            inputs = RunInputs({up: d.value for up, d in consumed.items()}, latest.trigger, latest.interval_start)
+            if len(consumed) == 1:  # one upstream (the common case): no search, no comprehension
+                (up, latest), = consumed.items()
+                values = {up: latest.value}
+            else:
+                latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
+                values = {up: d.value for up, d in consumed.items()}
+            inputs = RunInputs(values, latest.trigger, latest.interval_start)
             if what == "run":
                 if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
                     runs.start_upstream_run(job, scheduled, inputs)
@@ -1023,6 +1188,9 @@ class Scheduler:
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
+        if job.name in self._landed:  # files that landed while the job was busy: one run for all of them
+            self._files_landed(job.name, sorted(self._landed.pop(job.name)))
+            return
         gate = self._gates.get(job.name)
         if gate is not None and gate.ready and job._running - job._batch_running < job.policy.max_instances:
             scheduled, inputs = gate.ready.popleft()
@@ -1072,6 +1240,9 @@ class Scheduler:
             if isinstance(item.trigger, After):
                 self._link(job)
                 job._finished = item.finished
+            elif isinstance(item.trigger, OnFile):
+                if not item.paused:
+                    self._watch(job)
             elif item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
@@ -1167,6 +1338,8 @@ class Scheduler:
         self._wheel.clear()
         for job in self._jobs.values():
             self._wheel.take(job)
+        for name in list(self._watches):
+            self._unwatch(name)
         for batch in [*self._catchups.values(), *(b for bs in self._backfills.values() for b in bs)]:
             batch.cancelled = True  # nothing more starts; runs in progress end below like any other
             batch.queue.clear()
@@ -1200,6 +1373,13 @@ class Scheduler:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else ("paused" if self._paused else "running")
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
+
+
+def _wait_from_thread(loop: asyncio.AbstractEventLoop, pending: "asyncio.Future[Any]") -> None:
+    """Block this (other) thread until ``pending``, a future of ``loop``, is done."""
+    done = threading.Event()
+    loop.call_soon_threadsafe(lambda: pending.add_done_callback(lambda _: done.set()))
+    done.wait()
 
 
 def _instant(value: Any, zone: tzinfo, what: str, end_of_day: bool = False) -> float:
@@ -1241,10 +1421,11 @@ _default_lock = threading.Lock()
 
 
 def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None = None,
-                  loop_thread: int | None = None) -> Scheduler | None:
+                  loop_thread: int | None = None, background: bool = False) -> Scheduler | None:
     """The process-wide default scheduler (the one the magics and the dashboard use).
 
-    Created on first use (on ``loop``, run by ``loop_thread``, when given); after it is shut down,
+    Created on first use (on ``loop``, run by ``loop_thread``, when given; on a loop of its own with
+    ``background=True``, as ``%load_ext nbsched`` does outside a kernel); after it is shut down,
     the next call creates a fresh one.  ``create=False`` returns None instead of creating one.
     """
     global _default
@@ -1252,5 +1433,5 @@ def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None
         if _default is None or not _default.running:
             if not create:
                 return None
-            _default = Scheduler(loop=loop, loop_thread=loop_thread)
+            _default = Scheduler(loop=loop, loop_thread=loop_thread, background=background)
         return _default

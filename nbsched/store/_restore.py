@@ -166,8 +166,10 @@ def _name_unfamiliar_code(store: "SQLiteStore", specs: dict[str, dict]) -> None:
 def _target_key(target: Any) -> Any:
     if isinstance(target, dict):
         try:
-            return tuple(sorted(target.items()))
-        except TypeError:  # unhashable parts: compare the JSON text
+            key = tuple(sorted(target.items()))
+            hash(key)
+            return key
+        except TypeError:  # unhashable parts (a notebook job's parameters dict): compare the JSON text
             return json.dumps(target, sort_keys=True, default=str)
     return repr(target)
 

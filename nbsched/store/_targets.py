@@ -9,6 +9,8 @@ This is the only place where the store runs code, and it is reached only from
   function taken from there.  Lambdas and nested functions cannot be rebuilt from source.
 * ``"cell"``: the ``%%schedule`` magic's cells; the default loader compiles the body with
   :func:`nbsched._cell.compile_cell` (the magic may register its own loader).
+* ``"notebook_file"``: :meth:`nbsched.Scheduler.add_notebook`'s jobs, rebuilt (and checked again:
+  the file must still be there) by :func:`nbsched.notebook_files.load_notebook_target`.
 
 Other kinds are added with :func:`register_target_loader`.
 """
@@ -21,6 +23,8 @@ import importlib
 import linecache
 import textwrap
 from typing import Any, Callable
+
+from ..notebook_files import load_notebook_target
 
 __all__ = ["register_target_loader", "load_target", "TargetLoader", "source_preview", "target_label", "code_hash",
            "target_code"]
@@ -118,6 +122,7 @@ def _load_cell(target: dict, namespace: dict) -> Callable[[], Any]:
 
 register_target_loader("function", _load_function)
 register_target_loader("cell", _load_cell)
+register_target_loader("notebook_file", load_notebook_target)  # Scheduler.add_notebook's jobs
 
 
 # ---------------------------------------------------------------------------------- for listings
