@@ -732,3 +732,18 @@ async def test_the_wall_clock_stepping_forward_moves_intervals_and_cron_catches_
         assert [d for _, d in sched.clock_jumps()] == [timedelta(hours=1)]
     finally:
         sched.shutdown()
+
+
+@pytest.mark.realtime
+async def test_system_exit_from_a_process_job_is_a_recorded_run():
+    import sys
+
+    s = nbsched.Scheduler(tz="UTC")
+    try:
+        s.add(sys.exit, "every 1h", name="leave", executor="process")  # importable: sys.exit
+        s.run_now("leave")
+        record = await asyncio.wait_for(s.wait_next_run("leave"), 60)
+        assert (str(record.outcome), record.error_type) == ("error", "SystemExit")
+        assert s.get("leave").running == 0 and s.running
+    finally:
+        s.shutdown()
