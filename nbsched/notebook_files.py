@@ -147,6 +147,11 @@ def notebook_job(path: str | os.PathLike, *, name: str | None = None, parameters
     if not isinstance(kernel, str) or not kernel:
         raise NotebookFileError(f"invalid kernel_name {kernel_name!r}: give an installed kernel's name, e.g. 'python3'")
     _check_kernel(kernel)
+    try:
+        import nbclient  # noqa: F401 - what runs the file; checked now so add_notebook() fails, not every run
+    except ImportError:
+        raise NotebookFileError("running notebook files needs nbclient, which is not installed here: "
+                                "pip install 'nbsched[notebook]' (or pip install nbclient)") from None
     language = (spec.get("language") or (nb.metadata.get("language_info") or {}).get("name") or "python").lower()
     if checked and language != "python":
         raise NotebookFileError(f"{file.name!r} is a {language} notebook: parameters are injected as Python "
