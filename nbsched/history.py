@@ -29,6 +29,7 @@ class Outcome(str, enum.Enum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
     UPSTREAM_FAILED = "upstream_failed"
+    CLOCK_STEP = "clock_step"  # not a run: the wall clock was stepped while the job waited (a note)
 
     def __str__(self) -> str:
         return self.value

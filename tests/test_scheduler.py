@@ -678,6 +678,12 @@ async def test_a_blocked_day_gives_exact_missed_counts(sched, clock):
 
 
 # ---------------------------------------------------------------------- the wall clock is stepped
+def runs(sched, name):
+    """The job's history without the clock-step notes."""
+    frame = sched.history(name)
+    return frame[frame["outcome"] != "clock_step"].reset_index(drop=True)
+
+
 async def test_the_wall_clock_stepping_back_does_not_silence_interval_jobs(caplog):
     from nbsched.testing import FakeClock
 
@@ -695,18 +701,25 @@ async def test_the_wall_clock_stepping_back_does_not_silence_interval_jobs(caplo
         assert [e.by for e in steps] == [timedelta(hours=-1)]  # noticed within a second
         assert sched.clock_jumps() == [(START + timedelta(seconds=61 - 3600), timedelta(hours=-1))]
         assert "the wall clock was stepped back by 1h" in caplog.text
+        notes = sched.history()[sched.history()["outcome"] == "clock_step"]  # one note per waiting job
+        assert list(notes["job"]) == ["every", "at10"] or list(notes["job"]) == ["at10", "every"]
+        assert set(notes["error"]) == {
+            "ClockStep: the wall clock was stepped back by 1h; interval jobs keep their rhythm in elapsed time: "
+            "the next fire time moved with the clock",
+            "ClockStep: the wall clock was stepped back by 1h; cron and 'at' jobs follow the wall clock: the next "
+            "fire time stays where it was"}
         await clock.advance(59)  # 60 s of elapsed time after the last run: the interval runs again
-        every = sched.history("every")
+        every = runs(sched, "every")
         assert len(every) == 2 and set(every["outcome"]) == {"success"}
         # the history is in wall-clock order: the run after the step comes first
         assert list(every["scheduled_at"]) == [START + timedelta(seconds=120 - 3600), START + timedelta(seconds=60)]
         await clock.advance(3600 + 60)  # cron follows the wall clock: 10:00 comes 2 h of elapsed time later
-        assert len(sched.history("at10")) == 0
+        assert len(runs(sched, "at10")) == 0
         await clock.advance(3600)
-        at10 = sched.history("at10")
+        at10 = runs(sched, "at10")
         assert list(at10["scheduled_at"]) == [START.replace(hour=10)] and set(at10["outcome"]) == {"success"}
-        assert len(sched.history("every")) == 2 + (3600 + 60 + 3600) // 60
-        assert set(sched.history("every")["outcome"]) == {"success"}
+        assert len(runs(sched, "every")) == 2 + (3600 + 60 + 3600) // 60
+        assert set(runs(sched, "every")["outcome"]) == {"success"}
     finally:
         sched.shutdown()
 
@@ -723,12 +736,12 @@ async def test_the_wall_clock_stepping_forward_moves_intervals_and_cron_catches_
         clock.step(3600)  # forward one hour (a VM resumed with a stale clock), no time elapses
         await clock.advance(1)
         assert sched.statistics().missed == 0
-        assert list(sched.history("every")["outcome"]) == ["success"]  # no made-up missed runs
-        at = sched.history("at0930")
+        assert list(sched.history("every")["outcome"]) == ["success", "clock_step"]  # no made-up missed runs
+        at = runs(sched, "at0930")
         assert list(at["outcome"]) == ["success"]  # 09:30 passed on the wall clock: it runs once, late
         assert at["scheduled_at"].iloc[0] == START.replace(minute=30)
         await clock.advance(59)
-        assert list(sched.history("every")["outcome"]) == ["success", "success"]
+        assert list(runs(sched, "every")["outcome"]) == ["success", "success"]
         assert [d for _, d in sched.clock_jumps()] == [timedelta(hours=1)]
     finally:
         sched.shutdown()

@@ -31,6 +31,7 @@ TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.IN
 UPSTREAM_FAILED = Outcome.UPSTREAM_FAILED
 # Rows hold the outcome as its plain string (see nbsched.history.HistoryRow).
 _SUCCESS_S, _MISSED_S, _SKIPPED_S = SUCCESS.value, MISSED.value, SKIPPED.value
+_CLOCK_S = Outcome.CLOCK_STEP.value
 _EVENT_OF = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCancelled, INTERRUPTED: ev.JobInterrupted,
              SKIPPED: ev.JobSkipped, UPSTREAM_FAILED: ev.JobUpstreamFailed}
 _CANCELLED_INFO = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
@@ -97,6 +98,8 @@ class RunLifecycle:
         elif outcome is _SKIPPED_S and attempt == 0:  # a fire time skipped (max_instances, a full queue)
             job._skipped += 1
             self.skipped += 1
+        elif outcome is _CLOCK_S:
+            pass  # a note in the history, not a run
         else:
             job._last_started = started
             job._last_finished = finished
@@ -207,6 +210,12 @@ class RunLifecycle:
         now = self._time()
         self._start_one(job, run_id, nominal, now, now, reason, inputs, deliver)
         return run_id
+
+    def record_clock_step(self, job: Any, nominal: float, step: float, message: str) -> None:
+        """A note in the job's history: the wall clock was stepped while it waited for ``nominal``."""
+        self.run_ids += 1
+        self.record(job, self.run_ids, nominal, None, None, step, _CLOCK_S, 0, ErrorInfo("ClockStep", message, ""),
+                    SCHEDULE)
 
     def record_not_run(self, job: Any, nominal: float, outcome: Outcome, message: str, reason: str = UPSTREAM,
                        deliver: bool = True, inputs: RunInputs | None = None) -> None:

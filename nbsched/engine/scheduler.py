@@ -928,6 +928,7 @@ class Scheduler:
         wheel = self._wheel
         waiting = [job for job in self._jobs.values() if job._key is not None and job._next_ts is not None]
         wheel.clear()
+        direction = "back" if step < 0 else "forward"
         for job in waiting:
             nominal, planned = job._next_ts, job._planned
             if isinstance(job.trigger, Interval):  # elapsed time: the rhythm moves with the wall clock
@@ -935,10 +936,14 @@ class Scheduler:
                 nominal += step
                 planned += step
                 moved += 1
+                note = "interval jobs keep their rhythm in elapsed time: the next fire time moved with the clock"
+            else:
+                note = "cron and 'at' jobs follow the wall clock: the next fire time stays where it was"
             job._next_ts = nominal
             wheel.put(job, planned)
+            self._runs.record_clock_step(job, nominal, step, f"the wall clock was stepped {direction} by "
+                                                             f"{format_duration(abs(step))}; {note}")
         self._version += 1
-        direction = "back" if step < 0 else "forward"
         log.warning("nbsched: the wall clock was stepped %s by %s; %d interval job(s) keep their rhythm in elapsed "
                     "time, cron and 'at' jobs follow the wall clock", direction, format_duration(abs(step)), moved)
         if self.events.wants(ev.ClockJumped):

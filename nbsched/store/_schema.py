@@ -29,7 +29,7 @@ _MAGIC = b"SQLite format 3\x00"
 
 #: Stable integer codes for outcomes in the ``history.outcome`` column (never renumber).
 OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6,
-                 "upstream_failed": 7}
+                 "upstream_failed": 7, "clock_step": 8}
 #: Stable integer codes for why a run happened, in the ``history.reason`` column (never renumber).
 REASON_CODES = {"schedule": 0, "manual": 1, "upstream": 2, "backfill": 3, "catchup": 4}
 
