@@ -174,6 +174,16 @@ def _split_line(line: str) -> tuple[str, list[str]]:
     return " ".join(tokens), []
 
 
+def _policy_options(args: Any, sched: Scheduler, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The policy options a magic line gave (``keys`` as they are, plus --until and --rule)."""
+    options = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    if args.until is not None:
+        options["until"] = _until(args.until, sched, args.tz)
+    if args.rule is not None:
+        options["trigger_rule"] = args.rule
+    return options
+
+
 def _until(value: str, sched: Scheduler, tz: Any) -> float:
     from ..triggers import parse_trigger
 
@@ -258,16 +268,9 @@ class ScheduleMagics(Magics):
         if args.SPEC:
             raise UsageError(f"unexpected words after the options: {' '.join(args.SPEC)!r}; put the SPEC first")
         sched = st.scheduler()
-        options: dict[str, Any] = {}
-        for key in ("max_runs", "retries", "retry_delay", "backoff", "max_retry_delay", "timeout", "jitter",
-                    "max_instances", "coalesce", "misfire_grace", "executor"):
-            value = getattr(args, key)
-            if value is not None:
-                options[key] = value
-        if args.until is not None:
-            options["until"] = _until(args.until, sched, args.tz)
-        if args.rule is not None:
-            options["trigger_rule"] = args.rule
+        options = _policy_options(args, sched, ("max_runs", "retries", "retry_delay", "backoff", "max_retry_delay",
+                                                "timeout", "jitter", "max_instances", "coalesce", "misfire_grace",
+                                                "executor"))
         if args.catchup:
             options["catchup"] = True
         if args.max_active_runs is not None:
@@ -425,15 +428,8 @@ class ScheduleMagics(Magics):
                              "'every 1h' or 'after etl'")
         args = _notebook_parser().parse_args(option_words)
         parameters = dict(_parse_param(p) for p in args.param or ())
-        options: dict[str, Any] = {}
-        for key in ("retries", "retry_delay", "timeout", "max_instances", "coalesce", "misfire_grace", "max_runs"):
-            value = getattr(args, key)
-            if value is not None:
-                options[key] = value
-        if args.until is not None:
-            options["until"] = _until(args.until, sched, args.tz)
-        if args.rule is not None:
-            options["trigger_rule"] = args.rule
+        options = _policy_options(args, sched, ("retries", "retry_delay", "timeout", "max_instances", "coalesce",
+                                                "misfire_grace", "max_runs"))
         job = sched.add_notebook(path, spec, name=args.name, parameters=parameters, output_dir=args.output_dir,
                                  kernel_name=args.kernel, tz=args.tz, now=args.now, paused=args.paused,
                                  persist=True if args.persist else None, **options)
