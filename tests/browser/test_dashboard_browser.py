@@ -199,8 +199,9 @@ def test_dashboard_in_jupyterlab(lab, browser_context, artifacts):
         assert 0 < rate <= 20
         bulk_runs = int(cell("bulk0500", "runs"))
         wait_for(lambda: int(cell("bulk0500", "runs")) > bulk_runs, timeout=5, what="bulk rows to update")
-        dash.scroll_into_view_if_needed()
-        page.screenshot(path=str(artifacts / "dashboard-1000-jobs.png"), clip=dash.bounding_box(), timeout=10_000)
+        # a page with 1,000 live rows can take a while to settle on a loaded machine: generous timeouts
+        dash.scroll_into_view_if_needed(timeout=120_000)
+        page.screenshot(path=str(artifacts / "dashboard-1000-jobs.png"), clip=dash.bounding_box(), timeout=120_000)
         probe.run("s.shutdown()")
     finally:
         probe.close()
