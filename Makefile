@@ -50,6 +50,8 @@ bench: setup
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_backfill.py
+	$(BIN)/python bench/bench_watch.py
+	$(BIN)/python bench/bench_flow.py
 
 clean:
 	rm -rf $(VENV) $(VENV6) demo-out .pytest_cache

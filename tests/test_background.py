@@ -110,7 +110,7 @@ def test_script_form_waits_for_running_jobs_on_shutdown():
         from nbsched.clock import monotonic, sleep_blocking
 
         sched = nbsched.Scheduler(background=True)
-        sched.add(lambda: print("tick", flush=True), "every 0.1s", name="tick", max_runs=3)
+        sched.add(lambda: print("tick", flush=True), "every 0.1s", name="tick", max_runs=3, coalesce="all")
         deadline = monotonic() + 20
         while len(sched.history("tick")) < 3 and monotonic() < deadline:
             sleep_blocking(0.05)

@@ -21,6 +21,8 @@ import pytest
 from comm.base_comm import BaseComm
 from ipywidgets.widgets.widget import _instances as widget_instances
 
+from datetime import datetime, timezone
+
 import nbsched
 from nbsched import JobState
 from nbsched.notebook.dashboard import ROW_FIELDS, Dashboard
@@ -477,3 +479,31 @@ def test_the_dashboard_reads_no_wall_clock():
     source = (ROOT / "nbsched" / "notebook" / "dashboard.py").read_text()
     for forbidden in ("datetime.now(", "time.time(", "asyncio.sleep(", "time.monotonic("):
         assert forbidden not in source
+
+
+async def test_workflow_jobs_show_their_place_and_backfills_are_marked(clock, dashboards, sent):
+    await clock.set(datetime(2026, 1, 20, 12, 0, tzinfo=timezone.utc))
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+
+    async def slow():
+        await clock.sleep(3600)
+
+    sched.add(slow, "daily at 02:00", name="daily")
+    sched.add(ok, "after daily", name="report", trigger_rule="all_done")
+    dash = dashboards(sched)
+    handle = sched.backfill("daily", "2026-01-01", "2026-01-03")
+    await clock.advance(1)
+    assert dash.rows()[0]["trigger"] == "daily at 02:00 (UTC) \u00b7 backfill 0/3"
+    dash.select("daily")
+    await clock.advance(0.5)
+    html = custom(sent, dash)[-1]["detail"]["html"]
+    assert "runs after: none (a root) &middot; rule all_success &middot; jobs after it: report" in html
+    assert "<h4>Backfill in progress</h4><div class='nbsched-backfill'>0 of 3 runs, 0 failed, 1 running</div>" in html
+    graph = html[html.index("<div class='nbsched-graph'>"):]
+    assert ">daily<" in graph and ">report<" in graph and "all_done" in graph  # both nodes, the rule on the edge
+    await clock.advance(3 * 3600)
+    await handle
+    await clock.advance(1)
+    assert dash.rows()[0]["trigger"] == "daily at 02:00 (UTC)"
+    sched.remove("report")
+    sched.remove("daily")

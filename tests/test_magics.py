@@ -149,6 +149,15 @@ BAD_INPUTS = [
     ("%schedule results nosuchjob", "no job named 'nosuchjob'"),
     ("%schedule preview keeper zero", "invalid N"),
     ("%schedule", "needs a subcommand"),
+    ("%%schedule every 100000000000000000000s\nx = 1",
+     "invalid interval 'every 100000000000000000000s': too long; the largest allowed is 100 years"),
+    ("%%schedule every 3000000000000s\nx = 1", "the largest allowed is 100 years"),
+    ("%%schedule in 99999999999999d\nx = 1", "invalid delay 'in 99999999999999d': too long"),
+    ("%%schedule every 1e308s\nx = 1", "invalid interval 'every 1e308s': too long; the largest allowed is 100 years"),
+    ("%%schedule every 0.000000001s\nx = 1", "the smallest allowed interval is 1ms"),
+    ("%%schedule every 1h --until 1970-01-01\nx = 1", "it is in the past, so the job would never run"),
+    ("%%schedule every 1h --until 99999999999999d\nx = 1", "invalid --until '99999999999999d'"),
+    ("%%schedule every 5m --timeout 1e400s\nx = 1", "invalid timeout '1e400s': too long"),
 ]
 
 
@@ -164,6 +173,33 @@ def test_bad_inputs_raise_usage_error_and_change_nothing(kernel):
         assert fragment in content["evalue"], (code, content["evalue"])
         assert kernel.value(JOBS) == before, code
     assert len(BAD_INPUTS) >= 15
+
+
+def test_quoted_name_loses_its_shell_quotes(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run('%%schedule every 1h --name "my job" --quiet\nkept = 1')
+    kernel.run("%%schedule every 1h --name 'its job' --quiet\nkept = 2")
+    assert kernel.value(JOBS) == ["my job", "its job"]
+    kernel.run('%schedule remove "my job"')
+    assert kernel.value(JOBS) == ["its job"]
+
+
+def test_sys_exit_in_listeners_and_jobs_does_not_end_the_kernel(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("import sys, nbsched\n"
+               "sched = nbsched.get_scheduler()\n"
+               "sched.subscribe(lambda e: sys.exit(7))\n"
+               "async def leave(e):\n    raise SystemExit(8)\n"
+               "sched.subscribe(leave)\n"
+               "def thread_exit():\n    raise SystemExit(9)\n"
+               "sched.add(thread_exit, 'every 100ms', name='thread_exit', executor='thread')")
+    kernel.run("%%schedule every 100ms --name quitter --quiet\nimport sys\nsys.exit(3)")
+    errors = "(lambda h: h.loc[h['outcome'].astype(str) == 'error', 'error_type'].tolist())(sched.history({!r}))"
+    kernel.poll_until(lambda: len(kernel.value(errors.format("quitter"))) >= 3, timeout=15)
+    kernel.poll_until(lambda: len(kernel.value(errors.format("thread_exit"))) >= 3, timeout=15)
+    assert set(kernel.value(errors.format("quitter"))) == {"SystemExit"}
+    assert set(kernel.value(errors.format("thread_exit"))) == {"SystemExit"}
+    assert kernel.value("1 + 1") == 2 and kernel.value("sched.running") is True
 
 
 def test_line_magic_subcommands(kernel):

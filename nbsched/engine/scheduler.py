@@ -11,24 +11,28 @@ uses the public methods below.  Time comes only from ``self.clock`` (see :mod:`n
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import random
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import events as ev
+from .._durations import format_duration
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
-from ..history import BACKFILL, CATCHUP, OUTCOME, SCHEDULE, Outcome, RunLog, history_frame
+from ..graph import GraphEdge, GraphNode, JobGraph
+from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
-from ..triggers import SPEC_HELP, After, Interval, Trigger, parse_trigger
+from ..notebook_files import notebook_job
+from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
@@ -42,6 +46,10 @@ if TYPE_CHECKING:  # the engine talks to a store only through the protocol's met
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
+
+#: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
+#: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
+CLOCK_STEP_THRESHOLD = 1.0
 
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)
 
@@ -57,6 +65,13 @@ class SchedulerStatistics:
     errors: int
     due_backlog: int
     next_fire: datetime | None
+
+
+def _fmt(ts: float, zone: tzinfo) -> str:
+    try:
+        return f"{datetime.fromtimestamp(ts, zone):%Y-%m-%d %H:%M:%S %Z}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ts!r} (POSIX seconds)"
 
 
 class RunHandle:
@@ -111,9 +126,11 @@ class Scheduler:
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
         self._batch_runs: dict[int, RunBatch] = {}  # run id -> the backfill or catch-up it belongs to
+        self._watches: dict[str, Any] = {}  # 'on file' job name -> its nbsched.watch.FileWatch
+        self._landed: dict[str, set] = {}  # 'on file' job name -> files that landed while it was busy
         self._catchups: dict[str, RunBatch] = {}
         self._backfills: dict[str, list[RunBatch]] = {}
-        self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
+        self._flow: deque = deque()  # finished runs (with the jobs after them) still being handed down
         self._flowing = False
         self._paused = False
         self._closed = False
@@ -124,8 +141,14 @@ class Scheduler:
         self._time = self.clock.time
         self._store: Any = None
         self.events = ev.EventBus(spawn=self._spawn_listener)
+        self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
-        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
+        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
+                                  self._check_clock)
+        elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
+        self._elapsed: Callable[[], float] | None = elapsed
+        self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
+        self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
         self._background = None
         if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
@@ -185,7 +208,8 @@ class Scheduler:
     def add(self, func: Callable[[], Any], trigger: "str | Trigger | None" = None, *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
             start: datetime | None = None, end: datetime | None = None, after: "str | Iterable[str] | None" = None,
-            meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
+            debounce: Any = None, meta: dict[str, Any] | None = None, persist: bool | None = None,
+            **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
@@ -242,6 +266,13 @@ class Scheduler:
             trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
             if end_ts is not None and policy.until is None:
                 policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
+        if debounce is not None:
+            if not isinstance(trig, OnFile):
+                raise PolicyError(f"debounce={debounce!r} applies to 'on file PATTERN' triggers, not to {trig.spec!r}")
+            trig = OnFile(trig.pattern, debounce, tz=trig.tz)
+        if isinstance(trig, (After, OnFile)) and (start is not None or end is not None or policy.catchup):
+            raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}"
+                              + (": backfill or catch up its root job instead" if isinstance(trig, After) else ""))
         if isinstance(trig, After):
             if start is not None or end is not None or policy.catchup:
                 raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}: backfill or "
@@ -257,7 +288,12 @@ class Scheduler:
             catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
         not_before = None if start_ts is None or interval else start_ts
         first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
-        if first is None and not now and not isinstance(trig, After) and not catchup:
+        until = policy.until
+        if until is not None and not catchup and (until <= t0 or (first is not None and first > until and not now)):
+            when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
+            raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
+                              f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
+        if first is None and not now and not isinstance(trig, (After, OnFile)) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
@@ -333,6 +369,30 @@ class Scheduler:
                     stack.append(up)
         return sorted(roots)
 
+    def add_notebook(self, path: Any, trigger: "str | Trigger | None" = None, *, name: str | None = None,
+                     parameters: dict[str, Any] | None = None, output_dir: Any = None, kernel_name: str | None = None,
+                     after: "str | Iterable[str] | None" = None, **options: Any) -> Job:
+        """Schedule a notebook file: each run executes it top to bottom in a fresh kernel.
+
+        ``sched.add_notebook("etl.ipynb", "daily at 02:00", parameters={"region": "eu"})``;
+        ``sched.add_notebook("report.ipynb", "after etl")``.  ``parameters`` are injected as a cell
+        after the cell tagged ``parameters`` (as papermill does; at the top if none is tagged), the
+        executed notebook of every run is kept in ``output_dir`` (default: ``nbsched-runs/`` next to
+        the file) and its path is the run's value (the results frame lists them); a failing cell fails
+        the run (:class:`~nbsched.notebook_files.NotebookCellError`, with the kernel's traceback in
+        history).  ``name`` defaults to the file's stem; ``kernel_name`` to the notebook's own kernel.
+        Other keywords are :meth:`add`'s (``retries``, ``timeout`` - which kills the kernel -,
+        ``max_instances``, ``trigger_rule``, ...).  A missing file, a file that is not a notebook or a
+        parameter that is not JSON-able raises :class:`~nbsched.notebook_files.NotebookFileError`
+        and adds nothing.  See :mod:`nbsched.notebook_files`.
+        """
+        executor = options.get("executor", "loop")
+        if executor != "loop":
+            raise PolicyError(f"executor={executor!r}: a notebook job runs its notebook in a kernel of its own and "
+                              "awaits it on the scheduler's loop, so it takes no executor (drop executor=)")
+        func = notebook_job(path, name=name, parameters=parameters, output_dir=output_dir, kernel_name=kernel_name)
+        return self.add(func, trigger, name=func.__name__, after=after, **options)
+
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
         # 'every 1s' parses once).  Relative specs ('in 10m', 'at 09:00') depend on now: never cached.
@@ -385,6 +445,44 @@ class Scheduler:
     def downstream_of(self, name: str) -> list[str]:
         """The jobs that run after ``name`` (directly), in the order they were added."""
         return list(self._downstream.get(name, ()))
+
+    def graph(self, name: str | None = None) -> JobGraph:
+        """The dependency graph as a picture (an SVG that JupyterLab and nbconvert's HTML show).
+
+        Every job is a node coloured by its last outcome; an edge runs from each upstream to the job
+        after it, labelled with the trigger rule when it is not ``all_success``.  With ``name``, only
+        the jobs connected to that job (everything above and below it).  A snapshot: call again to
+        see later runs.  See :class:`nbsched.graph.JobGraph`."""
+        jobs = self._jobs
+        names: Iterable[str] = jobs
+        if name is not None:
+            self.get(name)
+            seen, stack = {name}, [name]
+            while stack:  # walk both directions, iteratively (chains may be long)
+                current = stack.pop()
+                job = jobs.get(current)
+                for other in (*(job.upstreams if job is not None else ()), *self._downstream.get(current, ())):
+                    if other not in seen and other in jobs:
+                        seen.add(other)
+                        stack.append(other)
+            names = [n for n in jobs if n in seen]
+        nodes, edges = [], []
+        for n in names:
+            job = jobs[n]
+            nodes.append(GraphNode(n, job.describe(), job.state.value, self._shown_outcome(job)))
+            for up in job.upstreams:
+                edges.append(GraphEdge(up, n, job.policy.trigger_rule))
+        return JobGraph(nodes, edges)
+
+    def _shown_outcome(self, job: Job) -> str | None:
+        """The graph's colour: the last outcome, or ``skipped`` when the job's latest row is a run its
+        upstreams did not let happen (a branch not taken, a skip propagated down)."""
+        log_ = self._logs.get(job.name)
+        rows = log_.rows if log_ is not None else ()
+        if rows and rows[-1][REASON] == "upstream" and rows[-1][OUTCOME] == Outcome.SKIPPED.value:
+            return Outcome.SKIPPED.value
+        last = job.last_outcome
+        return None if last is None else last.value
 
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
@@ -586,6 +684,8 @@ class Scheduler:
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
+        if not self._wheel.draining:
+            self._check_clock()  # a step not noticed yet must not move the new job's fire times
         log_ = self._log_for(name, policy)
         old = self._jobs.pop(name, None)
         if old is not None:
@@ -604,6 +704,8 @@ class Scheduler:
             job._paused = True
         elif isinstance(trig, After):
             pass  # runs when its upstreams deliver
+        elif isinstance(trig, OnFile):
+            self._watch(job)
         else:
             first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
             if first is not None and (policy.until is None or first <= policy.until):
@@ -685,6 +787,7 @@ class Scheduler:
     def _detach(self, job: Job) -> None:
         job._removed = True
         self._unlink(job)
+        self._unwatch(job.name)
         self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
@@ -745,6 +848,7 @@ class Scheduler:
         if not job._paused:
             job._paused = True
             self._wheel.take(job)
+            self._unwatch(name)  # a paused job consumes nothing
             job._backlog = None
             self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
@@ -777,6 +881,9 @@ class Scheduler:
     def _schedule_from_now(self, job: Job) -> None:
         if isinstance(job.trigger, After):
             return  # after-jobs have no fire times: they wait for deliveries
+        if isinstance(job.trigger, OnFile):
+            self._watch(job)  # from now: files present now do not fire
+            return
         nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
@@ -799,6 +906,48 @@ class Scheduler:
             self._rearm_all()
             self._emit_simple(ev.SchedulerResumed)
 
+    def _check_clock(self) -> bool:
+        """Has the wall clock been stepped since the last look (every timer wake, at most a second
+        apart while jobs wait)?  Then keep intervals in elapsed time and record the step.  Returns True
+        when it rebuilt the timing wheel."""
+        elapsed = self._elapsed
+        if elapsed is None:
+            return False
+        offset = self._time() - elapsed()
+        step = offset - self._clock_offset
+        self._clock_offset = offset  # slow drift (NTP slewing) is absorbed look by look
+        if -CLOCK_STEP_THRESHOLD < step < CLOCK_STEP_THRESHOLD:
+            return False
+        self._on_clock_step(step)
+        return True
+
+    def _on_clock_step(self, step: float) -> None:
+        now = self._time()
+        self._clock_jumps.append((now, step))
+        moved = 0
+        wheel = self._wheel
+        waiting = [job for job in self._jobs.values() if job._key is not None and job._next_ts is not None]
+        wheel.clear()
+        for job in waiting:
+            nominal, planned = job._next_ts, job._planned
+            if isinstance(job.trigger, Interval):  # elapsed time: the rhythm moves with the wall clock
+                job.trigger = job.trigger.shifted(step)
+                nominal += step
+                planned += step
+                moved += 1
+            job._next_ts = nominal
+            wheel.put(job, planned)
+        self._version += 1
+        direction = "back" if step < 0 else "forward"
+        log.warning("nbsched: the wall clock was stepped %s by %s; %d interval job(s) keep their rhythm in elapsed "
+                    "time, cron and 'at' jobs follow the wall clock", direction, format_duration(abs(step)), moved)
+        if self.events.wants(ev.ClockJumped):
+            self.events.emit(ev.ClockJumped(self.clock.now(), timedelta(seconds=step)))
+
+    def clock_jumps(self) -> list[tuple[datetime, timedelta]]:
+        """Steps of the wall clock this scheduler noticed: (when it noticed, by how much; negative: back)."""
+        return [(datetime.fromtimestamp(t, self.tz), timedelta(seconds=d)) for t, d in self._clock_jumps]
+
     def _rearm_all(self) -> None:
         """Reschedule every active job from now (after a scheduler pause or a move to a new loop)."""
         self._wheel.clear()
@@ -809,6 +958,7 @@ class Scheduler:
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
         self._unlink(job)
+        self._unwatch(job.name)
         job.trigger = trig
         self._link(job)
         job._finished = False
@@ -875,12 +1025,11 @@ class Scheduler:
         else:
             self._schedule(job, plan.next)
         runs = self._runs
-        if plan.uncounted:
-            job._missed += plan.uncounted
-            log.warning("nbsched: job %r missed more fire times than its history keeps; counted, not itemised",
-                        job.name)
         for t in plan.missed:
             runs.record_missed(job, t, now - t)
+        if plan.uncounted:  # more than retention keeps: one summary row carries the exact count
+            first = job.trigger.next_timestamp(nominal)
+            runs.record_missed_summary(job, first, now - first, plan.uncounted)
         catching_up = self._catchups.get(job.name) if self._catchups else None
         if catching_up is not None and plan.run:  # live fires wait their turn behind the catch-up
             for t in plan.run:
@@ -892,6 +1041,41 @@ class Scheduler:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
+
+    # ======================================================================== internals: data triggers
+    def _watch(self, job: Job) -> None:
+        from ..watch import FileWatch  # bottom layer; watchfiles itself is imported by it, lazily
+
+        self._unwatch(job.name)
+        name = job.name
+        trig = job.trigger
+        watch = FileWatch(trig.pattern, debounce=trig.debounce, on_batch=lambda paths: self._files_landed(name, paths),
+                          clock=self.clock, loop=self._binding.require("an 'on file' job"))
+        watch.start()
+        self._watches[name] = watch
+
+    def _unwatch(self, name: str) -> None:
+        watch = self._watches.pop(name, None)
+        self._landed.pop(name, None)
+        if watch is not None:
+            watch.stop()
+
+    def _files_landed(self, name: str, paths: list[str]) -> None:
+        """A batch of files settled: run the job with them (``current_run().changed``), or keep them for
+        its next run if it is busy (nothing that landed is lost)."""
+        job = self._jobs.get(name)
+        if job is None or job._paused or self._closed:
+            return
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self._landed.setdefault(name, set()).update(paths)
+            return
+        job._runs += 1
+        self._runs.start_run(job, self._time(), SCHEDULE, RunInputs(changed=tuple(paths)), True)
+
+    def watch_backend(self, name: str) -> str | None:
+        """How an 'on file' job watches: ``"native"`` or ``"polling"`` (None when it is not watching)."""
+        watch = self._watches.get(name)
+        return None if watch is None else watch.backend
 
     # ======================================================================== internals: batches
     def _start_catchup(self, job: Job, times: list[float]) -> None:
@@ -923,19 +1107,18 @@ class Scheduler:
     # ======================================================================== internals: workflows
     def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
                    branch: tuple | None, inputs: RunInputs | None = None) -> None:
-        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
-        flow = self._flow
-        upstream = job.name
+        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow).
+
+        One item per finished run (with a snapshot of the jobs after it), not one per downstream job:
+        a fan-out of 10,000 is expanded inside the sliced drain, so no loop turn pays for all of it."""
+        downs = self._downstream.get(job.name)
+        if not downs:
+            return
         if inputs is not None and (inputs.trigger is not None or inputs.interval_start is not None):
             source, start = inputs.trigger, inputs.interval_start  # inherited further down the chain
         else:
             source, start = job.trigger, None
-        for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
-            out, note = outcome, None
-            if branch is not None and name not in branch:
-                out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
-            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note,
-                                        source, start)))
+        self._flow.append((job.name, tuple(downs), 0, run_id, nominal, outcome, value, branch, source, start))
         if not self._flowing:
             self._drain_flow()
 
@@ -943,18 +1126,33 @@ class Scheduler:
         """Hand deliveries to downstream gates for at most a slice, then give the loop back.
 
         One loop, not recursion: a chain of 1,000 plain functions runs inline here without growing
-        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires."""
+        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires (the rest
+        of a fan-out goes back to the front of the queue, so deliveries keep their order)."""
         self._flowing = True
         flow = self._flow
         deadline = perf_counter() + SLICE_SECONDS
-        try:
-            while flow:
-                self._deliver_one(*flow.popleft())
-                if perf_counter() > deadline and flow:
-                    self._binding.loop.call_soon(self._drain_flow)
-                    return
-        except BaseException:
-            log.exception("nbsched: internal error while handing runs to downstream jobs")
+        while flow:
+            upstream, downs, i, run_id, nominal, outcome, value, branch, source, start = flow.popleft()
+            n = len(downs)
+            while i < n:
+                name = downs[i]
+                i += 1
+                try:
+                    if branch is not None and name not in branch:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, "skipped", None,
+                                                         f"branch taken at {upstream!r}: {', '.join(branch)}",
+                                                         source, start))
+                    else:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, outcome,
+                                                         value if outcome == "success" else None, None, source, start))
+                except BaseException:  # one bad delivery must not stop the others
+                    log.exception("nbsched: internal error while handing a run of %r to %r", upstream, name)
+                if perf_counter() > deadline:
+                    if i < n:
+                        flow.appendleft((upstream, downs, i, run_id, nominal, outcome, value, branch, source, start))
+                    if flow:
+                        self._binding.loop.call_soon(self._drain_flow)
+                        return
         self._flowing = False
         self._maybe_idle()
 
@@ -969,8 +1167,13 @@ class Scheduler:
             runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                 f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
-            latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
-            inputs = RunInputs({up: d.value for up, d in consumed.items()}, latest.trigger, latest.interval_start)
+            if len(consumed) == 1:  # one upstream (the common case): no search, no comprehension
+                (up, latest), = consumed.items()
+                values = {up: latest.value}
+            else:
+                latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
+                values = {up: d.value for up, d in consumed.items()}
+            inputs = RunInputs(values, latest.trigger, latest.interval_start)
             if what == "run":
                 if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
                     runs.start_upstream_run(job, scheduled, inputs)
@@ -985,6 +1188,9 @@ class Scheduler:
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
+        if job.name in self._landed:  # files that landed while the job was busy: one run for all of them
+            self._files_landed(job.name, sorted(self._landed.pop(job.name)))
+            return
         gate = self._gates.get(job.name)
         if gate is not None and gate.ready and job._running - job._batch_running < job.policy.max_instances:
             scheduled, inputs = gate.ready.popleft()
@@ -1034,6 +1240,9 @@ class Scheduler:
             if isinstance(item.trigger, After):
                 self._link(job)
                 job._finished = item.finished
+            elif isinstance(item.trigger, OnFile):
+                if not item.paused:
+                    self._watch(job)
             elif item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
@@ -1099,19 +1308,28 @@ class Scheduler:
         if self.events.wants(kind):
             self.events.emit(kind(self.clock.now(), name, **extra))
 
-    def _spawn_listener(self, awaitable: Any) -> None:
-        async def run() -> None:
-            try:
-                await awaitable
-            except Exception:
-                log.exception("nbsched: async event listener failed (the scheduler carries on)")
-
+    def _spawn_listener(self, awaitable: Any, sub: ev.Subscription) -> None:
+        """An async listener's call as a task of its own: not work in progress (wait_idle and
+        shutdown(wait=True) do not wait for it), cancelled after LISTENER_TIMEOUT (see nbsched.events)."""
         loop = self._binding.loop
-        if loop is not None:
-            task = loop.create_task(run())
-            tasks = self._runs.tasks
-            tasks.add(task)
-            task.add_done_callback(self._runs._task_done)
+        if loop is None or loop.is_closed():
+            sub.pending -= 1
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        task = loop.create_task(ev.run_listener(sub, awaitable), name=f"nbsched:listener:{sub.callback!r:.60}")
+        tasks = self._listener_tasks
+        tasks.add(task)
+        timeout = ev.LISTENER_TIMEOUT
+
+        def expire() -> None:
+            if not task.done():
+                sub.timed_out += 1
+                log.error("nbsched: async event listener %r took longer than %gs: cancelled", sub.callback, timeout)
+                task.cancel()
+
+        timer = self.clock.call_at(self._time() + timeout, expire, loop)
+        task.add_done_callback(lambda t: (tasks.discard(t), timer.cancel()))
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
         self._closed = True
@@ -1120,10 +1338,14 @@ class Scheduler:
         self._wheel.clear()
         for job in self._jobs.values():
             self._wheel.take(job)
+        for name in list(self._watches):
+            self._unwatch(name)
         for batch in [*self._catchups.values(), *(b for bs in self._backfills.values() for b in bs)]:
             batch.cancelled = True  # nothing more starts; runs in progress end below like any other
             batch.queue.clear()
         tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
+        for task in list(self._listener_tasks):
+            task.cancel()  # listeners are not work: never waited for
         for executor in self._executors.values():
             try:
                 executor.shutdown(wait=False)

@@ -243,14 +243,19 @@ def ensure_refresher(state: Any) -> None:
 
 
 def jobs_table(sched: Any):
-    """``%schedule list``: one row per job."""
+    """``%schedule list``: one row per job; ``after`` names its upstream jobs (and a trigger rule other
+    than ``all_success`` in brackets), empty for a job on a time trigger."""
     import pandas as pd
 
     rows = []
     for job in sched.jobs:
         s = job_summary(sched, job)
-        rows.append({"job": job.name, "trigger": s["trigger"], "state": s["state"], "next_run": job.next_fire_time,
+        after = ", ".join(job.upstreams)
+        if after and job.policy.trigger_rule != "all_success":
+            after += f" ({job.policy.trigger_rule})"
+        rows.append({"job": job.name, "trigger": s["trigger"], "after": after, "state": s["state"],
+                     "next_run": job.next_fire_time,
                      "runs": job.runs, "errors": job.failures, "missed": job.missed, "skipped": job.skipped,
                      "last": s["last"], "last_error": s["error"] or None})
-    cols = ["job", "trigger", "state", "next_run", "runs", "errors", "missed", "skipped", "last", "last_error"]
+    cols = ["job", "trigger", "after", "state", "next_run", "runs", "errors", "missed", "skipped", "last", "last_error"]
     return pd.DataFrame(rows, columns=cols)

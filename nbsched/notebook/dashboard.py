@@ -636,6 +636,16 @@ class Dashboard(ipywidgets.VBox):
         parts.append(f"<h4>Timeline</h4>{timeline_svg(name, rows[-_TIMELINE_ROWS:], tz, width=640)}")
         parts.append(f"<h4>History (last {_HISTORY_ROWS})</h4>{_history_html(rows[-_HISTORY_ROWS:], tz, now)}")
         parts.append(f"<h4>Results (last 5 rows)</h4>{self._results_html(job)}")
+        downstream = sched.downstream_of(name)
+        if job.upstreams or downstream:  # a workflow: where this job sits in it
+            ups = ", ".join(map(escape, job.upstreams)) or "none (a root)"
+            downs = ", ".join(map(escape, downstream)) or "none"
+            parts.append(f"<h4>Workflow</h4><div class='nbsched-flow'>runs after: {ups} &middot; "
+                         f"rule {escape(job.policy.trigger_rule)} &middot; jobs after it: {downs}</div>"
+                         f"<div class='nbsched-graph'>{sched.graph(name).to_svg()}</div>")
+        for backfill in sched.backfills(name):
+            parts.append(f"<h4>Backfill in progress</h4><div class='nbsched-backfill'>{backfill.done} of "
+                         f"{backfill.total} runs, {backfill.failed} failed, {backfill.running} running</div>")
         if job.last_error:
             tb = self._traceback(name)
             parts.append(f"<h4>Last error</h4><div class='nbsched-error-text'>{escape(job.last_error)}</div>"

@@ -16,7 +16,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import events as ev
 from .._durations import parse_duration
@@ -27,7 +27,7 @@ from ..engine import Scheduler, get_scheduler
 log = logging.getLogger("nbsched")
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "timeline", "preview", "stop",
-               "dashboard", "store", "restore", "backfill", "help")
+               "dashboard", "store", "restore", "backfill", "notebook", "graph", "help")
 
 
 def _state() -> "_KernelState":
@@ -192,7 +192,9 @@ def _until(value: str, sched: Scheduler, tz: Any) -> float:
 def _parse_options(magic: Any, tokens: list[str]) -> Any:
     """Parse the ``--options`` of ``%%schedule``; a mistyped option gets a "did you mean" hint."""
     try:
-        return parse_argstring(magic, shlex.join(tokens))
+        # the tokens are already split the shell's way (quotes removed): parse them as they are
+        # (IPython's parse_argstring would split again without POSIX rules and keep the quotes)
+        return magic.parser.parse_args(tokens)
     except UsageError as exc:
         import difflib
 
@@ -233,6 +235,7 @@ class ScheduleMagics(Magics):
     @argument("--start", help="first fire time ('2026-11-01', '2026-11-01 02:00'): anchors the schedule")
     @argument("--end", help="no fire times after this ('2026-12-31')")
     @argument("--catchup", action="store_true", help="with a past --start: run every fire time since then first")
+    @argument("--debounce", help="for 'on file' jobs: how long files must stay unchanged (default 1s)")
     @argument("--max-active-runs", type=int, help="catch-up runs at once (default 1)")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
@@ -297,7 +300,7 @@ class ScheduleMagics(Magics):
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
-                            start=args.start, end=args.end,
+                            start=args.start, end=args.end, debounce=args.debounce,
                             persist=True if args.persist else None, **options)
         except NbschedError as exc:
             raise UsageError(str(exc)) from None
@@ -323,9 +326,11 @@ class ScheduleMagics(Magics):
 
     @line_magic("schedule")
     def schedule_line(self, line: str) -> Any:
-        """%schedule list | pause NAME | resume NAME | run NAME | remove NAME | remove --all |
+        """%schedule list | pause NAME | resume NAME | run NAME | remove NAME [--cascade] | remove --all |
         history [NAME] | results NAME | timeline [NAME] | preview NAME [N] | stop | dashboard | store [PATH] |
-        restore [PATH] | backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream]"""
+        restore [PATH] | backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream] |
+        notebook PATH SPEC [--param k=v ...] [--name N] [--output-dir DIR] [--kernel K] [--rule R] [--retries N]
+        [--timeout T] ... | graph [NAME]"""
         st = _state()
         try:
             words = shlex.split(line)
@@ -406,6 +411,46 @@ class ScheduleMagics(Magics):
                 card.retire("removed")
         print(f"removed {len(gone)} job(s)" if rest == ["--all"] else
               "removed " + ", ".join(f"job {name!r}" for name in gone))
+
+    def _cmd_notebook(self, sched, rest):
+        """%schedule notebook PATH SPEC [options]: run a notebook file in a fresh kernel on SPEC."""
+        if not rest or rest[0].startswith("--"):
+            raise UsageError("usage: %schedule notebook PATH SPEC [--param name=value ...] [--name N] "
+                             "[--output-dir DIR], e.g. %schedule notebook etl.ipynb daily at 02:00 --param region=eu")
+        path, words = rest[0], rest[1:]
+        cut = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+        spec, option_words = " ".join(words[:cut]), words[cut:]
+        if not spec:
+            raise UsageError(f"%schedule notebook {path} needs a SPEC after the path, e.g. 'daily at 02:00', "
+                             "'every 1h' or 'after etl'")
+        args = _notebook_parser().parse_args(option_words)
+        parameters = dict(_parse_param(p) for p in args.param or ())
+        options: dict[str, Any] = {}
+        for key in ("retries", "retry_delay", "timeout", "max_instances", "coalesce", "misfire_grace", "max_runs"):
+            value = getattr(args, key)
+            if value is not None:
+                options[key] = value
+        if args.until is not None:
+            options["until"] = _until(args.until, sched, args.tz)
+        if args.rule is not None:
+            options["trigger_rule"] = args.rule
+        job = sched.add_notebook(path, spec, name=args.name, parameters=parameters, output_dir=args.output_dir,
+                                 kernel_name=args.kernel, tz=args.tz, now=args.now, paused=args.paused,
+                                 persist=True if args.persist else None, **options)
+        from .card import JobCard, ensure_refresher
+
+        st = _state()
+        old_card = st.cards.get(job.name)
+        if old_card is not None:
+            old_card.retire("replaced")
+        card = st.cards[job.name] = JobCard(sched, job.name)
+        ensure_refresher(st)
+        return None if args.quiet else card
+
+    def _cmd_graph(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule graph [NAME]  (NAME: only the jobs connected to it)")
+        return sched.graph(rest[0] if rest else None)
 
     def _cmd_history(self, sched, rest):
         if len(rest) > 1:
@@ -501,6 +546,47 @@ class ScheduleMagics(Magics):
         ensure_refresher(st)
         print(f"restored {len(jobs)} job(s) from {getattr(sched.store, 'path', path)}")
         return jobs_table(sched)
+
+
+def _notebook_parser() -> Any:
+    from IPython.core.magic_arguments import MagicArgumentParser
+
+    p = MagicArgumentParser(prog="%schedule notebook PATH SPEC")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter injected after the cell tagged 'parameters' (VALUE is read as JSON when it "
+                        "parses - 3, true, [1, 2] - else as text); repeat for more")
+    p.add_argument("--name", help="job name (default: the file's stem)")
+    p.add_argument("--output-dir", help="where executed notebooks are kept (default: nbsched-runs/ next to the file)")
+    p.add_argument("--kernel", help="kernel to run it with (default: the notebook's own)")
+    p.add_argument("--rule", choices=TRIGGER_RULES, help="for 'after' specs: the trigger rule (default all_success)")
+    p.add_argument("--tz", help="IANA time zone for cron/at/daily specs")
+    p.add_argument("--retries", type=int)
+    p.add_argument("--retry-delay")
+    p.add_argument("--timeout", help="stop (and kill the kernel of) a run after this long, e.g. 10m")
+    p.add_argument("--max-instances", type=int)
+    p.add_argument("--coalesce", choices=COALESCE_CHOICES)
+    p.add_argument("--misfire-grace")
+    p.add_argument("--max-runs", type=int)
+    p.add_argument("--until")
+    p.add_argument("--now", action="store_true")
+    p.add_argument("--paused", action="store_true")
+    p.add_argument("--persist", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """``--param name=value``: the value as JSON when it parses (numbers, true/false, lists), else text."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise UsageError(f"invalid --param {text!r}: write NAME=VALUE, e.g. --param region=eu or --param days=7")
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value
 
 
 def _load_cell_target(target: dict, namespace: dict) -> CellJob:

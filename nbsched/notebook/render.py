@@ -223,6 +223,14 @@ def card_static_text(s: dict[str, str] | None, outputs: Sequence[dict], name: st
 ROW_FIELDS = ("name", "trigger", "state", "next", "last", "duration", "outcome", "runs", "errors", "error")
 
 
+def describe_with_backfill(job: Any) -> str:
+    """The trigger in words, marked while a backfill of the job is in progress."""
+    text = job.describe()
+    for backfill in job.scheduler.backfills(job.name):
+        text += f" \u00b7 backfill {backfill.done}/{backfill.total}"
+    return text
+
+
 def job_row(job: Any) -> tuple:
     """One job as the dashboard shows it: see :data:`ROW_FIELDS`."""
     nxt = job.next_fire_time
@@ -232,7 +240,7 @@ def job_row(job: Any) -> tuple:
         error = error[:ERROR_CHARS - 1] + "\u2026"
     last_duration = job.last_duration
     return (
-        job.name, job.describe(), job.state.value,
+        job.name, describe_with_backfill(job), job.state.value,
         None if nxt is None else round(nxt.timestamp(), 3),
         None if job.last_started is None else round(job.last_started, 3),
         None if last_duration is None else round(last_duration, 6),
