@@ -153,6 +153,7 @@ class Dashboard(ipywidgets.VBox):
         #: The display id of the static fallback (set when displayed in IPython), kept current.
         self.static_id: str | None = None
         self._static_version: int | None = None
+        self._static_sent_at = float("-inf")
 
         me = weakref.ref(self)
 
@@ -337,10 +338,19 @@ class Dashboard(ipywidgets.VBox):
     def _update_static(self) -> None:
         if self.static_id is None:
             return
+        from .kernel import request_running
+
+        now = self._clock.time()
+        if not request_running() and now < self._static_sent_at + _IDLE_STATIC_INTERVAL:
+            # while no cell runs, a frontend that renders the widget hides this copy: refresh it
+            # rarely (a notebook saved later still gets a recent table); while a cell runs (a
+            # notebook executor), every refresh_interval
+            return
         version = self._static_key()
         if version == self._static_version:
             return
         self._static_version = version
+        self._static_sent_at = now
         from IPython.display import update_display
 
         from .kernel import in_latest_request
@@ -674,6 +684,7 @@ from .render import (  # noqa: E402
 )
 
 _TIMELINE_ROWS = 400  # history rows drawn in the detail panel's timeline
+_IDLE_STATIC_INTERVAL = 10.0  # seconds between static-fallback refreshes while no cell runs
 
 
 def _chart_svg(rows: list[tuple]) -> str:

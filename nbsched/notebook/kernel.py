@@ -48,6 +48,8 @@ __all__ = [
     "OutputSink",
     "in_latest_request",
     "remember_request",
+    "request_finished",
+    "request_running",
     "current_sink",
     "install_interrupt_handler",
     "install_router",
@@ -113,6 +115,7 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
 class _LatestRequest:
     context: contextvars.Context | None = None
     serial = 0
+    running = False  # a cell is executing now (between pre_run_cell and post_run_cell)
 
 
 _latest = _LatestRequest()
@@ -122,6 +125,17 @@ def remember_request(*_info: Any) -> None:
     """IPython ``pre_run_cell`` hook: remember the context of the cell that starts now."""
     _latest.context = contextvars.copy_context()
     _latest.serial += 1
+    _latest.running = True
+
+
+def request_finished(*_info: Any) -> None:
+    """IPython ``post_run_cell`` hook: no cell is executing any more."""
+    _latest.running = False
+
+
+def request_running() -> bool:
+    """Whether a cell is executing now (a notebook executor keeps only what is sent meanwhile)."""
+    return _latest.running
 
 
 def request_serial() -> int:

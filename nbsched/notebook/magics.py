@@ -596,6 +596,12 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
     return CellJob(compiled, OutputSink(loop=kernel_loop()), source, target.get("line", ""), name)
 
 
+def _post_run_cell(result: Any) -> None:
+    from .kernel import request_finished
+
+    request_finished()
+
+
 def _pre_run_cell(info: Any) -> None:
     from .kernel import remember_request
 
@@ -619,6 +625,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(ScheduleMagics)
     try:
         ipython.events.register("pre_run_cell", _pre_run_cell)
+        ipython.events.register("post_run_cell", _post_run_cell)
     except Exception:
         pass
     from ..store import register_target_loader
@@ -659,6 +666,7 @@ def unload(ipython: Any) -> None:
         st.subscription = None
     try:
         ipython.events.unregister("pre_run_cell", _pre_run_cell)
+        ipython.events.unregister("post_run_cell", _post_run_cell)
     except Exception:
         pass
     uninstall_router()
