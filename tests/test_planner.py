@@ -36,8 +36,12 @@ CASES = [
     ("until ends it", {"until": T0 + 5}, 0, T0, T0, T0, FirePlan((T0,), (), None, 0)),
     ("until cuts overdue times", {"coalesce": "all", "until": T0 + 15}, 0, T0, T0, T0 + 25,
      FirePlan((T0, T0 + 10), (), None, 0)),
-    # retention caps the itemised list: the rest is counted
-    ("beyond retention", {"history_rows": 3}, 0, T0, T0, T0 + 95, FirePlan((T0 + 20,), (T0, T0 + 10), T0 + 100, 1)),
+    # retention caps the itemised list: the oldest and the newest are listed, the rest counted exactly
+    ("beyond retention", {"history_rows": 3}, 0, T0, T0, T0 + 95, FirePlan((T0 + 90,), (T0, T0 + 80), T0 + 100, 7)),
+    ("beyond retention, earliest", {"history_rows": 3, "coalesce": "earliest"}, 0, T0, T0, T0 + 95,
+     FirePlan((T0,), (T0 + 80, T0 + 90), T0 + 100, 7)),
+    ("ten days of 'every 10s' blocked", {}, 0, T0, T0, T0 + 864_000,  # 86,401 fire times, 10,000 listed
+     FirePlan((T0 + 864_000,), (T0, *[T0 + 10 * k for k in range(76_402, 86_400)]), T0 + 864_010, 76_401)),
 ]
 
 

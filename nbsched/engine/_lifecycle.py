@@ -124,6 +124,22 @@ class RunLifecycle:
             self._events.emit(ev.JobMissed(self._clock.now(), job.name, datetime.fromtimestamp(scheduled, tz),
                                            timedelta(seconds=lateness)))
 
+    def record_missed_summary(self, job: Any, first: float, lateness: float, count: int) -> None:
+        """``count`` fire times from ``first`` on were missed and are not listed one by one (more than the
+        job's history keeps): one ``missed`` row whose error says how many; the counters get all of them."""
+        store = self._sched._store
+        if store is not None and job._persist and not store.claim(job.name, first):
+            return
+        self.run_ids += 1
+        when = datetime.fromtimestamp(first, self._sched.tz)
+        err = ErrorInfo("MissedFireTimes", f"{count} fire times from {when:%Y-%m-%d %H:%M:%S %Z} on were missed "
+                                           "(summarised in this row: more than the job's history keeps)", "")
+        self.record(job, self.run_ids, first, None, None, lateness, _MISSED_S, 0, err, SCHEDULE)
+        job._missed += count - 1
+        self.missed += count - 1
+        log.warning("nbsched: job %r missed %d fire times from %s on (the loop was blocked or the clock jumped); "
+                    "one summary row records them", job.name, count, when)
+
     def record_skipped(self, job: Any, run_id: int, nominal: float, reason: str = SCHEDULE) -> None:
         self.record(job, run_id, nominal, None, None, self._time() - nominal, _SKIPPED_S, 0, None, reason)
         fut = self._futures.pop(run_id, None)
@@ -357,9 +373,12 @@ class RunLifecycle:
             elif policy.executor == "loop":
                 awaitable = job.func()
             else:
-                awaitable = self._sched._executors[policy.executor].submit(job.func)
+                awaitable = _relay(self._sched._executors[policy.executor].submit(job.func))
             value = await awaitable if inspect.isawaitable(awaitable) else awaitable
             return SUCCESS, value, None
+        except _Escaped as carrier:  # GeneratorExit, SystemExit, ... from the job's code in an executor
+            exc = carrier.original
+            return (INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR), None, exc
         except asyncio.CancelledError as exc:
             if timed_out:
                 task.uncancel()
@@ -492,6 +511,42 @@ class RunLifecycle:
         for task in tasks:
             task.cancel()
         return tasks
+
+
+class _Escaped(Exception):
+    """Carries a BaseException that is not an Exception (GeneratorExit, SystemExit, KeyboardInterrupt)
+    raised by job code in an executor across the await: awaiting a future that holds a GeneratorExit
+    lets it escape the awaiting coroutine's ``except`` clauses, and the run would never be recorded."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(original)
+        self.original = original
+
+
+def _relay(source: Any) -> Any:
+    """An asyncio future with ``source``'s outcome, BaseExceptions wrapped in :class:`_Escaped`;
+    cancelling it cancels ``source``."""
+    if not isinstance(source, asyncio.Future):
+        return source
+    target = source.get_loop().create_future()
+
+    def copy(src: asyncio.Future) -> None:
+        if target.done():
+            return
+        if src.cancelled():
+            target.cancel()
+            return
+        exc = src.exception()
+        if exc is None:
+            target.set_result(src.result())
+        elif isinstance(exc, Exception):
+            target.set_exception(exc)
+        else:
+            target.set_exception(_Escaped(exc))
+
+    source.add_done_callback(copy)
+    target.add_done_callback(lambda t: t.cancelled() and source.cancel())
+    return target
 
 
 def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:

@@ -11,16 +11,18 @@ uses the public methods below.  Time comes only from ``self.clock`` (see :mod:`n
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import random
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import events as ev
+from .._durations import format_duration
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
@@ -30,7 +32,7 @@ from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, Run
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
 from ..notebook_files import notebook_job
-from ..triggers import SPEC_HELP, After, Interval, Trigger, parse_trigger
+from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
@@ -44,6 +46,10 @@ if TYPE_CHECKING:  # the engine talks to a store only through the protocol's met
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
+
+#: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
+#: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
+CLOCK_STEP_THRESHOLD = 1.0
 
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)
 
@@ -59,6 +65,13 @@ class SchedulerStatistics:
     errors: int
     due_backlog: int
     next_fire: datetime | None
+
+
+def _fmt(ts: float, zone: tzinfo) -> str:
+    try:
+        return f"{datetime.fromtimestamp(ts, zone):%Y-%m-%d %H:%M:%S %Z}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ts!r} (POSIX seconds)"
 
 
 class RunHandle:
@@ -91,12 +104,15 @@ class Scheduler:
 
     The scheduler binds to the event loop running when it is first used (or ``loop``, run by
     ``loop_thread``); from other threads (an ipykernel subshell, a worker) calls are handed over.
+    ``background=True`` gives it a loop of its own in a daemon thread, for places with no running
+    loop (terminal IPython, the python REPL, a plain script): jobs run while the prompt or the script
+    goes on; :meth:`shutdown` (or interpreter exit) stops the thread.
     """
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, loop_thread: int | None = None,
-                 store: Any = None, **defaults: Any):
+                 store: Any = None, background: bool = False, **defaults: Any):
         self.clock: Clock = clock or SystemClock()
         self.tz: tzinfo = resolve_zone(tz)
         self.defaults = JobPolicy.build(**defaults)
@@ -110,6 +126,8 @@ class Scheduler:
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
         self._batch_runs: dict[int, RunBatch] = {}  # run id -> the backfill or catch-up it belongs to
+        self._watches: dict[str, Any] = {}  # 'on file' job name -> its nbsched.watch.FileWatch
+        self._landed: dict[str, set] = {}  # 'on file' job name -> files that landed while it was busy
         self._catchups: dict[str, RunBatch] = {}
         self._backfills: dict[str, list[RunBatch]] = {}
         self._flow: deque = deque()  # finished runs (with the jobs after them) still being handed down
@@ -123,9 +141,24 @@ class Scheduler:
         self._time = self.clock.time
         self._store: Any = None
         self.events = ev.EventBus(spawn=self._spawn_listener)
+        self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
-        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
+        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
+                                  self._check_clock)
+        elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
+        self._elapsed: Callable[[], float] | None = elapsed
+        self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
+        self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
+        self._background = None
+        if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
+            if loop is not None:
+                raise PolicyError("give either loop= or background=True, not both")
+            from ._background import LoopThread
+
+            self._background = LoopThread()
+            loop, loop_thread = self._background.loop, self._background.ident
+            self._background.on_exit(self.shutdown)
         if loop is not None:
             self._binding.bind(loop, loop_thread)
         else:
@@ -175,7 +208,8 @@ class Scheduler:
     def add(self, func: Callable[[], Any], trigger: "str | Trigger | None" = None, *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
             start: datetime | None = None, end: datetime | None = None, after: "str | Iterable[str] | None" = None,
-            meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
+            debounce: Any = None, meta: dict[str, Any] | None = None, persist: bool | None = None,
+            **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
@@ -232,6 +266,13 @@ class Scheduler:
             trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
             if end_ts is not None and policy.until is None:
                 policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
+        if debounce is not None:
+            if not isinstance(trig, OnFile):
+                raise PolicyError(f"debounce={debounce!r} applies to 'on file PATTERN' triggers, not to {trig.spec!r}")
+            trig = OnFile(trig.pattern, debounce, tz=trig.tz)
+        if isinstance(trig, (After, OnFile)) and (start is not None or end is not None or policy.catchup):
+            raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}"
+                              + (": backfill or catch up its root job instead" if isinstance(trig, After) else ""))
         if isinstance(trig, After):
             if start is not None or end is not None or policy.catchup:
                 raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}: backfill or "
@@ -247,7 +288,12 @@ class Scheduler:
             catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
         not_before = None if start_ts is None or interval else start_ts
         first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
-        if first is None and not now and not isinstance(trig, After) and not catchup:
+        until = policy.until
+        if until is not None and not catchup and (until <= t0 or (first is not None and first > until and not now)):
+            when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
+            raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
+                              f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
+        if first is None and not now and not isinstance(trig, (After, OnFile)) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
@@ -490,6 +536,14 @@ class Scheduler:
             return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name, history=True))
 
+    def timeline(self, name: str | None = None):
+        """Runs of one job (or all) as pictures: a time axis coloured by outcome, retries grouped with
+        their run, lateness and duration histograms.  Displays as inline SVG (also in nbconvert HTML
+        and on GitHub) and as text in a terminal; see :class:`nbsched.timeline.Timeline`."""
+        from ..timeline import Timeline
+
+        return Timeline(self, name)
+
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""
         if name in self._jobs:
@@ -614,13 +668,24 @@ class Scheduler:
             return None
         loop = self._binding.elsewhere()
         if loop is not None:  # not _binding.call(): that refuses calls once closed
-            return LoopBinding.hand_over(loop, self._shutdown_now, wait)
-        return self._shutdown_now(wait)
+            pending = LoopBinding.hand_over(loop, self._shutdown_now, wait)
+            if self._background is None:
+                return pending
+            if pending is not None:  # wait=True: block until the running jobs have finished
+                _wait_from_thread(loop, pending)
+            self._background.stop()
+            return None
+        pending = self._shutdown_now(wait)
+        if self._background is not None:  # called on the loop thread (e.g. from a job): stop after it
+            self._background.stop()
+        return pending
 
     # ======================================================================== internals: jobs
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
+        if not self._wheel.draining:
+            self._check_clock()  # a step not noticed yet must not move the new job's fire times
         log_ = self._log_for(name, policy)
         old = self._jobs.pop(name, None)
         if old is not None:
@@ -639,6 +704,8 @@ class Scheduler:
             job._paused = True
         elif isinstance(trig, After):
             pass  # runs when its upstreams deliver
+        elif isinstance(trig, OnFile):
+            self._watch(job)
         else:
             first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
             if first is not None and (policy.until is None or first <= policy.until):
@@ -720,6 +787,7 @@ class Scheduler:
     def _detach(self, job: Job) -> None:
         job._removed = True
         self._unlink(job)
+        self._unwatch(job.name)
         self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
@@ -780,6 +848,7 @@ class Scheduler:
         if not job._paused:
             job._paused = True
             self._wheel.take(job)
+            self._unwatch(name)  # a paused job consumes nothing
             job._backlog = None
             self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
@@ -812,6 +881,9 @@ class Scheduler:
     def _schedule_from_now(self, job: Job) -> None:
         if isinstance(job.trigger, After):
             return  # after-jobs have no fire times: they wait for deliveries
+        if isinstance(job.trigger, OnFile):
+            self._watch(job)  # from now: files present now do not fire
+            return
         nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
@@ -834,6 +906,48 @@ class Scheduler:
             self._rearm_all()
             self._emit_simple(ev.SchedulerResumed)
 
+    def _check_clock(self) -> bool:
+        """Has the wall clock been stepped since the last look (every timer wake, at most a second
+        apart while jobs wait)?  Then keep intervals in elapsed time and record the step.  Returns True
+        when it rebuilt the timing wheel."""
+        elapsed = self._elapsed
+        if elapsed is None:
+            return False
+        offset = self._time() - elapsed()
+        step = offset - self._clock_offset
+        self._clock_offset = offset  # slow drift (NTP slewing) is absorbed look by look
+        if -CLOCK_STEP_THRESHOLD < step < CLOCK_STEP_THRESHOLD:
+            return False
+        self._on_clock_step(step)
+        return True
+
+    def _on_clock_step(self, step: float) -> None:
+        now = self._time()
+        self._clock_jumps.append((now, step))
+        moved = 0
+        wheel = self._wheel
+        waiting = [job for job in self._jobs.values() if job._key is not None and job._next_ts is not None]
+        wheel.clear()
+        for job in waiting:
+            nominal, planned = job._next_ts, job._planned
+            if isinstance(job.trigger, Interval):  # elapsed time: the rhythm moves with the wall clock
+                job.trigger = job.trigger.shifted(step)
+                nominal += step
+                planned += step
+                moved += 1
+            job._next_ts = nominal
+            wheel.put(job, planned)
+        self._version += 1
+        direction = "back" if step < 0 else "forward"
+        log.warning("nbsched: the wall clock was stepped %s by %s; %d interval job(s) keep their rhythm in elapsed "
+                    "time, cron and 'at' jobs follow the wall clock", direction, format_duration(abs(step)), moved)
+        if self.events.wants(ev.ClockJumped):
+            self.events.emit(ev.ClockJumped(self.clock.now(), timedelta(seconds=step)))
+
+    def clock_jumps(self) -> list[tuple[datetime, timedelta]]:
+        """Steps of the wall clock this scheduler noticed: (when it noticed, by how much; negative: back)."""
+        return [(datetime.fromtimestamp(t, self.tz), timedelta(seconds=d)) for t, d in self._clock_jumps]
+
     def _rearm_all(self) -> None:
         """Reschedule every active job from now (after a scheduler pause or a move to a new loop)."""
         self._wheel.clear()
@@ -844,6 +958,7 @@ class Scheduler:
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
         self._unlink(job)
+        self._unwatch(job.name)
         job.trigger = trig
         self._link(job)
         job._finished = False
@@ -910,12 +1025,11 @@ class Scheduler:
         else:
             self._schedule(job, plan.next)
         runs = self._runs
-        if plan.uncounted:
-            job._missed += plan.uncounted
-            log.warning("nbsched: job %r missed more fire times than its history keeps; counted, not itemised",
-                        job.name)
         for t in plan.missed:
             runs.record_missed(job, t, now - t)
+        if plan.uncounted:  # more than retention keeps: one summary row carries the exact count
+            first = job.trigger.next_timestamp(nominal)
+            runs.record_missed_summary(job, first, now - first, plan.uncounted)
         catching_up = self._catchups.get(job.name) if self._catchups else None
         if catching_up is not None and plan.run:  # live fires wait their turn behind the catch-up
             for t in plan.run:
@@ -927,6 +1041,41 @@ class Scheduler:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
+
+    # ======================================================================== internals: data triggers
+    def _watch(self, job: Job) -> None:
+        from ..watch import FileWatch  # bottom layer; watchfiles itself is imported by it, lazily
+
+        self._unwatch(job.name)
+        name = job.name
+        trig = job.trigger
+        watch = FileWatch(trig.pattern, debounce=trig.debounce, on_batch=lambda paths: self._files_landed(name, paths),
+                          clock=self.clock, loop=self._binding.require("an 'on file' job"))
+        watch.start()
+        self._watches[name] = watch
+
+    def _unwatch(self, name: str) -> None:
+        watch = self._watches.pop(name, None)
+        self._landed.pop(name, None)
+        if watch is not None:
+            watch.stop()
+
+    def _files_landed(self, name: str, paths: list[str]) -> None:
+        """A batch of files settled: run the job with them (``current_run().changed``), or keep them for
+        its next run if it is busy (nothing that landed is lost)."""
+        job = self._jobs.get(name)
+        if job is None or job._paused or self._closed:
+            return
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self._landed.setdefault(name, set()).update(paths)
+            return
+        job._runs += 1
+        self._runs.start_run(job, self._time(), SCHEDULE, RunInputs(changed=tuple(paths)), True)
+
+    def watch_backend(self, name: str) -> str | None:
+        """How an 'on file' job watches: ``"native"`` or ``"polling"`` (None when it is not watching)."""
+        watch = self._watches.get(name)
+        return None if watch is None else watch.backend
 
     # ======================================================================== internals: batches
     def _start_catchup(self, job: Job, times: list[float]) -> None:
@@ -1039,6 +1188,9 @@ class Scheduler:
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
+        if job.name in self._landed:  # files that landed while the job was busy: one run for all of them
+            self._files_landed(job.name, sorted(self._landed.pop(job.name)))
+            return
         gate = self._gates.get(job.name)
         if gate is not None and gate.ready and job._running - job._batch_running < job.policy.max_instances:
             scheduled, inputs = gate.ready.popleft()
@@ -1088,6 +1240,9 @@ class Scheduler:
             if isinstance(item.trigger, After):
                 self._link(job)
                 job._finished = item.finished
+            elif isinstance(item.trigger, OnFile):
+                if not item.paused:
+                    self._watch(job)
             elif item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
@@ -1153,19 +1308,28 @@ class Scheduler:
         if self.events.wants(kind):
             self.events.emit(kind(self.clock.now(), name, **extra))
 
-    def _spawn_listener(self, awaitable: Any) -> None:
-        async def run() -> None:
-            try:
-                await awaitable
-            except Exception:
-                log.exception("nbsched: async event listener failed (the scheduler carries on)")
-
+    def _spawn_listener(self, awaitable: Any, sub: ev.Subscription) -> None:
+        """An async listener's call as a task of its own: not work in progress (wait_idle and
+        shutdown(wait=True) do not wait for it), cancelled after LISTENER_TIMEOUT (see nbsched.events)."""
         loop = self._binding.loop
-        if loop is not None:
-            task = loop.create_task(run())
-            tasks = self._runs.tasks
-            tasks.add(task)
-            task.add_done_callback(self._runs._task_done)
+        if loop is None or loop.is_closed():
+            sub.pending -= 1
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        task = loop.create_task(ev.run_listener(sub, awaitable), name=f"nbsched:listener:{sub.callback!r:.60}")
+        tasks = self._listener_tasks
+        tasks.add(task)
+        timeout = ev.LISTENER_TIMEOUT
+
+        def expire() -> None:
+            if not task.done():
+                sub.timed_out += 1
+                log.error("nbsched: async event listener %r took longer than %gs: cancelled", sub.callback, timeout)
+                task.cancel()
+
+        timer = self.clock.call_at(self._time() + timeout, expire, loop)
+        task.add_done_callback(lambda t: (tasks.discard(t), timer.cancel()))
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
         self._closed = True
@@ -1174,10 +1338,14 @@ class Scheduler:
         self._wheel.clear()
         for job in self._jobs.values():
             self._wheel.take(job)
+        for name in list(self._watches):
+            self._unwatch(name)
         for batch in [*self._catchups.values(), *(b for bs in self._backfills.values() for b in bs)]:
             batch.cancelled = True  # nothing more starts; runs in progress end below like any other
             batch.queue.clear()
         tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
+        for task in list(self._listener_tasks):
+            task.cancel()  # listeners are not work: never waited for
         for executor in self._executors.values():
             try:
                 executor.shutdown(wait=False)
@@ -1205,6 +1373,13 @@ class Scheduler:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else ("paused" if self._paused else "running")
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
+
+
+def _wait_from_thread(loop: asyncio.AbstractEventLoop, pending: "asyncio.Future[Any]") -> None:
+    """Block this (other) thread until ``pending``, a future of ``loop``, is done."""
+    done = threading.Event()
+    loop.call_soon_threadsafe(lambda: pending.add_done_callback(lambda _: done.set()))
+    done.wait()
 
 
 def _instant(value: Any, zone: tzinfo, what: str, end_of_day: bool = False) -> float:
@@ -1246,10 +1421,11 @@ _default_lock = threading.Lock()
 
 
 def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None = None,
-                  loop_thread: int | None = None) -> Scheduler | None:
+                  loop_thread: int | None = None, background: bool = False) -> Scheduler | None:
     """The process-wide default scheduler (the one the magics and the dashboard use).
 
-    Created on first use (on ``loop``, run by ``loop_thread``, when given); after it is shut down,
+    Created on first use (on ``loop``, run by ``loop_thread``, when given; on a loop of its own with
+    ``background=True``, as ``%load_ext nbsched`` does outside a kernel); after it is shut down,
     the next call creates a fresh one.  ``create=False`` returns None instead of creating one.
     """
     global _default
@@ -1257,5 +1433,5 @@ def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None
         if _default is None or not _default.running:
             if not create:
                 return None
-            _default = Scheduler(loop=loop, loop_thread=loop_thread)
+            _default = Scheduler(loop=loop, loop_thread=loop_thread, background=background)
         return _default

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
 import shlex
 import threading
@@ -15,7 +16,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import events as ev
 from .._durations import parse_duration
@@ -23,7 +24,9 @@ from ..errors import NbschedError
 from ..job import COALESCE_CHOICES, TRIGGER_RULES, Job
 from ..engine import Scheduler, get_scheduler
 
-SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
+log = logging.getLogger("nbsched")
+
+SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "timeline", "preview", "stop",
                "dashboard", "store", "restore", "backfill", "notebook", "graph", "help")
 
 
@@ -55,7 +58,9 @@ class _KernelState:
         if sched is None:
             loop = kernel_loop()
             # the kernel's main loop runs on the main thread; calls from subshells are handed over
-            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None)
+            # outside a kernel (terminal IPython) there is no running loop: the scheduler gets its own
+            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None,
+                                  background=loop is None)
             self._watch(sched)
         elif self.subscription is None or self.subscription._bus is not sched.events:
             self._watch(sched)
@@ -100,8 +105,7 @@ class CellJob:
             with route_output(sink), sync_job_running():
                 value = self.compiled()
         except BaseException as exc:
-            if sink is not None:
-                sink.show_exception(exc)
+            self._show(exc)
             raise
         if inspect.isawaitable(value):
             return self._await(value)
@@ -115,9 +119,19 @@ class CellJob:
             try:
                 return await interruptible(coro)
             except BaseException as exc:
-                if sink is not None:
-                    sink.show_exception(exc)
+                self._show(exc)
                 raise
+
+    def _show(self, exc: BaseException) -> None:
+        """Show a failure where the job's output goes: its area in a kernel, stderr in a terminal."""
+        if self.sink is not None:
+            self.sink.show_exception(exc)
+        elif isinstance(exc, Exception):  # (a cancellation or interrupt is recorded, not shouted)
+            import sys
+            import traceback
+
+            sys.stderr.write(f"[nbsched] job {self.__name__!r} failed:\n"
+                             + "".join(traceback.format_exception(exc)))
 
 
 def _default_name(body: str, cell_id: str | None) -> str:
@@ -175,9 +189,29 @@ def _until(value: str, sched: Scheduler, tz: Any) -> float:
         ) from None
 
 
+def _parse_options(magic: Any, tokens: list[str]) -> Any:
+    """Parse the ``--options`` of ``%%schedule``; a mistyped option gets a "did you mean" hint."""
+    try:
+        # the tokens are already split the shell's way (quotes removed): parse them as they are
+        # (IPython's parse_argstring would split again without POSIX rules and keep the quotes)
+        return magic.parser.parse_args(tokens)
+    except UsageError as exc:
+        import difflib
+
+        known = [opt for action in magic.parser._actions for opt in action.option_strings if opt.startswith("--")]
+        for token in tokens:
+            option = token.split("=", 1)[0]
+            if option.startswith("--") and option not in known:
+                close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise UsageError(f"unknown %%schedule option {option!r}: {hint}(options: {', '.join(known)}; "
+                                 "see '%%schedule?')") from None
+        raise UsageError(f"{exc} (see '%%schedule?')") from None
+
+
 @magics_class
 class ScheduleMagics(Magics):
-    @magic_arguments()
+    @magic_arguments(name="%schedule")  # the usage line then reads '%%schedule' (IPython adds one '%')
     @argument("SPEC", nargs="*", help="when to run: 'every 5m', 'cron 0 9 * * mon-fri', 'daily at 09:30', "
                                        "'at 2026-12-01 09:00', 'in 10m', 'after prices' (see nbsched.parse_trigger)")
     @argument("--name", help="job name (default: derived from the cell, stable when the cell is re-run)")
@@ -201,6 +235,7 @@ class ScheduleMagics(Magics):
     @argument("--start", help="first fire time ('2026-11-01', '2026-11-01 02:00'): anchors the schedule")
     @argument("--end", help="no fire times after this ('2026-12-31')")
     @argument("--catchup", action="store_true", help="with a past --start: run every fire time since then first")
+    @argument("--debounce", help="for 'on file' jobs: how long files must stay unchanged (default 1s)")
     @argument("--max-active-runs", type=int, help="catch-up runs at once (default 1)")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
@@ -219,7 +254,7 @@ class ScheduleMagics(Magics):
         if not spec:
             raise UsageError("%%schedule needs a SPEC, e.g. '%%schedule every 5m' or '%%schedule cron 0 9 * * mon-fri' "
                              "(see '%%schedule?')")
-        args = parse_argstring(self.schedule, shlex.join(option_tokens))
+        args = _parse_options(self.schedule, option_tokens)
         if args.SPEC:
             raise UsageError(f"unexpected words after the options: {' '.join(args.SPEC)!r}; put the SPEC first")
         sched = st.scheduler()
@@ -257,14 +292,15 @@ class ScheduleMagics(Magics):
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
         from .kernel import OutputSink, kernel_loop
 
+        in_kernel = kernel_loop() is not None
         old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
-        if sink is None:
+        if sink is None and in_kernel:  # outside a kernel (terminal IPython) jobs print where you are
             sink = OutputSink(loop=kernel_loop())
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
-                            start=args.start, end=args.end,
+                            start=args.start, end=args.end, debounce=args.debounce,
                             persist=True if args.persist else None, **options)
         except NbschedError as exc:
             raise UsageError(str(exc)) from None
@@ -274,8 +310,10 @@ class ScheduleMagics(Magics):
             self.shell.user_ns[args.into] = sched.results(name)
         else:
             st.into.pop(name, None)
-        from .card import JobCard, ensure_refresher
+        from .card import JobCard, TextCard, ensure_refresher
 
+        if not in_kernel:
+            return None if args.quiet else TextCard(sched, name)
         card = JobCard(sched, name)
         old_card = st.cards.get(name)
         if old_card is not None:
@@ -289,8 +327,8 @@ class ScheduleMagics(Magics):
     @line_magic("schedule")
     def schedule_line(self, line: str) -> Any:
         """%schedule list | pause NAME | resume NAME | run NAME | remove NAME [--cascade] | remove --all |
-        history [NAME] | results NAME | preview NAME [N] | stop | dashboard | store [PATH] | restore [PATH] |
-        backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream] |
+        history [NAME] | results NAME | timeline [NAME] | preview NAME [N] | stop | dashboard | store [PATH] |
+        restore [PATH] | backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream] |
         notebook PATH SPEC [--param k=v ...] [--name N] [--output-dir DIR] [--kernel K] [--rule R] [--retries N]
         [--timeout T] ... | graph [NAME]"""
         st = _state()
@@ -317,7 +355,11 @@ class ScheduleMagics(Magics):
         return sched.get(rest[0])
 
     def _card(self, sched: Scheduler, name: str) -> Any:
-        from .card import JobCard
+        from .card import JobCard, TextCard
+        from .kernel import kernel_loop
+
+        if kernel_loop() is None:
+            return TextCard(sched, name)
 
         card = _state().cards.get(name)
         if card is None or card.retired:
@@ -414,6 +456,11 @@ class ScheduleMagics(Magics):
         if len(rest) > 1:
             raise UsageError("%schedule history takes at most one job name")
         return sched.history(rest[0] if rest else None)
+
+    def _cmd_timeline(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule timeline [NAME]  (every job when no name is given)")
+        return sched.timeline(rest[0] if rest else None)
 
     def _cmd_results(self, sched, rest):
         if len(rest) != 1:
@@ -554,7 +601,18 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
 
 
 def _pre_run_cell(info: Any) -> None:
-    _state().cell_id = getattr(info, "cell_id", None)
+    from .kernel import remember_request
+
+    st = _state()
+    st.cell_id = getattr(info, "cell_id", None)
+    remember_request()
+    # bring every card's static summary up to date in the cell starting now (a notebook executor
+    # keeps what is parented to it), so a saved notebook has each job's state as of its last cell
+    for card in list(st.cards.values()):
+        try:
+            card.refresh(cell_start=True)
+        except Exception:  # noqa: BLE001 - a broken card must not stop the cell
+            log.exception("nbsched: refreshing the card of %r failed", card.name)
 
 
 def load(ipython: Any) -> None:

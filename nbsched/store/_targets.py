@@ -17,6 +17,8 @@ Other kinds are added with :func:`register_target_loader`.
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import importlib
 import linecache
 import textwrap
@@ -24,7 +26,8 @@ from typing import Any, Callable
 
 from ..notebook_files import load_notebook_target
 
-__all__ = ["register_target_loader", "load_target", "TargetLoader", "source_preview", "target_label"]
+__all__ = ["register_target_loader", "load_target", "TargetLoader", "source_preview", "target_label", "code_hash",
+           "target_code"]
 
 TargetLoader = Callable[[dict, dict], Callable[[], Any]]
 _LOADERS: dict[str, TargetLoader] = {}
@@ -140,3 +143,15 @@ def source_preview(target: Any, width: int = 72) -> str:
     lines = [ln for ln in lines if ln and not ln.startswith(("#", "@"))]
     text = " ⏎ ".join(lines[:3])
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def code_hash(target: Any) -> str:
+    """A fingerprint of what a stored target runs: sha256 of its canonical JSON (first 16 hex digits)."""
+    text = json.dumps(target, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def target_code(target: Any) -> str:
+    """The full stored code of a target - what restore() would execute (empty when none is stored)."""
+    source = target.get("source") if isinstance(target, dict) else None
+    return str(source) if source else ""
