@@ -1,6 +1,7 @@
 """The README's runnable code blocks, executed as a reader would run them, so they cannot drift.
 
-Runnable blocks: those of the "Quick start" and "Outside a kernel" sections.  Notebook blocks (the ones
+Runnable blocks: those of the "Quick start" and "Outside a kernel" sections, and the complete script of
+the "Workflows" section.  Notebook blocks (the ones
 after "In a notebook") run in order in one real kernel; script blocks run as ``python -c``.  The
 reference blocks elsewhere (Python API, Persistence, Executors, ...) name placeholder functions
 (``fetch``, ``report``) and are not executed.
@@ -70,3 +71,21 @@ def test_outside_a_kernel_block_runs_as_a_script():
     lines = done.stdout.splitlines()
     assert lines[:3] == ["tick", "tick", "tick"]
     assert [line.split()[-1] for line in lines[4:]] == ["success", "success", "success"]
+
+
+@pytest.mark.realtime
+def test_workflows_script_block_runs_as_a_script():
+    blocks = python_blocks(section("Workflows: jobs that run after other jobs"))
+    (script,) = [b for b in blocks if "asyncio.run(main())" in b]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[42]",
+        "   job outcome   reason",
+        " fetch success   manual",
+        "double success upstream",
+        " alert skipped upstream",
+        "<JobGraph: 3 job(s), 2 edge(s)>",
+        "  fetch -> double",
+        "  fetch -> alert [one_failed]",
+    ]
