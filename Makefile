@@ -2,11 +2,14 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 VENV6  := .venv-ipykernel6
+# The newest Python this machine has (pyenv: 3.13): the unit suite runs on it too.
+PYTHON_NEWEST ?= $(shell command -v python3.13)
+VENV13 := .venv-py313
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 CHROMIUM := /usr/lib/chromium/chromium
 
-.PHONY: setup setup-ipykernel6 chromium demo test test-fast bench clean
+.PHONY: setup setup-ipykernel6 chromium demo test test-fast test-newest bench clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +45,15 @@ demo: $(VENV)/.demo-installed
 
 test: setup setup-ipykernel6 chromium
 	NBSCHED_IPYKERNEL6_PYTHON=$(CURDIR)/$(VENV6)/bin/python $(BIN)/python -m pytest -q
+	$(MAKE) test-newest
+
+# The unit tests on the newest Python (skipped, saying so, where there is none).
+test-newest:
+	@if [ -z "$(PYTHON_NEWEST)" ]; then echo "no python3.13 here: the newest-Python unit run is skipped"; else \
+	  test -f $(VENV13)/.installed -a $(VENV13)/.installed -nt pyproject.toml || \
+	    ($(PYTHON_NEWEST) -m venv $(VENV13) && $(VENV13)/bin/python -m pip install --disable-pip-version-check -q \
+	      -e '.[test,notebook]' && touch $(VENV13)/.installed) && \
+	  $(VENV13)/bin/python -m pytest -q -m "not kernel and not browser and not store and not dask and not realtime"; fi
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not kernel and not browser and not store"
@@ -54,4 +66,4 @@ bench: setup
 	$(BIN)/python bench/bench_flow.py
 
 clean:
-	rm -rf $(VENV) $(VENV6) demo-out .pytest_cache
+	rm -rf $(VENV) $(VENV6) $(VENV13) demo-out .pytest_cache
