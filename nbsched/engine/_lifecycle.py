@@ -78,13 +78,16 @@ class RunLifecycle:
 
     # ================================================================== the one recorder
     def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None) -> tuple:
-        """Write one history row for ``job`` (memory, then the store) and count it.  Returns the row."""
-        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err)
+               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None) -> None:
+        """Write one history row for ``job`` (memory, then the store) and count it.
+
+        The job's log packs the values (no object per row; nothing the garbage collector tracks);
+        a row tuple (:class:`~nbsched.history.HistoryRow` layout) is built only for a store."""
+        job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err)
         s = self._sched
         store = s._store
         if store is not None and job._persist:
-            store.on_row(job.name, row)
+            store.on_row(job.name, (run_id, nominal, started, finished, lateness, outcome, attempt, err))
         if outcome is _MISSED_S:
             job._missed += 1
             self.missed += 1
@@ -104,7 +107,6 @@ class RunLifecycle:
                     job._failures += 1
                     self.errors += 1
         s._version += 1
-        return row
 
     # ================================================================== fire times that do not run
     def record_missed(self, job: Any, scheduled: float, lateness: float) -> None:
@@ -311,7 +313,7 @@ class RunLifecycle:
     # ================================================================== outcomes
     def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                    finished: float, attempt: int, value: Any) -> None:
-        row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
+        self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
         if value is not None:
             try:
                 job.results_log.append(run_id, nominal, value)
@@ -323,6 +325,7 @@ class RunLifecycle:
         events = self._events
         listening = events._subs and events.wants(ev.JobExecuted)
         if job._waiters or self._futures or listening:
+            row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
             record = RunRecord.from_row(job.name, row, self._sched.tz)
             self._notify(job, run_id, record, value, None)
             if listening:
@@ -335,7 +338,8 @@ class RunLifecycle:
             err = _CANCELLED_INFO
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), format_user_traceback(exc))
-        row = self.record(job, run_id, nominal, started, finished, started - planned, outcome.value, attempt, err)
+        row = (run_id, nominal, started, finished, started - planned, outcome.value, attempt, err)
+        self.record(job, *row)
         if outcome is ERROR:
             # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the
             # failure is already a history row, an event, and red on the card and the dashboard.

@@ -23,7 +23,7 @@ from .. import events as ev
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
-from ..history import OUTCOME, Outcome, RunLog, history_frame
+from ..history import OUTCOME, Outcome, RunLog, history_frame_of
 from ..job import Job, JobPolicy, StoredJob
 from ..triggers import Trigger, parse_trigger
 from ._handover import LoopBinding
@@ -282,7 +282,7 @@ class Scheduler:
             raise JobLookupError(self._unknown(name, history=True))
         cache = self._history_cache
         if cache is None or cache[0] != self._version:
-            frame = history_frame(((n, log.rows) for n, log in self._logs.items()), self.tz)
+            frame = history_frame_of(list(self._logs.values()), self.tz)
             self._history_cache = cache = (self._version, frame)
         return cache[1]
 
