@@ -28,6 +28,7 @@ from ..job import Job, JobPolicy, StoredJob
 from ..triggers import Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
+from ._gc import BULK as GC_BULK, GcFreezer
 from ._planner import plan_fire
 from ._wheel import TimingWheel
 
@@ -84,7 +85,16 @@ class Scheduler:
 
     The scheduler binds to the event loop running when it is first used (or ``loop``, run by
     ``loop_thread``); from other threads (an ipykernel subshell, a worker) calls are handed over.
+
+    After a bulk add (``gc_freeze_after`` jobs, default 1,000) the scheduler freezes the objects
+    alive at that moment out of the garbage collector's full collections (:func:`gc.freeze`), so a
+    full collection's pause does not grow with the number of jobs; removing as many jobs unfreezes
+    them.  The collector itself stays on.  Set ``Scheduler.gc_freeze_after = None`` (before creating
+    the scheduler) to never freeze - see ``nbsched/engine/_gc.py`` for the trade-off.
     """
+
+    #: Jobs added since the last freeze that make a bulk add (None: never freeze; see the class doc).
+    gc_freeze_after: int | None = GC_BULK
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
@@ -112,6 +122,7 @@ class Scheduler:
         self._binding = LoopBinding(on_move=self._rearm_all)
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
         self._runs = RunLifecycle(self)
+        self._gc = GcFreezer(self._post_soon, self.gc_freeze_after)
         if loop is not None:
             self._binding.bind(loop, loop_thread)
         else:
@@ -427,6 +438,7 @@ class Scheduler:
         if old is not None:
             self._detach(old)
         job = Job(self, name, func, trig, policy, meta, log_)
+        self._gc.added()
         if persist is None:
             persist = self._store is not None and getattr(self._store, "persist_all", True)
         if persist and self._store is None:
@@ -478,6 +490,7 @@ class Scheduler:
         job = self.get(name)
         del self._jobs[name]
         self._detach(job)
+        self._gc.removed()
         self._version += 1
         if job._persist and self._store is not None:
             self._store.on_job_removed(name)
@@ -636,6 +649,7 @@ class Scheduler:
                       self._log_for(item.name, item.policy))
             job._persist = True
             self._jobs[item.name] = job
+            self._gc.added()
             if item.history:
                 job.log.prepend(list(item.history))
                 self._count(job, item.history)
@@ -711,7 +725,14 @@ class Scheduler:
             tasks.add(task)
             task.add_done_callback(self._runs._task_done)
 
+    def _post_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at the loop's next turn (after the caller's current work, e.g. a cell's adds)."""
+        loop = self._binding.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon(fn)
+
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
+        self._gc.unfreeze()
         self._closed = True
         self._binding.closed = True
         self._wheel.stopped = True
