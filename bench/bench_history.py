@@ -39,8 +39,10 @@ def baseline_frame(h, tz):
     import pandas as pd
 
     epoch = pd.Timestamp(0, tz="UTC")
+    categorical_job = isinstance(h["job"].dtype, pd.CategoricalDtype)
+    job = h["job"] if categorical_job else h["job"].astype("category")
     cols = {
-        "job_codes": h["job"].cat.codes.to_numpy(), "job_names": list(h["job"].cat.categories),
+        "job_codes": job.cat.codes.to_numpy(), "job_names": list(job.cat.categories),
         "run_id": h["run_id"].to_numpy(),
         **{k: ((h[k] - epoch).dt.total_seconds()).to_numpy(dtype=np.float64, na_value=np.nan)
            for k in ("scheduled_at", "started_at", "finished_at")},
@@ -52,7 +54,8 @@ def baseline_frame(h, tz):
     t0 = time.perf_counter()
     ts = {k: pd.to_datetime(cols[k], unit="s", utc=True).tz_convert(tz) for k in ("scheduled_at", "started_at", "finished_at")}
     frame = pd.DataFrame({
-        "job": pd.Categorical.from_codes(cols["job_codes"], categories=cols["job_names"]),
+        "job": pd.Categorical.from_codes(cols["job_codes"], categories=cols["job_names"]) if categorical_job else
+               pd.Series(np.asarray(cols["job_names"], dtype=object)[cols["job_codes"]], dtype="string"),
         "run_id": cols["run_id"], "scheduled_at": ts["scheduled_at"], "started_at": ts["started_at"],
         "finished_at": ts["finished_at"], "duration": ts["finished_at"] - ts["started_at"],
         "lateness": pd.to_timedelta(cols["lateness"], unit="s"),

@@ -276,6 +276,11 @@ class Job:
         return self._next_ts
 
     @property
+    def planned_fire_timestamp(self) -> float | None:
+        """When the job fires next as POSIX seconds, jitter included (:attr:`next_fire_time` as a number)."""
+        return self._planned
+
+    @property
     def next_fire_time(self) -> datetime | None:
         """When the job fires next (aware, in the trigger's zone, jitter included), or None."""
         ts = self._planned
