@@ -48,6 +48,7 @@ def baseline_frame(h, tz):
            for k in ("scheduled_at", "started_at", "finished_at")},
         "lateness": h["lateness"].dt.total_seconds().to_numpy(),
         "outcome": h["outcome"].cat.codes.to_numpy(), "attempt": h["attempt"].to_numpy(),
+        **({"reason": h["reason"].cat.codes.to_numpy()} if "reason" in h else {}),
         "error": h["error"].to_numpy(), "error_type": h["error_type"].to_numpy(), "traceback": h["traceback"].to_numpy(),
     }
     cats = list(h["outcome"].cat.categories)
@@ -60,6 +61,8 @@ def baseline_frame(h, tz):
         "finished_at": ts["finished_at"], "duration": ts["finished_at"] - ts["started_at"],
         "lateness": pd.to_timedelta(cols["lateness"], unit="s"),
         "outcome": pd.Categorical.from_codes(cols["outcome"], categories=cats), "attempt": cols["attempt"],
+        **({"reason": pd.Categorical.from_codes(cols["reason"], categories=list(h["reason"].cat.categories))}
+           if "reason" in h else {}),
         **{k: pd.Series(cols[k], dtype="object", copy=False) for k in ("error", "error_type", "traceback")},
     })
     return time.perf_counter() - t0, frame
@@ -88,11 +91,11 @@ def measure(jobs: int, rows_per_job: int) -> dict:
                 s = base + r + i / jobs
                 k = run_id % 100
                 if k < 2:
-                    log.record(run_id, s, s + 0.0004, s + 0.0009, 0.0004, "error", 1, err)
+                    log.record(run_id, s, s + 0.0004, s + 0.0009, 0.0004, "error", 1, err, "schedule")
                 elif k < 5:
-                    log.record(run_id, s, None, None, 0.2, "missed", 0, None)
+                    log.record(run_id, s, None, None, 0.2, "missed", 0, None, "schedule")
                 else:
-                    log.record(run_id, s, s + 0.0004, s + 0.0005, 0.0004, "success", 1, None)
+                    log.record(run_id, s, s + 0.0004, s + 0.0005, 0.0004, "success", 1, None, "schedule")
         record_us = (time.process_time() - t_cpu) / run_id * 1e6
         mem1 = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()

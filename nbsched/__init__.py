@@ -26,16 +26,18 @@ from .errors import (
     TriggerError,
 )
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
+from .context import Branch, RunContext, Skip, current_run
 from .history import Outcome, RunRecord
 from .job import Job, JobPolicy, JobState
 from .engine import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
-from .triggers import Cron, Date, Interval, Trigger, parse_trigger
+from .triggers import After, Cron, Date, Interval, Trigger, parse_trigger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
-    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
+    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "parse_duration",
+    "current_run", "RunContext", "Branch", "Skip",
     "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
     "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
     "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",

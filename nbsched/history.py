@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Iterable, NamedTuple
 
-__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "COLUMNS",
-           "Column", "ROW_BYTES"]
+__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS",
+           "COLUMNS", "Column", "ROW_BYTES"]
 
 
 class Outcome(str, enum.Enum):
@@ -32,6 +32,7 @@ class Outcome(str, enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    UPSTREAM_FAILED = "upstream_failed"
 
     def __str__(self) -> str:
         return self.value
@@ -42,6 +43,11 @@ class Outcome(str, enum.Enum):
 
 
 OUTCOME_CATEGORIES = [o.value for o in Outcome]
+
+#: Why a run happened: its trigger fired, ``run_now``, an upstream job finished (workflows), a
+#: backfill, or catching up on fire times missed.  A categorical column in ``history()``.
+REASONS = ("schedule", "manual", "upstream", "backfill", "catchup")
+SCHEDULE, MANUAL, UPSTREAM, BACKFILL, CATCHUP = REASONS
 
 class ErrorInfo(NamedTuple):
     type: str
@@ -78,6 +84,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("outcome", "category", "B", tuple(OUTCOME_CATEGORIES)),
     Column("attempt", "int", "I"),
     Column("error", "error"),
+    Column("reason", "category", "B", REASONS),  # why the run happened: one of REASONS
 )
 
 _FRAME_NAME = {"scheduled": "scheduled_at", "started": "started_at", "finished": "finished_at"}
@@ -87,14 +94,15 @@ for _c in COLUMNS:
 
 
 def _frame_columns(columns: tuple[Column, ...]) -> list[str]:
+    """The ``history()`` columns: in table order (duration after finished_at), the error columns last."""
     out = ["job"]
     for c in columns:
-        if c.kind == "error":
-            out += ["error", "error_type", "traceback"]
-        else:
+        if c.kind != "error":
             out.append(_FRAME_NAME.get(c.field, c.field))
             if c.field == "finished":
                 out.append("duration")
+    if any(c.kind == "error" for c in columns):
+        out += ["error", "error_type", "traceback"]
     return out
 
 
@@ -112,7 +120,7 @@ instance.  Read one by name with ``HistoryRow._make(row)``.
 """
 
 #: Field positions in a row.
-SCHEDULED, OUTCOME, ATTEMPT = (HistoryRow._fields.index(f) for f in ("scheduled", "outcome", "attempt"))
+SCHEDULED, OUTCOME, ATTEMPT, REASON = (HistoryRow._fields.index(f) for f in ("scheduled", "outcome", "attempt", "reason"))
 
 _PACKED = [i for i, c in enumerate(COLUMNS) if c.code]  # row positions stored in the packed buffer
 _ASIDE = [i for i, c in enumerate(COLUMNS) if not c.code]  # row positions kept aside (rare values)
@@ -138,6 +146,7 @@ class RunRecord:
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
+    reason: str = "schedule"
 
     @property
     def duration(self) -> timedelta | None:
@@ -147,7 +156,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, job: str, row: tuple, tz: tzinfo) -> "RunRecord":
-        run_id, sched, started, finished, lateness, outcome, attempt, err = row
+        run_id, sched, started, finished, lateness, outcome, attempt, err, reason = row
         ts = datetime.fromtimestamp
         return cls(
             job=job, run_id=run_id, scheduled_at=ts(sched, tz),
@@ -156,7 +165,7 @@ class RunRecord:
             outcome=Outcome(outcome), attempt=attempt, lateness=timedelta(seconds=lateness),
             error=None if err is None else f"{err.type}: {err.message}",
             error_type=None if err is None else err.type,
-            traceback=None if err is None else err.traceback,
+            traceback=None if err is None else err.traceback, reason=reason,
         )
 
 

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from .engine import RunHandle, Scheduler
     from .triggers import Trigger
 
-__all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES"]
+__all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES", "TRIGGER_RULES"]
 
 COALESCE_CHOICES = ("latest", "earliest", "all")
+#: Airflow's trigger rules for jobs that run after other jobs (see the README, Workflows).
+TRIGGER_RULES = ("all_success", "all_done", "all_failed", "one_success", "one_failed", "none_failed", "always")
 
 
 class JobState(str, enum.Enum):
@@ -53,6 +55,8 @@ class JobPolicy:
       (A plain function on the ``loop`` executor cannot be interrupted; use ``thread`` for those.)
     - ``executor``: ``loop``, ``thread``, ``process`` or a registered name.
     - ``history_rows``/``history_age``, ``results_rows``/``results_age``: retention.
+    - ``trigger_rule``: for jobs that run after other jobs, when they run (one of :data:`TRIGGER_RULES`,
+      Airflow's names and meanings; default ``all_success``).
     """
 
     max_instances: int = 1
@@ -71,6 +75,7 @@ class JobPolicy:
     history_age: float | None = None
     results_rows: int | None = 10_000
     results_age: float | None = None
+    trigger_rule: str = "all_success"
 
     @classmethod
     def names(cls) -> list[str]:
@@ -159,6 +164,10 @@ def _check(key: str, value: Any) -> Any:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
             raise PolicyError(f"invalid until {value!r}: give an aware datetime (or a spec string through the magic)")
+        if key == "trigger_rule":
+            if value not in TRIGGER_RULES:
+                raise PolicyError(f"unknown trigger rule {value!r}: choose one of {', '.join(TRIGGER_RULES)}")
+            return value
         if key == "executor":
             if not isinstance(value, str) or not value:
                 raise PolicyError(f"invalid executor {value!r}: choose 'loop', 'thread', 'process' or a registered name")
@@ -309,6 +318,11 @@ class Job:
 
     def describe(self) -> str:
         return self.trigger.describe()
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        """The jobs this job runs after (empty for a job on a time trigger)."""
+        return getattr(self.trigger, "upstreams", ())
 
     # -- delegation to the scheduler ----------------------------------------------------------
     def pause(self) -> "Job":

@@ -119,18 +119,18 @@ from nbsched.history import COLUMNS, ROW_BYTES, ErrorInfo, HistoryRow, RunLog, h
 E1 = ErrorInfo("ValueError", "boom 1", "tb 1")
 E2 = ErrorInfo("KeyError", "'k'", "tb 2")
 ROWS = [
-    (1, 100.0, 100.25, 100.5, 0.25, "success", 1, None),
-    (2, 110.0, 110.0, 110.125, 0.0, "error", 1, E1),
-    (2, 110.0, 111.0, 111.5, 0.5, "error", 2, E2),
-    (3, 120.0, None, None, 3.0, "missed", 0, None),
-    (4, 130.0, None, None, 0.001, "skipped", 0, None),
-    (5, 140.0, 140.5, 140.75, 0.5, "timeout", 1, ErrorInfo("TimeoutError", "late", "")),
+    (1, 100.0, 100.25, 100.5, 0.25, "success", 1, None, "schedule"),
+    (2, 110.0, 110.0, 110.125, 0.0, "error", 1, E1, "schedule"),
+    (2, 110.0, 111.0, 111.5, 0.5, "error", 2, E2, "schedule"),
+    (3, 120.0, None, None, 3.0, "missed", 0, None, "schedule"),
+    (4, 130.0, None, None, 0.001, "skipped", 0, None, "schedule"),
+    (5, 140.0, 140.5, 140.75, 0.5, "timeout", 1, ErrorInfo("TimeoutError", "late", ""), "schedule"),
 ]
 
 
 def test_row_layout_follows_the_column_table():
     assert HistoryRow._fields == tuple(c.field for c in COLUMNS)
-    assert ROW_BYTES == 45
+    assert ROW_BYTES == 46
 
 
 def test_runlog_gives_back_the_rows_it_recorded():
@@ -173,15 +173,17 @@ def test_prepend_puts_stored_rows_first_within_retention():
 def test_frame_order_and_columns_match_rows_given_as_tuples():
     a, b = RunLog("a", max_rows=None), RunLog("b", max_rows=None)
     # same scheduled times in both jobs: ties are ordered by run id, attempts of one run stay in order
-    for row in [(7, 10.0, 10.0, 10.5, 0.0, "success", 1, None), (9, 20.0, 20.0, 20.1, 0.0, "error", 1, E1),
-                (9, 20.0, 21.0, 21.1, 1.0, "success", 2, None)]:
+    for row in [(7, 10.0, 10.0, 10.5, 0.0, "success", 1, None, "schedule"),
+                (9, 20.0, 20.0, 20.1, 0.0, "error", 1, E1, "manual"), (9, 20.0, 21.0, 21.1, 1.0, "success", 2, None, "manual")]:
         a.record(*row)
-    for row in [(6, 10.0, 10.0, 10.2, 0.0, "success", 1, None), (8, 20.0, None, None, 0.0, "missed", 0, None)]:
+    for row in [(6, 10.0, 10.0, 10.2, 0.0, "success", 1, None, "schedule"),
+                (8, 20.0, None, None, 0.0, "missed", 0, None, "schedule")]:
         b.record(*row)
     f = history_frame_of([a, b], timezone.utc)
     assert list(zip(f["job"], f["run_id"], f["attempt"])) == [("b", 6, 1), ("a", 7, 1), ("b", 8, 0), ("a", 9, 1),
                                                                ("a", 9, 2)]
     assert f["error"].tolist() == [None, None, None, "ValueError: boom 1", None]
+    assert f["reason"].tolist() == ["schedule"] * 3 + ["manual"] * 2
     assert f["traceback"].tolist() == [None, None, None, "tb 1", None]
     assert f["started_at"].isna().tolist() == [False, False, True, False, False]
     assert f["duration"].dt.total_seconds().round(6).tolist()[:2] == [0.2, 0.5]
@@ -192,17 +194,17 @@ def test_frame_order_and_columns_match_rows_given_as_tuples():
 def test_unknown_outcome_is_refused_with_the_choices():
     log = RunLog("j")
     with pytest.raises(ValueError, match="'exploded' is not one of the history categories"):
-        log.record(1, 1.0, 1.0, 1.0, 0.0, "exploded", 1, None)
+        log.record(1, 1.0, 1.0, 1.0, 0.0, "exploded", 1, None, "schedule")
     assert len(log) == 0
 
 
 def test_recording_rows_leaves_nothing_for_the_garbage_collector():
     log = RunLog("j", max_rows=1000)
-    log.record(0, 0.0, 0.0, 0.0, 0.0, "success", 1, None)
+    log.record(0, 0.0, 0.0, 0.0, 0.0, "success", 1, None, "schedule")
     gc.collect()
     before = len(gc.get_objects())
     for i in range(1, 20_000):
-        log.record(i, float(i), i + 0.5, i + 0.75, 0.5, "success", 1, None)
-    log.record(20_000, 20_000.0, None, None, 1.0, "missed", 0, None)
+        log.record(i, float(i), i + 0.5, i + 0.75, 0.5, "success", 1, None, "upstream" if i % 2 else "schedule")
+    log.record(20_000, 20_000.0, None, None, 1.0, "missed", 0, None, "schedule")
     assert len(gc.get_objects()) == before
     assert len(log) == 1000 and log.rows[0][0] == 19_001

@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 1\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 2\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,13 +340,37 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v2(conn):
+    def v3(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v2])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v3])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
+
+
+async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock, db):
+    old = scheduler(clock, db)
+    old.add(tick, "every 1s", name="old")
+    await clock.advance(3)
+    old.shutdown()
+    conn = sqlite3.connect(db)  # turn it into what round 1 wrote: no reason column, user_version 1
+    conn.execute("ALTER TABLE history DROP COLUMN reason")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    again = scheduler(clock, db)
+    again.restore()
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert list(again.history("old")["reason"]) == ["schedule"] * 3
+    again.run_now("old")
+    await clock.advance(0)
+    assert list(again.history("old")["reason"]) == ["schedule"] * 3 + ["manual"]
+    again.shutdown()
+    reopened = scheduler(clock, db)
+    reopened.restore()
+    assert list(reopened.history("old")["reason"]) == ["schedule"] * 3 + ["manual"]
+    reopened.shutdown()
 
 
 async def test_the_files_are_readable_by_their_owner_only(clock, db):

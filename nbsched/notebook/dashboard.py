@@ -707,7 +707,7 @@ def _history_html(rows: list[tuple], tz: tzinfo, now: float) -> str:
         return "<i>no runs yet</i>"
     out = ["<table class='nbsched-history'><thead><tr><th>run</th><th>scheduled</th><th>started</th>"
            "<th>duration</th><th>outcome</th><th>attempt</th><th>error</th></tr></thead><tbody>"]
-    for run_id, scheduled, started, finished, _lateness, outcome, attempt, err in reversed(rows):
+    for run_id, scheduled, started, finished, _lateness, outcome, attempt, err, _reason in reversed(rows):
         duration = None if started is None or finished is None else finished - started
         error = "" if err is None else f"{err.type}: {err.message}"
         out.append(

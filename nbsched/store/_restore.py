@@ -81,7 +81,7 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
             continue
         try:
             spec = json.loads(spec_json)
-            tkey = tuple(sorted(spec["trigger"].items()))
+            tkey = json.dumps(spec["trigger"], sort_keys=True)
             trig = trig_cache.get(tkey)
             if trig is None:
                 trig = trig_cache[tkey] = trigger_from_dict(spec["trigger"])
