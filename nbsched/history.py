@@ -1,8 +1,10 @@
 """Run history and results: append-only logs, turned into pandas frames on demand.
 
-Every run attempt (and every missed or skipped fire time) is one row.  Rows are small tuples appended
-to a bounded deque per job - amortised O(1), no DataFrame work on the hot path.  Frames are built
-lazily and cached until the next row arrives.  pandas is imported only when a frame is asked for.
+Every run attempt (and every missed or skipped fire time) is one row.  A job's rows are packed into
+one bytearray (:class:`RunLog`, :data:`ROW_BYTES` bytes a row, laid out by the :data:`COLUMNS`
+table) - amortised O(1), no object per row for the garbage collector, no DataFrame work on the hot
+path.  Frames are built lazily with numpy (no loop per row) and cached until the next row arrives.
+numpy and pandas are imported only when a frame is asked for.
 
 Retention: each job keeps at most ``max_rows`` history rows (default 10,000) and ``results_max_rows``
 result rows (default 10,000), optionally also dropping rows older than ``max_age``.

@@ -316,8 +316,9 @@ class Scheduler:
     def history(self, name: str | None = None):
         """Run history as a DataFrame: one row per run attempt (and per missed/skipped fire time).
 
-        Columns: job, run_id, scheduled_at, started_at, finished_at, duration, lateness, outcome
-        (categorical), attempt, error, error_type, traceback.  Times are aware, in the scheduler's zone.
+        Columns: job (categorical), run_id, scheduled_at, started_at, finished_at, duration, lateness,
+        outcome (categorical), attempt, reason (categorical), error, error_type, traceback.  Times are
+        aware, in the scheduler's zone.  Built from the jobs' packed logs without a loop per row.
         """
         if name is not None:
             if name in self._logs:
