@@ -431,12 +431,14 @@ def history_frame_of(logs: list[RunLog], tz: tzinfo):
     counts = np.fromiter(map(len, bufs), dtype=np.int64, count=len(bufs)) // ROW_BYTES
     codes = np.repeat(np.arange(len(logs), dtype=np.int32), counts)
     aside = []
-    offset = 0
-    for log, n in zip(logs, counts.tolist()):
-        if log._aside_rows:
-            base = offset - log._dropped
-            aside.extend((base + number, position, value) for number, position, value in log._aside_rows)
-        offset += n
+    with_aside = [k for k, log in enumerate(logs) if log._aside_rows]
+    if with_aside:
+        starts = (np.cumsum(counts) - counts)[with_aside].tolist()
+        for k, start in zip(with_aside, starts):
+            log = logs[k]
+            base = start - log._dropped
+            for number, position, value in log._aside_rows:
+                aside.append((base + number, position, value))
     return _frame(b"".join(bufs), codes, [log.job for log in logs], aside, tz)
 
 
@@ -517,7 +519,7 @@ def _frame(data: bytes, job_codes, job_names: list[str], aside: list[tuple], tz:
                         filled[0][k] = value
             for name, col in zip(cols, filled):
                 out[name] = pd.Series(col, dtype="object", copy=False)
-    return pd.DataFrame(out, columns=HISTORY_COLUMNS)
+    return pd.DataFrame(out, columns=HISTORY_COLUMNS, copy=False)  # the columns are ours: no copy
 
 
 _DTYPE = None
