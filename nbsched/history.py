@@ -84,7 +84,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("finished", "time", "d"),
     Column("lateness", "seconds", "d"),
     Column("outcome", "category", "B", tuple(OUTCOME_CATEGORIES)),
-    Column("attempt", "int", "I"),
+    Column("attempt", "int", "H"),  # at most JobPolicy's retries + 1 (nbsched.job.MAX_RETRIES)
     Column("error", "error"),
     Column("reason", "category", "B", REASONS),  # why the run happened: one of REASONS
 )

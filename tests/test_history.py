@@ -130,7 +130,7 @@ ROWS = [
 
 def test_row_layout_follows_the_column_table():
     assert HistoryRow._fields == tuple(c.field for c in COLUMNS)
-    assert ROW_BYTES == 46
+    assert ROW_BYTES == 44
 
 
 def test_runlog_gives_back_the_rows_it_recorded():
@@ -208,3 +208,11 @@ def test_recording_rows_leaves_nothing_for_the_garbage_collector():
     log.record(20_000, 20_000.0, None, None, 1.0, "missed", 0, None, "schedule")
     assert len(gc.get_objects()) == before
     assert len(log) == 1000 and log.rows[0][0] == 19_001
+
+
+async def test_retries_beyond_what_a_row_can_count_are_refused(sched):
+    with pytest.raises(nbsched.PolicyError, match=r"invalid retries 70000: at most 65,534 \(e.g. retries=3\)"):
+        sched.add(lambda: None, "every 10s", name="r", retries=70_000)
+    assert "r" not in sched
+    sched.add(lambda: None, "every 10s", name="ok", retries=65_534)
+    assert sched.get("ok").policy.retries == 65_534
