@@ -295,6 +295,15 @@ class RunLog:
         each call: for a job's detail view, not for loops over many jobs - use the frame)."""
         return _decode(self._buf, self._dropped, self._aside_rows)
 
+    def last_row(self) -> tuple | None:
+        """The newest row (a plain tuple in the :class:`HistoryRow` layout), or ``None``."""
+        buf = self._buf
+        if not buf:
+            return None
+        number = self._dropped + len(buf) // ROW_BYTES - 1
+        aside = [a for a in reversed(self._aside_rows or ()) if a[0] == number]
+        return _decode(buf[-ROW_BYTES:], number, aside)[0]
+
     def append(self, row: tuple) -> None:
         """Append one row given as a tuple in the :class:`HistoryRow` layout."""
         self.record(*row)
@@ -367,9 +376,15 @@ class RunLog:
         return self._buf.__sizeof__() + (0 if aside is None else sys.getsizeof(aside) + 64 * len(aside))
 
     def frame(self, tz: tzinfo):
-        if self._frame is None:
-            self._frame = history_frame_of([self], tz)
-        return self._frame
+        frame = self._frame
+        if frame is None:
+            # another thread (a scheduler on a background loop) may record while numpy builds the
+            # frame: cache it only if no row came meanwhile, else the cache would hide that row
+            key = (self._dropped, len(self._buf))
+            frame = history_frame_of([self], tz)
+            if key == (self._dropped, len(self._buf)):
+                self._frame = frame
+        return frame
 
 
 _unpack_time = struct.Struct("<d").unpack_from

@@ -12,11 +12,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_public_names():
     expected = {
         "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
-        "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "parse_duration",
+        "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "parse_duration",
         "current_run", "RunContext", "Branch", "Skip",
         "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
         "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
         "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
+        "NotebookFileError", "NotebookCellError",
         "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
     }
     assert set(nbsched.__all__) == expected

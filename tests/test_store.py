@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 2\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 3\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,12 +340,12 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v3(conn):
+    def v4(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v3])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v4])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
 
 
@@ -361,7 +361,7 @@ async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock
     conn.close()
     again = scheduler(clock, db)
     again.restore()
-    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
     assert list(again.history("old")["reason"]) == ["schedule"] * 3
     again.run_now("old")
     await clock.advance(0)
