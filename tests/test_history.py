@@ -216,3 +216,11 @@ async def test_retries_beyond_what_a_row_can_count_are_refused(sched):
     assert "r" not in sched
     sched.add(lambda: None, "every 10s", name="ok", retries=65_534)
     assert sched.get("ok").policy.retries == 65_534
+
+
+def test_last_row_is_the_newest_row_with_its_error():
+    log = RunLog("j", max_rows=2)
+    assert log.last_row() is None
+    for row in ROWS[:3]:
+        log.record(*row)
+    assert log.last_row() == ROWS[2] and log.last_row() == log.rows[-1]
