@@ -58,12 +58,15 @@ test-newest:
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not kernel and not browser and not store"
 
+# ~9 minutes on a quiet 2-core machine: bench.py ~3, bench_store.py ~2, bench_history.py ~1, bench_kernel.py ~3
 bench: setup
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_backfill.py
 	$(BIN)/python bench/bench_watch.py
 	$(BIN)/python bench/bench_flow.py
+	$(BIN)/python bench/bench_history.py --json bench/results_history.json
+	$(BIN)/python bench/bench_kernel.py
 
 clean:
 	rm -rf $(VENV) $(VENV6) $(VENV13) demo-out .pytest_cache

@@ -150,7 +150,7 @@ async def _restore(jobs: int, rows_per_job: int) -> dict:
         restored = sched.restore()
         t2 = time.perf_counter()
         out.update(open_s=t1 - t0, restore_s=t2 - t1, total_s=t2 - t0, restored=len(restored),
-                   history_rows=sum(len(j.log.rows) for j in restored),
+                   history_rows=sum(len(j.log) for j in restored),
                    result_rows=sum(j.results_log.rows for j in restored))
         sched.shutdown()
         return out

@@ -48,7 +48,7 @@ class JobPolicy:
       ``latest`` runs the newest and records the rest missed, ``earliest`` the oldest, ``all`` runs each.
     - ``jitter``: a random delay in [0, jitter] added to each fire time.
     - ``max_runs`` / ``until``: stop after this many scheduled runs / after this time.
-    - ``retries``: up to N further attempts after a failure (an error or a timeout), waiting
+    - ``retries``: up to N (at most 65,534) further attempts after a failure (an error or a timeout), waiting
       ``retry_delay * backoff ** (attempt - 1)``, at most ``max_retry_delay`` (default 300 s; a
       ``retry_delay`` above the default cap raises the cap to it, above an explicit cap is an error).
     - ``timeout``: async jobs are cancelled; thread/process jobs are abandoned and recorded ``timeout``.
@@ -110,6 +110,8 @@ class JobPolicy:
 
 
 _POLICY_NAMES = tuple(f.name for f in fields(JobPolicy))
+#: The most retries a policy may ask for (a history row keeps the attempt number in 16 bits).
+MAX_RETRIES = 65_534
 
 
 def _int(key: str, value: Any, minimum: int, allow_none: bool) -> int | None:
@@ -141,7 +143,10 @@ def _check(key: str, value: Any) -> Any:
         if key in ("max_runs",):
             return _int(key, value, 1, True)
         if key in ("retries",):
-            return _int(key, value, 0, False)
+            retries = _int(key, value, 0, False)
+            if retries > MAX_RETRIES:  # history stores the attempt number in 16 bits
+                raise PolicyError(f"invalid retries {value!r}: at most {MAX_RETRIES:,} (e.g. retries=3)")
+            return retries
         if key in ("history_rows", "results_rows"):
             return _int(key, value, 1, True)
         if key == "coalesce":
@@ -293,6 +298,11 @@ class Job:
     def next_fire_timestamp(self) -> float | None:
         """The nominal next fire time as POSIX seconds (before jitter), or None (paused/finished)."""
         return self._next_ts
+
+    @property
+    def planned_fire_timestamp(self) -> float | None:
+        """When the job fires next as POSIX seconds, jitter included (:attr:`next_fire_time` as a number)."""
+        return self._planned
 
     @property
     def next_fire_time(self) -> datetime | None:

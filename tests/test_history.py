@@ -108,3 +108,119 @@ async def test_history_survives_removal_until_forgotten(sched, clock):
     sched.forget("gone")
     with pytest.raises(nbsched.JobLookupError):
         sched.history("gone")
+
+
+# ------------------------------------------------------------------ the packed log (RunLog)
+from datetime import timezone  # noqa: E402
+import gc  # noqa: E402
+
+from nbsched.history import COLUMNS, ROW_BYTES, ErrorInfo, HistoryRow, RunLog, history_frame, history_frame_of  # noqa: E402
+
+E1 = ErrorInfo("ValueError", "boom 1", "tb 1")
+E2 = ErrorInfo("KeyError", "'k'", "tb 2")
+ROWS = [
+    (1, 100.0, 100.25, 100.5, 0.25, "success", 1, None, "schedule"),
+    (2, 110.0, 110.0, 110.125, 0.0, "error", 1, E1, "schedule"),
+    (2, 110.0, 111.0, 111.5, 0.5, "error", 2, E2, "schedule"),
+    (3, 120.0, None, None, 3.0, "missed", 0, None, "schedule"),
+    (4, 130.0, None, None, 0.001, "skipped", 0, None, "schedule"),
+    (5, 140.0, 140.5, 140.75, 0.5, "timeout", 1, ErrorInfo("TimeoutError", "late", ""), "schedule"),
+]
+
+
+def test_row_layout_follows_the_column_table():
+    assert HistoryRow._fields == tuple(c.field for c in COLUMNS)
+    assert ROW_BYTES == 44
+
+
+def test_runlog_gives_back_the_rows_it_recorded():
+    log = RunLog("j", max_rows=None)
+    for row in ROWS:
+        log.record(*row)
+    assert log.rows == ROWS and len(log) == len(ROWS)
+    assert all(type(r) is tuple for r in log.rows)
+
+
+def test_runlog_retention_by_rows_is_exact_and_drops_errors_with_their_rows():
+    log = RunLog("j", max_rows=3)
+    for row in ROWS:
+        log.append(row)
+    assert log.rows == ROWS[-3:]
+    assert [e for _, _, e in log._aside_rows] == [ROWS[-1][7]]  # E1, E2 went with their rows
+    log.set_retention(2, None)
+    assert log.rows == ROWS[-2:]
+    f = log.frame(timezone.utc)
+    assert list(f["run_id"]) == [4, 5] and list(f["error_type"]) == [None, "TimeoutError"]
+
+
+def test_runlog_retention_by_age():
+    log = RunLog("j", max_rows=None, max_age=15.0)
+    for row in ROWS:
+        log.record(*row)
+    assert log.rows == ROWS[-2:]  # scheduled 130 and 140: within 15 s of the newest (140)
+    assert log.retention_cut() == 130.0
+
+
+def test_prepend_puts_stored_rows_first_within_retention():
+    log = RunLog("j", max_rows=4)
+    for row in ROWS[3:]:
+        log.record(*row)
+    log.prepend(ROWS[:3])
+    assert log.rows == ROWS[-4:]
+    assert log.frame(timezone.utc)["error"].tolist() == ["KeyError: 'k'", None, None, "TimeoutError: late"]
+
+
+def test_frame_order_and_columns_match_rows_given_as_tuples():
+    a, b = RunLog("a", max_rows=None), RunLog("b", max_rows=None)
+    # same scheduled times in both jobs: ties are ordered by run id, attempts of one run stay in order
+    for row in [(7, 10.0, 10.0, 10.5, 0.0, "success", 1, None, "schedule"),
+                (9, 20.0, 20.0, 20.1, 0.0, "error", 1, E1, "manual"), (9, 20.0, 21.0, 21.1, 1.0, "success", 2, None, "manual")]:
+        a.record(*row)
+    for row in [(6, 10.0, 10.0, 10.2, 0.0, "success", 1, None, "schedule"),
+                (8, 20.0, None, None, 0.0, "missed", 0, None, "schedule")]:
+        b.record(*row)
+    f = history_frame_of([a, b], timezone.utc)
+    assert list(zip(f["job"], f["run_id"], f["attempt"])) == [("b", 6, 1), ("a", 7, 1), ("b", 8, 0), ("a", 9, 1),
+                                                               ("a", 9, 2)]
+    assert f["error"].tolist() == [None, None, None, "ValueError: boom 1", None]
+    assert f["reason"].tolist() == ["schedule"] * 3 + ["manual"] * 2
+    assert f["traceback"].tolist() == [None, None, None, "tb 1", None]
+    assert f["started_at"].isna().tolist() == [False, False, True, False, False]
+    assert f["duration"].dt.total_seconds().round(6).tolist()[:2] == [0.2, 0.5]
+    g = history_frame([("a", a.rows), ("b", b.rows)], timezone.utc)
+    pd.testing.assert_frame_equal(f, g)
+
+
+def test_unknown_outcome_is_refused_with_the_choices():
+    log = RunLog("j")
+    with pytest.raises(ValueError, match="'exploded' is not one of the history categories"):
+        log.record(1, 1.0, 1.0, 1.0, 0.0, "exploded", 1, None, "schedule")
+    assert len(log) == 0
+
+
+def test_recording_rows_leaves_nothing_for_the_garbage_collector():
+    log = RunLog("j", max_rows=1000)
+    log.record(0, 0.0, 0.0, 0.0, 0.0, "success", 1, None, "schedule")
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(1, 20_000):
+        log.record(i, float(i), i + 0.5, i + 0.75, 0.5, "success", 1, None, "upstream" if i % 2 else "schedule")
+    log.record(20_000, 20_000.0, None, None, 1.0, "missed", 0, None, "schedule")
+    assert len(gc.get_objects()) == before
+    assert len(log) == 1000 and log.rows[0][0] == 19_001
+
+
+async def test_retries_beyond_what_a_row_can_count_are_refused(sched):
+    with pytest.raises(nbsched.PolicyError, match=r"invalid retries 70000: at most 65,534 \(e.g. retries=3\)"):
+        sched.add(lambda: None, "every 10s", name="r", retries=70_000)
+    assert "r" not in sched
+    sched.add(lambda: None, "every 10s", name="ok", retries=65_534)
+    assert sched.get("ok").policy.retries == 65_534
+
+
+def test_last_row_is_the_newest_row_with_its_error():
+    log = RunLog("j", max_rows=2)
+    assert log.last_row() is None
+    for row in ROWS[:3]:
+        log.record(*row)
+    assert log.last_row() == ROWS[2] and log.last_row() == log.rows[-1]

@@ -85,13 +85,16 @@ class RunLifecycle:
 
     # ================================================================== the one recorder
     def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None, reason: str) -> tuple:
-        """Write one history row for ``job`` (memory, then the store) and count it.  Returns the row."""
-        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason)
+               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None, reason: str) -> None:
+        """Write one history row for ``job`` (memory, then the store) and count it.
+
+        The job's log packs the values (no object per row, nothing the garbage collector tracks); a
+        row tuple (:class:`~nbsched.history.HistoryRow` layout) is built only for a store."""
+        job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason)
         s = self._sched
         store = s._store
         if job._persist and store is not None:
-            store.on_row(job.name, row)
+            store.on_row(job.name, (run_id, nominal, started, finished, lateness, outcome, attempt, err, reason))
         if outcome is _MISSED_S:
             job._missed += 1
             self.missed += 1
@@ -113,7 +116,6 @@ class RunLifecycle:
                     job._failures += 1
                     self.errors += 1
         s._version += 1
-        return row
 
     # ================================================================== fire times that do not run
     def record_missed(self, job: Any, scheduled: float, lateness: float) -> None:
@@ -223,7 +225,8 @@ class RunLifecycle:
         self.run_ids += 1
         run_id = self.run_ids
         kind = {UPSTREAM_FAILED: "UpstreamFailed", SKIPPED: "Skipped"}.get(outcome, "QueueFull")
-        row = self.record(job, run_id, nominal, None, None, 0.0, outcome.value, 0, ErrorInfo(kind, message, ""), reason)
+        row = (run_id, nominal, None, None, 0.0, outcome.value, 0, ErrorInfo(kind, message, ""), reason)
+        self.record(job, *row)
         event = _EVENT_OF.get(outcome, ev.JobMissed)
         if self._events.wants(event):
             if event is ev.JobMissed:
@@ -419,8 +422,7 @@ class RunLifecycle:
                                      reason, deliver=deliver, inputs=inputs)
                 return
             branch, value = value.targets, value.value
-        row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None,
-                          reason)
+        self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason)
         if value is not None:
             try:
                 job.results_log.append(run_id, nominal, value)
@@ -432,6 +434,7 @@ class RunLifecycle:
         events = self._events
         listening = events._subs and events.wants(ev.JobExecuted)
         if job._waiters or self._futures or listening:
+            row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason)
             record = RunRecord.from_row(job.name, row, self._sched.tz)
             self._notify(job, run_id, record, value, None)
             if listening:
@@ -451,8 +454,8 @@ class RunLifecycle:
             err = ErrorInfo("Skip", str(exc), "")
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), format_user_traceback(exc))
-        row = self.record(job, run_id, nominal, started, finished, started - planned, outcome.value, attempt, err,
-                          reason)
+        row = (run_id, nominal, started, finished, started - planned, outcome.value, attempt, err, reason)
+        self.record(job, *row)
         if outcome is ERROR:
             # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the
             # failure is already a history row, an event, and red on the card and the dashboard.

@@ -28,7 +28,7 @@ from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, Trigge
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
 from ..graph import GraphEdge, GraphNode, JobGraph
-from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame
+from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame_of
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
 from ..notebook_files import notebook_job
@@ -37,6 +37,7 @@ from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
+from ._gc import BULK as GC_BULK, GcFreezer
 from ._planner import plan_fire
 from ._wheel import SLICE_SECONDS, TimingWheel
 
@@ -107,7 +108,16 @@ class Scheduler:
     ``background=True`` gives it a loop of its own in a daemon thread, for places with no running
     loop (terminal IPython, the python REPL, a plain script): jobs run while the prompt or the script
     goes on; :meth:`shutdown` (or interpreter exit) stops the thread.
+
+    After a bulk add (``gc_freeze_after`` jobs, default 1,000) the scheduler freezes the objects
+    alive at that moment out of the garbage collector's full collections (:func:`gc.freeze`), so a
+    full collection's pause does not grow with the number of jobs; removing as many jobs unfreezes
+    them.  The collector itself stays on.  Set ``Scheduler.gc_freeze_after = None`` (before creating
+    the scheduler) to never freeze - see ``nbsched/engine/_gc.py`` for the trade-off.
     """
+
+    #: Jobs added since the last freeze that make a bulk add (None: never freeze; see the class doc).
+    gc_freeze_after: int | None = GC_BULK
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
@@ -150,6 +160,7 @@ class Scheduler:
         self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
         self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
+        self._gc = GcFreezer(self._post_soon, self.gc_freeze_after)
         self._background = None
         if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
             if loop is not None:
@@ -478,8 +489,8 @@ class Scheduler:
         """The graph's colour: the last outcome, or ``skipped`` when the job's latest row is a run its
         upstreams did not let happen (a branch not taken, a skip propagated down)."""
         log_ = self._logs.get(job.name)
-        rows = log_.rows if log_ is not None else ()
-        if rows and rows[-1][REASON] == "upstream" and rows[-1][OUTCOME] == Outcome.SKIPPED.value:
+        last_row = log_.last_row() if log_ is not None else None
+        if last_row is not None and last_row[REASON] == "upstream" and last_row[OUTCOME] == Outcome.SKIPPED.value:
             return Outcome.SKIPPED.value
         last = job.last_outcome
         return None if last is None else last.value
@@ -517,8 +528,9 @@ class Scheduler:
     def history(self, name: str | None = None):
         """Run history as a DataFrame: one row per run attempt (and per missed/skipped fire time).
 
-        Columns: job, run_id, scheduled_at, started_at, finished_at, duration, lateness, outcome
-        (categorical), attempt, error, error_type, traceback.  Times are aware, in the scheduler's zone.
+        Columns: job (categorical), run_id, scheduled_at, started_at, finished_at, duration, lateness,
+        outcome (categorical), attempt, reason (categorical), error, error_type, traceback.  Times are
+        aware, in the scheduler's zone.  Built from the jobs' packed logs without a loop per row.
         """
         if name is not None:
             if name in self._logs:
@@ -526,8 +538,9 @@ class Scheduler:
             raise JobLookupError(self._unknown(name, history=True))
         cache = self._history_cache
         if cache is None or cache[0] != self._version:
-            frame = history_frame(((n, log.rows) for n, log in self._logs.items()), self.tz)
-            self._history_cache = cache = (self._version, frame)
+            version = self._version  # before building: a row recorded meanwhile (another thread) is not hidden
+            frame = history_frame_of(list(self._logs.values()), self.tz)
+            self._history_cache = cache = (version, frame)
         return cache[1]
 
     def results(self, name: str):
@@ -691,6 +704,7 @@ class Scheduler:
         if old is not None:
             self._detach(old)
         job = Job(self, name, func, trig, policy, meta, log_)
+        self._gc.added()
         self._link(job)
         if persist is None:
             persist = self._store is not None and getattr(self._store, "persist_all", True)
@@ -833,6 +847,7 @@ class Scheduler:
                               f"first, or remove({name!r}, cascade=True) (%schedule remove {name} --cascade) for all")
         del self._jobs[name]
         self._detach(job)
+        self._gc.removed()
         self._version += 1
         if job._persist and self._store is not None:
             self._store.on_job_removed(name)
@@ -1233,6 +1248,7 @@ class Scheduler:
                       self._log_for(item.name, item.policy))
             job._persist = True
             self._jobs[item.name] = job
+            self._gc.added()
             if item.history:
                 job.log.prepend(list(item.history))
                 self._count(job, item.history)
@@ -1336,7 +1352,14 @@ class Scheduler:
         timer = self.clock.call_at(self._time() + timeout, expire, loop)
         task.add_done_callback(lambda t: (tasks.discard(t), timer.cancel()))
 
+    def _post_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at the loop's next turn (after the caller's current work, e.g. a cell's adds)."""
+        loop = self._binding.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon(fn)
+
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
+        self._gc.unfreeze()
         self._closed = True
         self._binding.closed = True
         self._wheel.stopped = True

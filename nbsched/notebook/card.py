@@ -12,6 +12,8 @@ import weakref
 from html import escape
 from typing import Any
 
+from .._durations import format_duration
+from ..history import Outcome
 from . import render
 from .render import job_summary, summary_html, summary_text  # noqa: F401 - the card's words live in render
 
@@ -244,18 +246,62 @@ def ensure_refresher(state: Any) -> None:
 
 def jobs_table(sched: Any):
     """``%schedule list``: one row per job; ``after`` names its upstream jobs (and a trigger rule other
-    than ``all_success`` in brackets), empty for a job on a time trigger."""
+    than ``all_success`` in brackets), empty for a job on a time trigger.
+
+    Built column by column with little work per job (the loop is held while it runs: at 100,000 jobs
+    every microsecond per job is 0.1 s of jobs waiting); the same values as :func:`job_summary` gives.
+    """
     import pandas as pd
 
-    rows = []
-    for job in sched.jobs:
-        s = job_summary(sched, job)
+    jobs = sched.jobs
+    described: dict[int, str] = {}  # jobs added from one spec share their trigger
+    names, triggers, afters, states, planned, zones, runs, errors, missed, skipped, last, last_error = (
+        [] for _ in range(12))
+    failed = (Outcome.ERROR, Outcome.TIMEOUT)
+    for job in jobs:
+        trig = job.trigger
+        text = described.get(id(trig))
+        if text is None:
+            text = described[id(trig)] = job.describe()
+        names.append(job.name)
+        triggers.append(text)
         after = ", ".join(job.upstreams)
         if after and job.policy.trigger_rule != "all_success":
             after += f" ({job.policy.trigger_rule})"
-        rows.append({"job": job.name, "trigger": s["trigger"], "after": after, "state": s["state"],
-                     "next_run": job.next_fire_time,
-                     "runs": job.runs, "errors": job.failures, "missed": job.missed, "skipped": job.skipped,
-                     "last": s["last"], "last_error": s["error"] or None})
-    cols = ["job", "trigger", "after", "state", "next_run", "runs", "errors", "missed", "skipped", "last", "last_error"]
-    return pd.DataFrame(rows, columns=cols)
+        afters.append(after)
+        states.append(job.state.value)
+        planned.append(job.planned_fire_timestamp)
+        zones.append(trig.tz)
+        runs.append(job.runs)
+        errors.append(job.failures)
+        missed.append(job.missed)
+        skipped.append(job.skipped)
+        outcome = job.last_outcome
+        if outcome is None:
+            last.append("-")
+        else:
+            duration = job.last_duration
+            last.append(outcome.value if duration is None else f"{outcome.value} in {format_duration(duration)}")
+        last_error.append(job.last_error if outcome in failed and job.last_error else None)
+    if zones and all(z is zones[0] for z in zones):
+        next_run = _us_times(planned, zones[0])
+    else:
+        next_run = [job.next_fire_time for job in jobs]
+    return pd.DataFrame({"job": names, "trigger": triggers, "after": afters, "state": states, "next_run": next_run, "runs": runs,
+                         "errors": errors, "missed": missed, "skipped": skipped, "last": last,
+                         "last_error": last_error})
+
+
+def _us_times(timestamps: list, tz: Any):
+    """POSIX seconds (None = none) as aware microsecond times, rounded as ``datetime.fromtimestamp``
+    rounds them (the fraction to the nearest microsecond, ties to even)."""
+    import numpy as np
+    import pandas as pd
+
+    ts = np.array([np.nan if t is None else t for t in timestamps], dtype=np.float64)
+    missing = np.isnan(ts)
+    ts[missing] = 0.0
+    whole = np.floor(ts)
+    us = whole.astype(np.int64) * 1_000_000 + np.round((ts - whole) * 1e6).astype(np.int64)
+    us[missing] = np.iinfo(np.int64).min
+    return pd.array(us.view("M8[us]")).tz_localize("UTC").tz_convert(tz)

@@ -307,9 +307,9 @@ class BatchWriter:
             if jid is None or name not in store._leases:
                 continue
             try:
-                rows = job.log.rows
-                if rows and (len(rows) == rows.maxlen or job.log.max_age is not None):
-                    cut_h[jid] = rows[0][1]
+                cut = job.log.retention_cut()
+                if cut is not None:
+                    cut_h[jid] = cut
                 res = job.results_log
                 if res.chunks and (res.max_age is not None or (res.max_rows is not None and res.rows >= res.max_rows)):
                     cut_r[jid] = res.chunks[0][1]
