@@ -3,7 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 VENV6  := .venv-ipykernel6
 # The newest Python this machine has (pyenv: 3.13): the unit suite runs on it too.
-PYTHON_NEWEST ?= $(shell command -v python3.13)
+PYTHON_NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
+                   $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null))
 VENV13 := .venv-py313
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q

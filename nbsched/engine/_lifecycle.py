@@ -225,6 +225,8 @@ class RunLifecycle:
         self.run_ids += 1
         run_id = self.run_ids
         kind = {UPSTREAM_FAILED: "UpstreamFailed", SKIPPED: "Skipped"}.get(outcome, "QueueFull")
+        if outcome is SKIPPED:  # a decision about a run (not a skipped fire time): the job's latest outcome
+            job._last_outcome = SKIPPED
         row = (run_id, nominal, None, None, 0.0, outcome.value, 0, ErrorInfo(kind, message, ""), reason)
         self.record(job, *row)
         event = _EVENT_OF.get(outcome, ev.JobMissed)

@@ -621,7 +621,12 @@ class Dashboard(ipywidgets.VBox):
                  f" &middot; <span class='nbsched-badge nbsched-badge-{job.state.value}'>{job.state.value}</span></div>",
                  "<div class='nbsched-detail-grid'>"]
         # next fire times
-        if job.state.value == "finished":
+        if job.upstreams:
+            upcoming = (f"<i>runs after {escape(' and '.join(job.upstreams))} (rule "
+                        f"{escape(job.policy.trigger_rule)}): no fire times of its own</i>")
+        elif job.trigger.kind == "file":
+            upcoming = f"<i>runs when files matching {escape(job.trigger.pattern)} land</i>"
+        elif job.state.value == "finished":
             upcoming = "<i>finished: no more fire times</i>"
         else:
             times = job.preview(5)

@@ -173,6 +173,21 @@ def test_dashboard_in_jupyterlab(lab, browser_context, artifacts):
         page.screenshot(path=str(artifacts / "dashboard.png"), clip=dash.bounding_box(), timeout=10_000)
         page.screenshot(path=str(artifacts / "dashboard-page.png"), full_page=True, timeout=5_000)
 
+        # ---- a workflow: the downstream job's detail shows where it sits and the graph view
+        probe.run("s.add(lambda: 'done', 'after tick', name='after_tick', trigger_rule='all_done')")
+        wait_for(lambda: row("after_tick").count() == 1, what="the after_tick row")
+        assert cell("after_tick", "trigger") == "after tick"
+        row("after_tick").locator("td.c-name").click()
+        wait_for(lambda: "runs after tick (rule all_done)" in detail.inner_text(), what="after_tick's details")
+        graph = detail.locator(".nbsched-graph svg")
+        wait_for(lambda: graph.count() == 1, what="the graph view")
+        wait_for(lambda: "after_tick" in graph.text_content() and "all_done" in graph.text_content(), what="graph labels")
+        assert graph.locator("[data-job='tick']").count() == 1 and graph.locator("[data-job='after_tick']").count() == 1
+        wait_for(lambda: int(cell("after_tick", "runs")) >= 1, timeout=8, what="after_tick to run after tick")
+        detail.locator("div.nbsched-graph").screenshot(path=str(artifacts / "dashboard-graph.png"), timeout=30_000)
+        probe.run("s.remove('after_tick')")
+        wait_for(lambda: row("after_tick").count() == 0, what="after_tick removed")
+
         # ---- Remove asks to confirm, then removes in the kernel
         remove = row("hourly").locator("button[data-action='remove']")
         remove.click()
