@@ -13,10 +13,10 @@ def test_public_names():
     expected = {
         "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
         "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
-        "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
-        "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
+        "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
+        "events", "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
         "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
-        "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
+        "ClusterUnreachableError", "WorkerDiedError", "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
     }
     assert set(nbsched.__all__) == expected
     for name in nbsched.__all__:
@@ -25,7 +25,7 @@ def test_public_names():
 
 def test_import_is_cheap_and_never_pulls_ipython_or_widgets():
     code = ("import sys, nbsched; s = nbsched.Scheduler; "
-            "bad = [m for m in ('IPython', 'ipywidgets', 'pandas', 'ipykernel') if m in sys.modules]; "
+            "bad = [m for m in ('IPython', 'ipywidgets', 'pandas', 'ipykernel', 'distributed', 'dask') if m in sys.modules]; "
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

@@ -86,6 +86,15 @@ def _format_user_traceback(exc: BaseException) -> str:
     return "".join(_tb.format_exception(type(exc), exc, tb))
 
 
+def _check_resources(policy: JobPolicy, executor: Any) -> None:
+    if policy.resources and not getattr(executor, "supports_resources", False):
+        raise PolicyError(
+            f"resources={policy.resource_dict()!r} needs an executor that places work on workers (e.g. 'dask'), "
+            f"but the job runs on {policy.executor!r}: register one with sched.add_executor('dask', "
+            "nbsched.DaskExecutor(client)) and pass executor='dask'"
+        )
+
+
 def _key(ts: float) -> int:
     return math.ceil(ts * 1000.0 - 1e-6)
 
@@ -280,6 +289,7 @@ class Scheduler:
         executor = self._executors.get(policy.executor)
         if executor is None:
             raise PolicyError(f"unknown executor {policy.executor!r}: choose one of {', '.join(map(repr, self._executors))}")
+        _check_resources(policy, executor)
         executor.check(func)
         if name is None:
             name = getattr(func, "__name__", None) or repr(func)
@@ -376,6 +386,7 @@ class Scheduler:
         policy = JobPolicy.build(job.policy, **options)
         if policy.executor not in self._executors:
             raise PolicyError(f"unknown executor {policy.executor!r}: choose one of {', '.join(map(repr, self._executors))}")
+        _check_resources(policy, self._executors[policy.executor])
         return self._call("Scheduler.modify", self._modify, job, policy)
 
     def history(self, name: str | None = None):
@@ -1046,6 +1057,8 @@ class Scheduler:
                 awaitable = first
             elif policy.executor == "loop":
                 awaitable = job.func()
+            elif policy.resources:
+                awaitable = self._executors[policy.executor].submit(job.func, resources=policy.resource_dict())
             else:
                 awaitable = self._executors[policy.executor].submit(job.func)
             value = await awaitable if inspect.isawaitable(awaitable) else awaitable

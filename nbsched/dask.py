@@ -1,0 +1,242 @@
+"""The ``dask`` executor: jobs run on a Dask cluster (``distributed``), driven from the scheduler's loop.
+
+    from dask.distributed import Client
+    client = await Client("tcp://scheduler:8786", asynchronous=True)   # on the notebook's own loop
+    sched.add_executor("dask", nbsched.DaskExecutor(client))
+    sched.add(train, "daily at 02:00", executor="dask", resources={"GPU": 1}, retries=2, timeout="2h")
+
+How it behaves (and why):
+
+* **Never blocks the loop.**  The client is Dask's *asynchronous* client on the scheduler's own event
+  loop: ``client.submit`` only queues a message, and the run awaits the Dask future like any other
+  coroutine.  A synchronous client (one with its own loop thread) is refused with the line to use.
+* **nbsched owns the policies.**  Dask's own ``retries`` stay 0: nbsched retries by the job's policy,
+  so every attempt is a history row.  A timeout or an interrupt cancels the run's task, which cancels
+  the Dask future on the cluster (a queued task never starts; a running one is released and its
+  result dropped - a Python thread on the worker cannot be killed mid-call).
+* **Faults are values.**  A worker that dies while running the job (killed, out of memory) surfaces
+  as :class:`~nbsched.errors.WorkerDiedError`; a scheduler that cannot be reached (connection refused
+  or dropped) as :class:`~nbsched.errors.ClusterUnreachableError`.  Both become the run's recorded
+  error (retried if the job has retries); the job keeps its schedule, and when the client has given up
+  reconnecting, the next run opens a new client to the same address, so runs resume when the cluster
+  is back.
+* **What is shipped.**  The job's function, with Dask's own serialization (cloudpickle): functions
+  defined in a notebook travel by value, functions from modules by reference (the module must be
+  importable on the workers).  Nothing is stored: the store keeps the JSON job definition as usual.
+
+``distributed`` is an optional dependency: ``pip install 'nbsched[dask]'``.  This module imports it
+only when a :class:`DaskExecutor` is created, so ``import nbsched`` stays cheap.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import os
+from typing import Any, Callable
+
+from .errors import ClusterUnreachableError, PolicyError, WorkerDiedError
+
+__all__ = ["DaskExecutor", "require_distributed", "current_worker"]
+
+log = logging.getLogger("nbsched")
+
+INSTALL_HINT = "pip install 'nbsched[dask]'"
+
+#: The address of the Dask worker that ran the current run's latest attempt (``None``: it ran locally).
+#: Set inside the run's own task, so the recorder reads the right value for concurrent runs.
+current_worker: contextvars.ContextVar[str | None] = contextvars.ContextVar("nbsched_worker", default=None)
+
+_keys = itertools.count(1)
+
+
+def require_distributed(what: str = "the dask executor") -> Any:
+    """Import and return the ``distributed`` package, or raise ImportError saying what to install."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs Dask's 'distributed' package, which is not installed: "
+            f"{INSTALL_HINT} (and install the same on the cluster's workers)"
+        ) from exc
+    return distributed
+
+
+def run_on_worker(func: Callable[[], Any]) -> tuple[Any, str | None]:
+    """Runs on the worker: the function's value and the worker's address (for the history)."""
+    from distributed import get_worker
+
+    try:
+        address = get_worker().address
+    except ValueError:  # not inside a worker (never the case on a cluster)
+        address = None
+    return func(), address
+
+
+class DaskExecutor:
+    """Runs jobs on a Dask cluster through an asynchronous ``distributed.Client``.
+
+    ``DaskExecutor(client, *, reconnect=True)``: ``client`` must be asynchronous
+    (``await Client(address, asynchronous=True)``) and created on the loop the scheduler runs on
+    (in Jupyter: in a cell).  With ``reconnect`` (the default), when the client has closed itself after
+    losing the scheduler, the next run opens a new asynchronous client to the same address.
+
+    Register it with ``sched.add_executor("dask", DaskExecutor(client))`` and pick it per job with
+    ``executor="dask"``; ``resources={"GPU": 1}`` becomes a Dask resource restriction (the task waits
+    for a worker started with ``--resources GPU=1``).
+    """
+
+    name = "dask"
+    #: Jobs on this executor may pass ``resources=``.
+    supports_resources = True
+
+    def __init__(self, client: Any, *, reconnect: bool = True):
+        distributed = require_distributed("DaskExecutor")
+        if not isinstance(client, distributed.Client):
+            raise TypeError(
+                f"DaskExecutor needs a dask.distributed.Client, got {client!r}: "
+                "client = await Client('tcp://host:8786', asynchronous=True)"
+            )
+        if not client.asynchronous:
+            raise PolicyError(
+                f"DaskExecutor needs an asynchronous client on the notebook's loop, got {client!r} "
+                "(a synchronous client would block the loop while it waits): create it with "
+                "client = await Client(address, asynchronous=True)"
+            )
+        self._distributed = distributed
+        self.client = client
+        self.reconnect = reconnect
+        self._address = _scheduler_address(client)
+        self._reconnecting: asyncio.Future | None = None
+        self._cancels: set[asyncio.Task] = set()
+        self._closed = False
+
+    # -- the Executor protocol -------------------------------------------------------------------
+    def check(self, func: Callable[[], Any]) -> None:
+        """Refuse, at ``add()`` time, a function Dask cannot serialize (naming what failed)."""
+        from distributed.protocol.pickle import dumps
+
+        try:
+            dumps(func)
+        except Exception as exc:  # noqa: BLE001 - reported with its cause
+            raise PolicyError(
+                f"{func!r} cannot be shipped to the Dask cluster: {type(exc).__name__}: {exc}. "
+                "Define what it uses inside the function, or move it into a module the workers can import"
+            ) from exc
+
+    def submit(self, func: Callable[[], Any], *, resources: dict[str, float] | None = None) -> Any:
+        """Send ``func`` to the cluster; returns a coroutine of its value (called on the scheduler's loop)."""
+        return self._run(func, resources)
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop sending work.  The client belongs to the caller and is left open (close it yourself)."""
+        self._closed = True
+
+    # -- one run ---------------------------------------------------------------------------------
+    @property
+    def address(self) -> str | None:
+        """The scheduler's address (``tcp://host:8786``)."""
+        return self._address
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address, when the cluster serves one."""
+        try:
+            return self.client.dashboard_link
+        except Exception:  # noqa: BLE001 - no dashboard (bokeh missing, or disabled)
+            return None
+
+    async def _run(self, func: Callable[[], Any], resources: dict[str, float] | None) -> Any:
+        if self._closed:
+            raise ClusterUnreachableError("the dask executor was shut down with its scheduler; register a new one")
+        client = await self._connected_client()
+        key = f"{_label(func)}-nbsched-{os.getpid()}-{next(_keys)}"
+        try:
+            future = client.submit(run_on_worker, func, key=key, pure=False, retries=0,
+                                   resources=dict(resources) if resources else None)
+        except self._distributed.client.ClosedClientError as exc:  # closed between the check and here
+            raise self._unreachable(f"the client closed ({exc})") from None
+        try:
+            value, worker = await future
+        except asyncio.CancelledError:
+            # timeout, interrupt or shutdown: release the task on the cluster, then let the engine record it
+            self._cancel(future)
+            raise
+        except self._distributed.client.FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost":
+                raise self._unreachable("the connection was lost while the run was going") from None
+            raise ClusterUnreachableError(
+                f"the Dask task {key!r} was cancelled on the cluster ({exc.reason}): "
+                "someone cancelled it or restarted the cluster; the next run submits it again"
+            ) from None
+        except self._distributed.scheduler.KilledWorker as exc:
+            raise WorkerDiedError(
+                f"the Dask worker running this job died (killed, or out of memory) and the scheduler gave up "
+                f"on the task: {exc}. nbsched retries it if the job has retries=; check the worker's log"
+            ) from None
+        except OSError as exc:  # e.g. gathering the result from a worker that just went away
+            if client.status != "running":
+                raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
+            raise
+        current_worker.set(worker)
+        return value
+
+    async def _connected_client(self) -> Any:
+        client = self.client
+        status = client.status
+        if status == "running":
+            return client
+        if status in ("closed", "closing") and self.reconnect and self._address:
+            if self._reconnecting is None or self._reconnecting.done():
+                self._reconnecting = asyncio.ensure_future(self._open_client())
+            try:
+                return await asyncio.shield(self._reconnecting)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as the run's error
+                raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
+        raise self._unreachable(f"the client is {status!r}")
+
+    async def _open_client(self) -> Any:
+        distributed = self._distributed
+        timeout = distributed.utils.parse_timedelta(distributed.config.get("distributed.comm.timeouts.connect"))
+        client = await distributed.Client(self._address, asynchronous=True, timeout=min(timeout, 5.0),
+                                          set_as_default=False)
+        self.client = client
+        log.info("nbsched: reconnected to the Dask scheduler at %s", self._address)
+        return client
+
+    def _unreachable(self, detail: str) -> ClusterUnreachableError:
+        return ClusterUnreachableError(
+            f"the Dask scheduler at {self._address or '?'} is unreachable ({detail}): the run was not completed. "
+            "The job keeps its schedule and runs resume when the cluster is back; check that the "
+            "scheduler is running (dask scheduler) and reachable from here"
+        )
+
+    def _cancel(self, future: Any) -> None:
+        async def cancel() -> None:
+            try:
+                await self.client.cancel([future], force=True, reason="nbsched-cancelled",
+                                         msg="cancelled by nbsched (timeout or interrupt)")
+            except Exception:  # noqa: BLE001 - the cluster may be gone; nothing else to do
+                log.debug("nbsched: could not cancel Dask task %s", future.key, exc_info=True)
+
+        task = asyncio.ensure_future(cancel())
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    def __repr__(self) -> str:
+        return f"<nbsched.DaskExecutor {self._address} status={self.client.status}>"
+
+
+def _scheduler_address(client: Any) -> str | None:
+    try:
+        return client.scheduler.address
+    except AttributeError:
+        return None
+
+
+def _label(func: Callable[[], Any]) -> str:
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return "".join(c if c.isalnum() or c in "_." else "_" for c in name)[:60] or "job"
