@@ -23,6 +23,10 @@ How it behaves (and why):
 * **What is shipped.**  The job's function, with Dask's own serialization (cloudpickle): functions
   defined in a notebook travel by value, functions from modules by reference (the module must be
   importable on the workers).  Nothing is stored: the store keeps the JSON job definition as usual.
+  A job function may instead offer ``nbsched_remote()`` returning an object with ``func`` (what runs on
+  the worker) and ``finish(value)`` (run back on the loop; its return is the run's value): a
+  ``%%schedule`` cell uses it to ship its source and the values of the names it reads
+  (see :mod:`nbsched.notebook.remote`).
 
 ``distributed`` is an optional dependency: ``pip install 'nbsched[dask]'``.  This module imports it
 only when a :class:`DaskExecutor` is created, so ``import nbsched`` stays cheap.
@@ -91,7 +95,7 @@ class DaskExecutor:
     #: Jobs on this executor may pass ``resources=``.
     supports_resources = True
 
-    def __init__(self, client: Any, *, reconnect: bool = True):
+    def __init__(self, client: Any, *, reconnect: bool = True, address: str | None = None):
         distributed = require_distributed("DaskExecutor")
         if not isinstance(client, distributed.Client):
             raise TypeError(
@@ -107,8 +111,12 @@ class DaskExecutor:
         self._distributed = distributed
         self.client = client
         self.reconnect = reconnect
-        self._address = _scheduler_address(client)
+        self._address = address or _scheduler_address(client)
         self._reconnecting: asyncio.Future | None = None
+        self._starting: asyncio.Future | None = None
+        if client.status == "newly-created":  # created but not awaited yet (e.g. by %schedule cluster)
+            self._starting = asyncio.ensure_future(_start(client))
+            self._starting.add_done_callback(_log_start_failure)
         self._cancels: set[asyncio.Task] = set()
         self._closed = False
 
@@ -117,6 +125,10 @@ class DaskExecutor:
         """Refuse, at ``add()`` time, a function Dask cannot serialize (naming what failed)."""
         from distributed.protocol.pickle import dumps
 
+        remote = getattr(func, "nbsched_remote", None)
+        if remote is not None:  # e.g. a %%schedule cell: it checks its own shipment (naming what fails)
+            remote()
+            return
         try:
             dumps(func)
         except Exception as exc:  # noqa: BLE001 - reported with its cause
@@ -137,7 +149,7 @@ class DaskExecutor:
     @property
     def address(self) -> str | None:
         """The scheduler's address (``tcp://host:8786``)."""
-        return self._address
+        return self._address or _scheduler_address(self.client)
 
     @property
     def dashboard_link(self) -> str | None:
@@ -150,6 +162,11 @@ class DaskExecutor:
     async def _run(self, func: Callable[[], Any], resources: dict[str, float] | None) -> Any:
         if self._closed:
             raise ClusterUnreachableError("the dask executor was shut down with its scheduler; register a new one")
+        finish = None
+        remote = getattr(func, "nbsched_remote", None)
+        if remote is not None:  # the job ships something else than itself (a cell: its values and source)
+            call = remote()
+            func, finish = call.func, call.finish
         client = await self._connected_client()
         key = f"{_label(func)}-nbsched-{os.getpid()}-{next(_keys)}"
         try:
@@ -180,20 +197,29 @@ class DaskExecutor:
                 raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
             raise
         current_worker.set(worker)
-        return value
+        return value if finish is None else finish(value)
 
     async def _connected_client(self) -> Any:
         client = self.client
         status = client.status
         if status == "running":
             return client
-        if status in ("closed", "closing") and self.reconnect and self._address:
+        starting = self._starting
+        if starting is not None and starting.done() is False:
+            try:
+                await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as the run's error
+                raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
+            if client.status == "running":
+                return client
+            status = client.status
+        if status in ("closed", "closing") and self.reconnect and self.address:
             if self._reconnecting is None or self._reconnecting.done():
                 self._reconnecting = asyncio.ensure_future(self._open_client())
             try:
                 return await asyncio.shield(self._reconnecting)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - reported as the run's error
                 raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
         raise self._unreachable(f"the client is {status!r}")
@@ -201,15 +227,15 @@ class DaskExecutor:
     async def _open_client(self) -> Any:
         distributed = self._distributed
         timeout = distributed.utils.parse_timedelta(distributed.config.get("distributed.comm.timeouts.connect"))
-        client = await distributed.Client(self._address, asynchronous=True, timeout=min(timeout, 5.0),
+        client = await distributed.Client(self.address, asynchronous=True, timeout=min(timeout, 5.0),
                                           set_as_default=False)
         self.client = client
-        log.info("nbsched: reconnected to the Dask scheduler at %s", self._address)
+        log.info("nbsched: reconnected to the Dask scheduler at %s", self.address)
         return client
 
     def _unreachable(self, detail: str) -> ClusterUnreachableError:
         return ClusterUnreachableError(
-            f"the Dask scheduler at {self._address or '?'} is unreachable ({detail}): the run was not completed. "
+            f"the Dask scheduler at {self.address or '?'} is unreachable ({detail}): the run was not completed. "
             "The job keeps its schedule and runs resume when the cluster is back; check that the "
             "scheduler is running (dask scheduler) and reachable from here"
         )
@@ -227,7 +253,16 @@ class DaskExecutor:
         task.add_done_callback(self._cancels.discard)
 
     def __repr__(self) -> str:
-        return f"<nbsched.DaskExecutor {self._address} status={self.client.status}>"
+        return f"<nbsched.DaskExecutor {self.address} status={self.client.status}>"
+
+
+async def _start(client: Any) -> Any:
+    return await client
+
+
+def _log_start_failure(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:  # runs report it as their error too
+        log.info("nbsched: the Dask client could not connect: %s", fut.exception())
 
 
 def _scheduler_address(client: Any) -> str | None:

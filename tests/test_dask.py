@@ -468,3 +468,66 @@ async def test_scheduler_lost_runs_record_unreachable_and_resume_when_it_is_back
         await executor.client.close()
         if executor.client is not client:
             await client.close()
+
+
+# ------------------------------------------------------------------ cells on the cluster, in a real kernel
+def _kernel_outcomes(kernel, name):
+    return kernel.value(f"list(__import__('nbsched').get_scheduler().history({name!r})['outcome'].astype(str))")
+
+
+@pytest.mark.dask
+@pytest.mark.kernel
+def test_a_cell_runs_on_the_cluster_with_its_names_in_and_out_and_its_output_in_its_area(kernel, cli_cluster):
+    import json
+
+    kernel.run("%load_ext nbsched")
+    early = kernel.execute("%%schedule every 1h --executor dask --name early\n1")
+    assert early.status == "error" and early.reply["content"]["evalue"] == (
+        "there is no 'dask' executor yet: run '%schedule cluster' (a local Dask cluster) or "
+        "'%schedule cluster tcp://host:8786' (an existing one) first; no job was created")
+    port = _free_port()
+    refused = kernel.execute(f"%schedule cluster tcp://127.0.0.1:{port}")
+    assert refused.status == "error"
+    assert refused.reply["content"]["evalue"].startswith(f"cannot reach a Dask scheduler at tcp://127.0.0.1:{port}: ")
+
+    local = kernel.run("%schedule cluster", timeout=120)  # a LocalCluster sized to this machine
+    assert local.stdout.startswith("executor 'dask' is a local Dask cluster at tcp://127.0.0.1:")
+    assert "run a cell there with: %%schedule every 10m --executor dask" in local.stdout
+    kernel.run("import os\nbase = 20\nkernel_pid = os.getpid()")
+    kernel.run("%%schedule every 1h --now --executor dask --name remote --quiet --into frame\n"
+               "import os\n"
+               "worker_pid = os.getpid()\n"
+               "print('HELLO-FROM-WORKER', base)\n"
+               "base = base + 1\n"
+               "base * 2")
+    kernel.poll_until(lambda: _kernel_outcomes(kernel, "remote") == ["success"], timeout=90,
+                      message="the cell never ran on the local cluster")
+    assert kernel.value("base") == 21  # assigned on the worker, back in the namespace
+    assert kernel.value("worker_pid != kernel_pid") is True
+    assert kernel.value("list(frame['value'])") == [42]
+    assert kernel.value("__import__('nbsched').get_scheduler().get('remote').output.stream_text()") == \
+        "HELLO-FROM-WORKER 20\n"
+    for msg in kernel.messages(("stream", "display_data", "execute_result")):
+        assert "HELLO-FROM-WORKER" not in json.dumps(msg["content"]), "worker output escaped into a cell"
+
+    kernel.run("import threading\nlock = threading.Lock()")
+    locked = kernel.execute("%%schedule every 1h --executor dask --name locked\nwith lock:\n    pass")
+    assert locked.status == "error"
+    assert locked.reply["content"]["evalue"] == (
+        "the cell reads 'lock' (lock), which cannot be shipped to the Dask cluster: TypeError: cannot pickle "
+        "'_thread.lock' object. Create it inside the cell, or run the cell locally (drop --executor dask)")
+    assert kernel.value("'locked' in __import__('nbsched').get_scheduler()") is False
+
+    # an existing cluster, by address; a failing cell is recorded and shown in its own area
+    remote = kernel.run(f"%schedule cluster {cli_cluster.address}")
+    assert remote.stdout.startswith(f"executor 'dask' is the Dask cluster at {cli_cluster.address}")
+    kernel.run("%%schedule every 1h --now --executor dask --name failing --quiet\n"
+               "print('before the error')\n"
+               "missing_value = base / 0")
+    kernel.poll_until(lambda: _kernel_outcomes(kernel, "failing") == ["error"], timeout=60)
+    assert kernel.value("'missing_value' in globals()") is False  # nothing comes back from a failed run
+    assert kernel.value("list(__import__('nbsched').get_scheduler().history('failing')['error'])") == [
+        "ZeroDivisionError: division by zero"]
+    area = kernel.value("[o['output_type'] for o in __import__('nbsched').get_scheduler().get('failing').output.outputs]")
+    assert area == ["stream", "error"]
+    kernel.run("%schedule stop")
