@@ -7,8 +7,11 @@ Every other module is handed a :class:`Clock`; only this module (and the fake cl
 A clock does three things for the scheduler:
 
 * ``time()``  - the current POSIX time (float seconds);
-* ``call_at(when, callback)`` - arm a one-shot timer for POSIX time ``when``; returns a handle with
-  ``cancel()``;
+* ``call_at(when, callback, loop=None)`` - arm a one-shot timer for POSIX time ``when`` (on ``loop``,
+  default the running one); returns a handle with ``cancel()``.  The clock decides how to wait: the
+  scheduler's timing wheel runs the same code on every clock;
+* ``timer_slack`` - how late a timer may fire after its time (the wheel arms that much early and
+  spins to the instant, within a small CPU budget: 0 for a fake clock);
 * ``sleep(seconds)`` - an awaitable pause (retry delays, timeouts).
 
 The system clock arms timers on the running asyncio loop.  Wall time and the loop's monotonic time
@@ -23,7 +26,7 @@ import time as _time
 from datetime import datetime, timezone, tzinfo
 from typing import Callable, Protocol, runtime_checkable
 
-__all__ = ["perf_counter", "monotonic", "sleep_blocking", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_datetime", "to_timestamp", "resolve_zone"]
+__all__ = ["perf_counter", "monotonic", "sleep_blocking", "Clock", "SystemClock", "TimerHandle", "local_zone", "to_timestamp", "resolve_zone", "zone_name"]
 
 #: A monotonic high-resolution counter for measuring how long work takes (never for scheduling).
 perf_counter = _time.perf_counter
@@ -53,13 +56,20 @@ class Clock(Protocol):
 
     def now(self) -> datetime: ...
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle: ...
+    timer_slack: float
+
+    def call_at(self, when: float, callback: Callable[[], None],
+                loop: asyncio.AbstractEventLoop | None = None) -> TimerHandle: ...
 
     async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
-    """The real clock: wall time from :func:`time.time`, timers on the running asyncio loop."""
+    """The real clock: wall time from :func:`time.time`, timers on an asyncio loop."""
+
+    #: The selector rounds timeouts up to whole milliseconds (and Linux adds slack): a timer armed for
+    #: an instant fires up to about a millisecond late.
+    timer_slack = 0.001
 
     def time(self) -> float:
         return _time.time()
@@ -67,11 +77,10 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        loop = asyncio.get_running_loop()
-        return self.call_at_on(loop, when, callback)
-
-    def call_at_on(self, loop: asyncio.AbstractEventLoop, when: float, callback: Callable[[], None]) -> TimerHandle:
+    def call_at(self, when: float, callback: Callable[[], None],
+                loop: asyncio.AbstractEventLoop | None = None) -> TimerHandle:
+        if loop is None:
+            loop = asyncio.get_running_loop()
         delay = when - _time.time()
         if delay > MAX_TIMER_HORIZON:
             delay = MAX_TIMER_HORIZON
@@ -82,11 +91,6 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
-
-
-def to_datetime(ts: float, tz: tzinfo | None = None) -> datetime:
-    """POSIX seconds -> aware datetime (UTC unless ``tz`` is given)."""
-    return datetime.fromtimestamp(ts, tz or timezone.utc)
 
 
 def to_timestamp(value: datetime) -> float:
@@ -123,6 +127,18 @@ def resolve_zone(tz: str | tzinfo | None) -> tzinfo:
                 "'America/New_York', 'UTC' or 'local'"
             ) from None
     raise TypeError(f"tz must be an IANA zone name or a tzinfo, not {type(tz).__name__}")
+
+
+def zone_name(tz: tzinfo | None) -> str | None:
+    """The IANA name of ``tz`` (``"UTC"`` for any zero-offset fixed zone), or None if it has none
+    (a fixed offset such as +01:00: it cannot be named, so callers show or store it otherwise)."""
+    if tz is None:
+        return None
+    key = getattr(tz, "key", None)
+    if key:
+        return key
+    offset = tz.utcoffset(None)
+    return "UTC" if offset is not None and offset.total_seconds() == 0 else None
 
 
 _LOCAL: tzinfo | None = None

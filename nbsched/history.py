@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Iterable, NamedTuple
 
-__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo"]
+__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow"]
 
 
 class Outcome(str, enum.Enum):
@@ -51,17 +51,27 @@ class ErrorInfo(NamedTuple):
     traceback: str
 
 
-class Row(NamedTuple):
-    """One history row as stored (POSIX seconds; ``None`` where a time does not apply)."""
+class HistoryRow(NamedTuple):
+    """The layout of one history row (POSIX seconds; ``None`` where a time does not apply).
+
+    Logs store each row as a *plain* tuple in this layout, built in one place
+    (:meth:`RunLog.record`): the garbage collector stops tracking an exact tuple of numbers, strings
+    and ``None``, but never a NamedTuple instance, and millions of tracked rows would make every full
+    collection pause the loop.  Read a stored row by name with ``HistoryRow._make(row)``.
+    """
 
     run_id: int
     scheduled: float
     started: float | None
     finished: float | None
     lateness: float
-    outcome: str  # an Outcome value ("success", ...): equal to the Outcome member
+    outcome: str  # an Outcome value ("success", ...): equal to (and hashing like) the Outcome member
     attempt: int
     error: ErrorInfo | None
+
+
+#: Field positions in a stored row (the engine reads these on the hot path).
+SCHEDULED, OUTCOME, ATTEMPT = 1, 5, 6
 
 
 @dataclass(frozen=True)
@@ -139,12 +149,6 @@ class RunLog:
             rows = self._rows = deque(maxlen=self._max_rows)
         return rows
 
-    @rows.setter
-    def rows(self, value: deque) -> None:
-        self._rows = value
-        self._max_rows = value.maxlen
-        self._frame = None
-
     def append(self, row: tuple) -> None:
         rows = self._rows
         if rows is None:
@@ -155,6 +159,23 @@ class RunLog:
             horizon = row[1] - self.max_age
             while rows and rows[0][1] < horizon:
                 rows.popleft()
+
+    def record(self, run_id: int, scheduled: float, started: float | None, finished: float | None,
+               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None) -> tuple:
+        """Append one row (the only place rows are built); returns the stored tuple."""
+        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error)
+        self.append(row)
+        return row
+
+    def prepend(self, rows: list[tuple]) -> None:
+        """Put older rows (from a store) before the ones recorded in this session, within retention."""
+        current = self.rows
+        self._rows = deque(rows + list(current), maxlen=current.maxlen)
+        if self.max_age is not None and self._rows:
+            horizon = self._rows[-1][1] - self.max_age
+            while self._rows and self._rows[0][1] < horizon:
+                self._rows.popleft()
+        self._frame = None
 
     def set_retention(self, max_rows: int | None, max_age: float | None) -> None:
         if self._max_rows != max_rows:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .engine import RunHandle, Scheduler
     from .triggers import Trigger
 
-__all__ = ["JobPolicy", "JobState", "Job", "COALESCE_CHOICES"]
+__all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES"]
 
 COALESCE_CHOICES = ("latest", "earliest", "all")
 
@@ -47,7 +47,8 @@ class JobPolicy:
     - ``jitter``: a random delay in [0, jitter] added to each fire time.
     - ``max_runs`` / ``until``: stop after this many scheduled runs / after this time.
     - ``retries``: up to N further attempts after a failure (an error or a timeout), waiting
-      ``retry_delay * backoff ** (attempt - 1)``, at most ``max_retry_delay``.
+      ``retry_delay * backoff ** (attempt - 1)``, at most ``max_retry_delay`` (default 300 s; a
+      ``retry_delay`` above the default cap raises the cap to it, above an explicit cap is an error).
     - ``timeout``: async jobs are cancelled; thread/process jobs are abandoned and recorded ``timeout``.
       (A plain function on the ``loop`` executor cannot be interrupted; use ``thread`` for those.)
     - ``executor``: ``loop``, ``thread``, ``process`` or a registered name.
@@ -88,7 +89,14 @@ class JobPolicy:
         if unknown:
             raise PolicyError(f"unknown option {unknown[0]!r}: valid options are {', '.join(valid)}")
         checked = {key: _check(key, value) for key, value in options.items()}
-        return replace(base or cls(), **checked)
+        policy = replace(base or cls(), **checked)
+        if policy.retry_delay > policy.max_retry_delay:
+            if "max_retry_delay" in checked:
+                raise PolicyError(
+                    f"retry_delay {policy.retry_delay:g}s is above max_retry_delay {policy.max_retry_delay:g}s: "
+                    "raise max_retry_delay or shorten retry_delay (max_retry_delay caps the backed-off delays)")
+            policy = replace(policy, max_retry_delay=policy.retry_delay)  # the cap follows a longer first delay
+        return policy
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,14 +195,20 @@ def _check(key: str, value: Any) -> Any:
 
 
 class Job:
-    """A scheduled job and its live state.  Create jobs with :meth:`Scheduler.add`."""
+    """A scheduled job: what it runs, when, how, and its live state.  Create jobs with :meth:`Scheduler.add`.
+
+    Everything here is read-only for user code, the store and the notebook front end: change a job
+    through the scheduler (``pause``, ``resume``, ``modify``, ``reschedule``, ``remove``).  Only the
+    engine writes the private fields.  The one writable attribute is :attr:`output`, the front end's
+    output area for the job.
+    """
 
     __slots__ = (
-        "name", "func", "trigger", "policy", "scheduler", "meta", "is_coroutine",
-        "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed",
-        "running", "runs", "successes", "failures", "missed", "skipped",
-        "last_outcome", "last_started", "last_finished", "last_duration", "last_error",
-        "log", "_backlog", "_run_tasks", "_waiters", "persist", "output", "__weakref__",
+        "name", "func", "trigger", "policy", "scheduler", "meta", "is_coroutine", "log",
+        "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed", "_persist",
+        "_running", "_runs", "_successes", "_failures", "_missed", "_skipped",
+        "_last_outcome", "_last_started", "_last_finished", "_last_error",
+        "_backlog", "_run_tasks", "_waiters", "output", "__weakref__",
     )
 
     def __init__(self, scheduler: "Scheduler", name: str, func: Callable[[], Any], trigger: "Trigger",
@@ -206,33 +220,52 @@ class Job:
         self.policy = policy
         self.meta = dict(meta) if meta else {}
         self.is_coroutine = _is_coroutine_function(func)
-        self._next_ts: float | None = None
-        self._planned: float | None = None
+        self.log = log
+        self._next_ts: float | None = None  # nominal next fire time
+        self._planned: float | None = None  # the same plus jitter: when it really fires
         self._key: int | None = None  # the timing-wheel bucket this job waits in
         self._paused = False
         self._finished = False
         self._removed = False
-        self.running = 0
-        self.runs = 0
-        self.successes = 0
-        self.failures = 0
-        self.missed = 0
-        self.skipped = 0
-        self.last_outcome: Outcome | None = None
-        self.last_started: float | None = None
-        self.last_finished: float | None = None
-        self.last_duration: float | None = None
-        self.last_error: str | None = None
-        self.log = log
+        self._persist = False
+        self._running = 0
+        self._runs = 0
+        self._successes = 0
+        self._failures = 0
+        self._missed = 0
+        self._skipped = 0
+        self._last_outcome: Outcome | None = None
+        self._last_started: float | None = None
+        self._last_finished: float | None = None
+        self._last_error: str | None = None
         # created on first use: a job usually needs none of them, and 100,000 jobs x 3 containers
         # would make the garbage collector's work (and add()) noticeably slower
         self._backlog: list[float] | None = None
         self._run_tasks: set | None = None
         self._waiters: list | None = None
-        self.persist = False
         #: Where the job's output goes in a kernel (set by the %%schedule magic; None for API jobs).
-        #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched._kernel.OutputSink.
+        #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched.notebook.kernel.OutputSink.
         self.output: Any = None
+
+    # -- counters (read-only) -------------------------------------------------------------------
+    running = property(lambda self: self._running, doc="Runs of this job in progress now.")
+    runs = property(lambda self: self._runs, doc="Scheduled runs started (run_now runs not counted).")
+    successes = property(lambda self: self._successes, doc="Runs that ended in success.")
+    failures = property(lambda self: self._failures, doc="Attempts that ended in error or timeout.")
+    missed = property(lambda self: self._missed, doc="Fire times recorded missed.")
+    skipped = property(lambda self: self._skipped, doc="Fire times skipped by max_instances.")
+    last_outcome = property(lambda self: self._last_outcome, doc="How the latest attempt ended (an Outcome).")
+    last_started = property(lambda self: self._last_started, doc="POSIX start time of the latest attempt.")
+    last_finished = property(lambda self: self._last_finished, doc="POSIX end time of the latest attempt.")
+    last_error = property(lambda self: self._last_error, doc="'Type: message' of the latest failure.")
+    persist = property(lambda self: self._persist, doc="Whether the store keeps this job.")
+
+    @property
+    def last_duration(self) -> float | None:
+        """Seconds the latest attempt took."""
+        if self._last_started is None or self._last_finished is None:
+            return None
+        return self._last_finished - self._last_started
 
     @property
     def results_log(self) -> ResultLog:
@@ -244,13 +277,13 @@ class Job:
     def state(self) -> JobState:
         if self._removed:
             return JobState.REMOVED
-        if self.running:
+        if self._running:
             return JobState.RUNNING
         if self._paused:
             return JobState.PAUSED
         if self._finished:
             return JobState.FINISHED
-        if self.last_outcome in (Outcome.ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED):
+        if self._last_outcome in (Outcome.ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED):
             return JobState.FAILING
         return JobState.SCHEDULED
 
@@ -259,14 +292,24 @@ class Job:
         return self._paused
 
     @property
+    def finished(self) -> bool:
+        """The trigger has no more fire times (or ``max_runs``/``until`` was reached)."""
+        return self._finished
+
+    @property
+    def next_fire_timestamp(self) -> float | None:
+        """The nominal next fire time as POSIX seconds (before jitter), or None (paused/finished)."""
+        return self._next_ts
+
+    @property
     def next_fire_time(self) -> datetime | None:
-        """When the job fires next (aware, in the trigger's zone), or None (paused/finished)."""
+        """When the job fires next (aware, in the trigger's zone, jitter included), or None."""
         ts = self._planned
         return None if ts is None else datetime.fromtimestamp(ts, self.trigger.tz)
 
     @property
     def last_run_time(self) -> datetime | None:
-        return None if self.last_started is None else datetime.fromtimestamp(self.last_started, self.trigger.tz)
+        return None if self._last_started is None else datetime.fromtimestamp(self._last_started, self.trigger.tz)
 
     def preview(self, n: int = 5) -> list[datetime]:
         """The next ``n`` fire times (from the next scheduled one; from now if paused)."""
@@ -311,11 +354,7 @@ class Job:
 
     async def wait_next_run(self):
         """Wait for this job's next run to finish; returns its :class:`~nbsched.history.RunRecord`."""
-        fut = self.scheduler._loop_or_raise("Job.wait_next_run").create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(fut)
-        return await fut
+        return await self.scheduler.wait_next_run(self.name)
 
     # -- plain data -----------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
@@ -338,13 +377,37 @@ class Job:
         from html import escape
 
         nxt = self.next_fire_time
-        last = "-" if self.last_outcome is None else self.last_outcome.value
+        last = "-" if self._last_outcome is None else self._last_outcome.value
         return (
             "<div class='nbsched-job'><b>" + escape(self.name) + "</b> &middot; " + escape(self.describe())
             + f" &middot; state <code>{self.state.value}</code> &middot; next "
             + ("-" if nxt is None else escape(nxt.strftime("%Y-%m-%d %H:%M:%S %Z")))
             + f" &middot; runs {self.runs} &middot; last {escape(last)}</div>"
         )
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job as a store brings it back: definition, saved state and recorded past.
+
+    Handed to :meth:`Scheduler.load`, which registers it in one step (on the loop, nothing fires
+    half-loaded).  ``resume_at`` is the nominal fire time to wait for (None with neither ``paused``
+    nor ``finished``: the job is finished); fire times before now then go through the job's
+    misfire/coalesce policy like any other overdue fire.  ``history`` holds rows in the layout of
+    :class:`~nbsched.history.HistoryRow`; ``results`` holds ``(run_id, scheduled, value)``.
+    """
+
+    name: str
+    func: Callable[[], Any]
+    trigger: "Trigger"
+    policy: JobPolicy
+    meta: dict[str, Any] | None = None
+    paused: bool = False
+    finished: bool = False
+    resume_at: float | None = None
+    runs: int = 0
+    history: tuple = ()
+    results: tuple = ()
 
 
 _last_checked: list = [None, False]  # bulk adds reuse one function: remember the last answer

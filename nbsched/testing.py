@@ -53,7 +53,10 @@ class FakeClock:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now, timezone.utc)
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> _FakeTimer:
+    #: Fake timers fire exactly at their time.
+    timer_slack = 0.0
+
+    def call_at(self, when: float, callback: Callable[[], None], loop: object = None) -> _FakeTimer:
         timer = _FakeTimer(when, callback)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer

@@ -34,10 +34,10 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta, timezone, tzinfo
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from ._durations import UNIT_HELP, format_duration, parse_duration
-from .clock import resolve_zone, to_timestamp
+from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
 __all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
@@ -49,12 +49,8 @@ SPEC_HELP = (
 
 
 def _zone_name(tz: tzinfo) -> str:
-    key = getattr(tz, "key", None)
-    if key:
-        return key
-    if tz is timezone.utc:
-        return "UTC"
-    return str(tz)
+    """For specs: the zone's IANA name, else its text (a fixed offset)."""
+    return zone_name(tz) or str(tz)
 
 
 class Trigger:
@@ -595,12 +591,3 @@ def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
     raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron or date")
 
 
-def iter_fires(trigger: Trigger, after: float) -> Iterator[float]:
-    """Fire times (POSIX seconds) after ``after``, lazily."""
-    ts = after
-    while True:
-        nxt = trigger.next_timestamp(ts)
-        if nxt is None:
-            return
-        yield nxt
-        ts = nxt

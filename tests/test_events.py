@@ -1,6 +1,8 @@
 """Events: past tense, typed, filtered by kind; a failing listener never breaks the scheduler."""
 import logging
 
+import dataclasses
+
 import pytest
 
 import nbsched
@@ -92,5 +94,5 @@ def test_events_are_frozen():
     from datetime import datetime, timezone
 
     e = ev.JobAdded(datetime.now(timezone.utc), "x")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         e.job = "y"

@@ -235,7 +235,7 @@ def test_unknown_zone():
 
 def test_triggers_are_frozen_values():
     trig = Cron("*/5 * * * *", tz=UTC)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="expr"):
         trig.expr = "x"
     assert trig == Cron("*/5 * * * *", tz=UTC)
 

@@ -1,65 +1,44 @@
-"""The scheduler: one timer on the asyncio loop, a timing wheel of due jobs, policies, history.
+"""The Scheduler: the public API, a facade over the engine's parts.
 
-Design notes (why it looks like this):
+* :mod:`._handover` - which loop the scheduler lives on; calls from other threads are handed to it;
+* :mod:`._wheel` - the timing wheel: jobs wait in millisecond buckets behind one loop timer;
+* :mod:`._planner` - a pure function deciding what a fire does (misfire, coalesce, until, max_runs);
+* :mod:`._lifecycle` - runs: attempts, retries, timeouts, interrupts, and the one place that records.
 
-* **One timer.**  Jobs wait in 1 ms buckets (``dict[int, list]``) whose keys sit in a heap; a single
-  loop timer is armed for the earliest bucket.  Adding, removing (lazy: a generation counter makes
-  old entries stale) and firing cost O(1) amortised per job, plus O(log buckets) for a new bucket.
-* **Slices.**  When thousands of jobs fall due at once they are worked through in slices of
-  :data:`SLICE_SECONDS` and the loop is given back between slices, so a kernel's cells, widget
-  clicks and comms are never held up by bookkeeping.
-* **Plain functions run inline** on the ``loop`` executor (no Task per fire); coroutines, retries,
-  timeouts and other executors get a Task.
-* **Nothing escapes.**  Every outcome - success, error, timeout, cancelled, interrupted, and every
-  missed or skipped fire time - becomes a history row and (when someone listens) an event.
-* **Time is injected**: all time comes from ``self.clock``; see :mod:`nbsched.clock`.
+The scheduler owns the jobs table and the logs; everything else (the store, the notebook front end)
+uses the public methods below.  Time comes only from ``self.clock`` (see :mod:`nbsched.clock`).
 """
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import heapq
-import inspect
 import logging
-import math
-import os
 import random
 import threading
-import traceback as _tb
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
-from typing import Any, Callable, Iterable
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import events as ev
-from ..clock import Clock, SystemClock, perf_counter, resolve_zone
-from ..errors import JobLookupError, NbschedError, NoEventLoopError, PolicyError, SchedulerShutdownError, TriggerError
+from ..clock import Clock, SystemClock, resolve_zone
+from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
-from ..history import ErrorInfo, Outcome, RunLog, RunRecord, history_frame
-from ..job import Job, JobPolicy
+from ..history import OUTCOME, Outcome, RunLog, history_frame
+from ..job import Job, JobPolicy, StoredJob
 from ..triggers import Trigger, parse_trigger
+from ._handover import LoopBinding
+from ._lifecycle import MaxInstancesReachedError, RunLifecycle
+from ._planner import plan_fire
+from ._wheel import TimingWheel
+
+if TYPE_CHECKING:  # the engine talks to a store only through the protocol's methods
+    from ..store.protocol import Store
 
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
 
-#: How long one slice of due-job processing may hold the loop before yielding.
-SLICE_SECONDS = 0.002
-_CHECK_EVERY = 16  # entries between budget checks
-#: How early the loop timer is armed before a fire time (then the scheduler spins to the instant).
-EARLY_WAKE = 0.001
-#: The share of one core that spinning to exact fire times may use (tokens refill at this rate).
-SPIN_BUDGET = 0.03
-
-SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
-TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.INTERRUPTED
-# History rows hold the outcome as its plain string: a row of only numbers, strings and None is
-# untracked by the garbage collector (an enum member would keep millions of rows tracked, and full
-# collections would then pause the loop for hundreds of milliseconds).
-_SUCCESS_S, _MISSED_S, _SKIPPED_S = SUCCESS.value, MISSED.value, SKIPPED.value
-
-
-class MaxInstancesReachedError(NbschedError):
-    """``run_now`` found ``max_instances`` runs of the job already going; the run was skipped."""
+_NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)
 
 
 @dataclass(frozen=True)
@@ -75,17 +54,6 @@ class SchedulerStatistics:
     next_fire: datetime | None
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _format_user_traceback(exc: BaseException) -> str:
-    """The traceback from the job's own code on (nbsched's calling frames are noise to the user)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        tb = tb.tb_next
-    return "".join(_tb.format_exception(type(exc), exc, tb))
-
-
 def _check_resources(policy: JobPolicy, executor: Any) -> None:
     if policy.resources and not getattr(executor, "supports_resources", False):
         raise PolicyError(
@@ -93,10 +61,6 @@ def _check_resources(policy: JobPolicy, executor: Any) -> None:
             f"but the job runs on {policy.executor!r}: register one with sched.add_executor('dask', "
             "nbsched.DaskExecutor(client)) and pass executor='dask'"
         )
-
-
-def _key(ts: float) -> int:
-    return math.ceil(ts * 1000.0 - 1e-6)
 
 
 class RunHandle:
@@ -112,7 +76,7 @@ class RunHandle:
         self.run_id = run_id
 
     def __await__(self):
-        return self._scheduler._run_future(self.run_id).__await__()
+        return self._scheduler.run_result(self.run_id).__await__()
 
     def __repr__(self) -> str:
         return f"<RunHandle job={self.job!r} run_id={self.run_id}>"
@@ -124,15 +88,17 @@ class Scheduler:
     ``Scheduler(clock=None, tz=None, executors=None, **defaults)`` - ``clock`` defaults to the system
     clock (tests pass :class:`nbsched.testing.FakeClock`), ``tz`` is the default zone for cron and
     ``at`` triggers (default: local), ``defaults`` are :class:`~nbsched.job.JobPolicy` options every job
-    starts from (``retries=2``, ``coalesce="all"``, ...).
+    starts from (``retries=2``, ``coalesce="all"``, ...).  ``store`` attaches a durable store (a path
+    or an object satisfying :class:`nbsched.store.Store`).
 
-    The scheduler binds to the event loop running when it is first used; from other threads (an
-    ipykernel subshell, a worker) calls are handed to that loop thread-safely.
+    The scheduler binds to the event loop running when it is first used (or ``loop``, run by
+    ``loop_thread``); from other threads (an ipykernel subshell, a worker) calls are handed over.
     """
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None, store: Any = None, **defaults: Any):
+                 loop: asyncio.AbstractEventLoop | None = None, loop_thread: int | None = None,
+                 store: Any = None, **defaults: Any):
         self.clock: Clock = clock or SystemClock()
         self.tz: tzinfo = resolve_zone(tz)
         self.defaults = JobPolicy.build(**defaults)
@@ -143,101 +109,24 @@ class Scheduler:
         self._jobs: dict[str, Job] = {}
         self._trigger_cache: dict[tuple, Trigger] = {}
         self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
-        self._buckets: dict[int, list] = {}
-        self._keys: list[int] = []
-        self._timer = None
-        self._timer_key: int | None = None
-        self._spin_tokens = 0.0
-        self._spin_refilled = self.clock.time()
-        self._due: list[tuple[int, list]] = []  # (bucket key, jobs) waiting to be processed
-        self._due_chunk = 0
-        self._due_pos = 0
-        self._draining = False
         self._paused = False
-        self._shutdown = False
+        self._closed = False
         self._started = False
-        self._run_ids = 0
-        self._tasks: set[asyncio.Task] = set()
-        self._run_futures: dict[int, asyncio.Future] = {}
-        self._finished_runs: dict[int, tuple] = {}  # recent run outcomes, for handles awaited late
-        self._skipped_runs: set[int] = set()
-        self._interrupted: set[asyncio.Task] = set()
         self._idle_waiters: list[asyncio.Future] = []
         self._history_cache = None
         self._version = 0  # bumps on every recorded row or job change (cheap change detection)
-        self._fires = self._missed = self._skipped = self._errors = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self.events = ev.EventBus(spawn=self._spawn_listener)
         self._time = self.clock.time
         self._store: Any = None
+        self.events = ev.EventBus(spawn=self._spawn_listener)
+        self._binding = LoopBinding(on_move=self._rearm_all)
+        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
+        self._runs = RunLifecycle(self)
+        if loop is not None:
+            self._binding.bind(loop, loop_thread)
+        else:
+            self._binding.bind_running()
         if store is not None:
             self.attach_store(store)
-        if loop is not None:
-            self._bind(loop, None)
-        else:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is not None:
-                self._bind(running, threading.get_ident())
-
-    # ======================================================================== loop binding
-    def _bind(self, loop: asyncio.AbstractEventLoop, thread: int | None) -> None:
-        self._loop = loop
-        self._loop_thread = thread
-
-    def _loop_or_raise(self, what: str) -> asyncio.AbstractEventLoop:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        loop = self._loop
-        if loop is not None and loop.is_closed():
-            loop = None  # e.g. a second asyncio.run() in a script: move to the new loop
-            self._loop = None
-            if running is not None:
-                self._bind(running, threading.get_ident())
-                self._rearm_all()
-                return running
-        if loop is None:
-            if running is None:
-                raise NoEventLoopError(
-                    f"{what} needs a running asyncio event loop and there is none in this thread. "
-                    "In Jupyter, call it from a cell (the kernel's loop is running there); in a script, "
-                    "put your code in 'async def main(): ...' and run it with asyncio.run(main())."
-                )
-            self._bind(running, threading.get_ident())
-            return running
-        if self._loop_thread is None and running is loop:
-            self._loop_thread = threading.get_ident()
-        return loop
-
-    def _in_loop_thread(self) -> bool:
-        return self._loop_thread is None or self._loop_thread == threading.get_ident()
-
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` on the scheduler's loop: directly when we are on it, else hand it over and wait."""
-        if self._shutdown:
-            raise SchedulerShutdownError(
-                f"{what}: this scheduler was shut down; create a new Scheduler() or call nbsched.get_scheduler()"
-            )
-        loop = self._loop
-        if loop is not None and not loop.is_closed() and self._loop_thread is not None \
-                and self._loop_thread != threading.get_ident():
-            result: concurrent.futures.Future = concurrent.futures.Future()
-
-            def run() -> None:
-                try:
-                    result.set_result(fn(*args, **kwargs))
-                except BaseException as exc:  # handed back to the calling thread
-                    result.set_exception(exc)
-
-            loop.call_soon_threadsafe(run)
-            return result.result()
-        self._loop_or_raise(what)
-        return fn(*args, **kwargs)
 
     # ======================================================================== public API
     @property
@@ -252,11 +141,24 @@ class Scheduler:
             raise JobLookupError(self._unknown(name))
         return job
 
-    def _unknown(self, name: str) -> str:
-        names = list(self._jobs)
+    def find(self, name: str) -> Job | None:
+        """The job called ``name``, or None."""
+        return self._jobs.get(name)
+
+    def history_names(self) -> list[str]:
+        """Every name with history: the jobs, then removed jobs whose history is still kept."""
+        return list(dict.fromkeys([*self._jobs, *self._logs]))
+
+    def _unknown(self, name: str, history: bool = False) -> str:
+        """The lookup error's text: the names that exist (with ``history``: also removed jobs' names)."""
+        names = self.history_names() if history else list(self._jobs)
         if not names:
+            if self._logs:
+                return f"no job named {name!r}: every job was removed (add one with sched.add(func, 'every 5m'))"
             return f"no job named {name!r}: there are no jobs yet (add one with sched.add(func, 'every 5m'))"
         shown = ", ".join(map(repr, names[:20])) + (" ..." if len(names) > 20 else "")
+        if history:
+            return f"no job named {name!r}: the jobs with history are {shown}"
         return f"no job named {name!r}: the jobs are {shown}"
 
     def __contains__(self, name: str) -> bool:
@@ -304,7 +206,7 @@ class Scheduler:
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
             )
-        return self._call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist)
+        return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist)
 
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
@@ -333,22 +235,22 @@ class Scheduler:
     def pause(self, name: str | None = None) -> "Job | None":
         """Pause one job (no fires until resumed), or - without a name - the whole scheduler."""
         if name is None:
-            return self._call("Scheduler.pause", self._pause_all)
-        return self._call("Scheduler.pause", self._pause, name, "paused")
+            return self._binding.call("Scheduler.pause", self._pause_all)
+        return self._binding.call("Scheduler.pause", self._pause, name, "paused")
 
     def resume(self, name: str | None = None) -> "Job | None":
         """Resume from *now*: fire times that passed while paused are neither run nor recorded as missed."""
         if name is None:
-            return self._call("Scheduler.resume", self._resume_all)
-        return self._call("Scheduler.resume", self._resume, name)
+            return self._binding.call("Scheduler.resume", self._resume_all)
+        return self._binding.call("Scheduler.resume", self._resume, name)
 
     def run_now(self, name: str) -> RunHandle:
         """Run the job once, now (also when paused or finished).  ``await`` the handle for its value."""
-        return self._call("Scheduler.run_now", self._run_now, name)
+        return self._binding.call("Scheduler.run_now", self._run_now, name)
 
     def remove(self, name: str) -> None:
         """Remove the job.  A run in progress finishes and is recorded; its history stays queryable."""
-        self._call("Scheduler.remove", self._remove, name)
+        self._binding.call("Scheduler.remove", self._remove, name)
 
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
@@ -356,17 +258,7 @@ class Scheduler:
         Returns how many runs were stopped.  (The kernel integration calls this from the interrupt
         button; a plain function blocking the loop is interrupted by a KeyboardInterrupt instead.)
         """
-        return self._call("Scheduler.interrupt", self._interrupt, name)
-
-    def _interrupt(self, name: str) -> int:
-        job = self.get(name)
-        tasks = list(job._run_tasks or ())
-        for task in tasks:
-            self._interrupted.add(task)
-            task.cancel()
-        if not tasks:
-            self._pause(name, "interrupted")
-        return len(tasks)
+        return self._binding.call("Scheduler.interrupt", self._interrupt, name)
 
     def remove_all(self) -> None:
         for name in list(self._jobs):
@@ -378,7 +270,7 @@ class Scheduler:
         zone = resolve_zone(tz) if tz is not None else job.trigger.tz
         t0 = self._time()
         trig = parse_trigger(trigger, tz=zone, now=t0).anchored(t0)
-        return self._call("Scheduler.reschedule", self._reschedule, job, trig)
+        return self._binding.call("Scheduler.reschedule", self._reschedule, job, trig)
 
     def modify(self, name: str, **options: Any) -> Job:
         """Change a job's policy options (validated like :meth:`add`)."""
@@ -387,7 +279,7 @@ class Scheduler:
         if policy.executor not in self._executors:
             raise PolicyError(f"unknown executor {policy.executor!r}: choose one of {', '.join(map(repr, self._executors))}")
         _check_resources(policy, self._executors[policy.executor])
-        return self._call("Scheduler.modify", self._modify, job, policy)
+        return self._binding.call("Scheduler.modify", self._modify, job, policy)
 
     def history(self, name: str | None = None):
         """Run history as a DataFrame: one row per run attempt (and per missed/skipped fire time).
@@ -398,7 +290,7 @@ class Scheduler:
         if name is not None:
             if name in self._logs:
                 return self._logs[name].frame(self.tz)
-            raise JobLookupError(self._unknown(name))
+            raise JobLookupError(self._unknown(name, history=True))
         cache = self._history_cache
         if cache is None or cache[0] != self._version:
             frame = history_frame(((n, log.rows) for n, log in self._logs.items()), self.tz)
@@ -409,7 +301,7 @@ class Scheduler:
         """What the job returned, accumulated over runs, as a DataFrame (with run_id and scheduled_at)."""
         if name in self._logs:
             return self._logs[name].results.frame(self.tz)
-        raise JobLookupError(self._unknown(name))
+        raise JobLookupError(self._unknown(name, history=True))
 
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""
@@ -422,7 +314,7 @@ class Scheduler:
         """Call ``callback(event)`` for events of ``kinds`` (classes from :mod:`nbsched.events`; default all)."""
         return self.events.subscribe(callback, kinds)
 
-    def attach_store(self, store: Any = None, *, persist_all: bool = True) -> Any:
+    def attach_store(self, store: "Store | str | None" = None, *, persist_all: bool = True) -> "Store":
         """Attach a durable store (a path to an SQLite file, or a store object; ``None``: ``nbsched.db``
         in the working directory).  With ``persist_all`` every job added from now on is persisted."""
         if self._store is not None and store is None:
@@ -439,7 +331,8 @@ class Scheduler:
         return opened
 
     @property
-    def store(self) -> Any:
+    def store(self) -> "Store | None":
+        """The attached store (see :class:`nbsched.store.Store`), or None."""
         return self._store
 
     def restore(self, path: Any = None, *, namespace: dict | None = None) -> list[Job]:
@@ -448,6 +341,24 @@ class Scheduler:
         if path is not None or self._store is None:
             self.attach_store(path, persist_all=self._store.persist_all if self._store is not None else False)
         return self._store.restore(self, namespace=namespace)
+
+    def load(self, jobs: "Iterable[StoredJob]", *, history: dict[str, list] | None = None,
+             run_ids_above: int = 0) -> list[Job]:
+        """Bring stored jobs back in one step (what a store's ``restore()`` calls; rarely called directly).
+
+        Each :class:`~nbsched.job.StoredJob` is registered with its history, results and counters,
+        then left paused/finished or scheduled at its ``resume_at`` (overdue fire times then go
+        through its misfire/coalesce policy).  ``history`` holds older rows of other names (removed
+        jobs, or jobs added before this call), put before this session's rows.  Run ids continue
+        above ``run_ids_above``.  Jobs whose name exists already are left alone.
+        """
+        return self._binding.call("Scheduler.load", self._load, list(jobs), history or {}, run_ids_above)
+
+    def merge_history(self, rows: "Iterable[tuple[str, tuple]]", done: Callable[[], None] | None = None) -> bool:
+        """Append rows another process recorded (``(job name, row)`` pairs) to the jobs' history, then
+        call ``done()``, on the loop.  Safe from any thread: the rows are handed over without waiting.
+        Returns False when the loop is gone (nothing merged, ``done`` not called)."""
+        return self._binding.post(self._merge, list(rows), done)
 
     def add_executor(self, name: str, executor: Executor) -> None:
         """Register an executor (the seam for distributed engines)."""
@@ -465,7 +376,8 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
-        return not self._shutdown
+        """False once the scheduler was shut down."""
+        return not self._closed
 
     @property
     def version(self) -> int:
@@ -473,61 +385,64 @@ class Scheduler:
         return self._version
 
     def statistics(self) -> SchedulerStatistics:
-        nxt = None
-        if self._keys:
-            nxt = datetime.fromtimestamp(self._keys[0] / 1000.0, self.tz)
+        key = self._wheel.next_key
+        nxt = None if key is None else datetime.fromtimestamp(key / 1000.0, self.tz)
+        runs = self._runs
         return SchedulerStatistics(
             jobs=len(self._jobs), running=sum(j.running for j in self._jobs.values()), paused=self._paused,
-            fires=self._fires, missed=self._missed, skipped=self._skipped, errors=self._errors,
-            due_backlog=sum(len(jobs) for _, jobs in self._due[self._due_chunk:]) - self._due_pos, next_fire=nxt,
+            fires=runs.fires, missed=runs.missed, skipped=runs.skipped, errors=runs.errors,
+            due_backlog=self._wheel.backlog, next_fire=nxt,
         )
 
     async def wait_idle(self) -> None:
         """Wait until no run is in progress and no due job is waiting to be processed."""
-        loop = self._loop_or_raise("Scheduler.wait_idle")
+        loop = self._binding.require("Scheduler.wait_idle")
         while self._busy():
             fut = loop.create_future()
             self._idle_waiters.append(fut)
             await fut
 
+    async def wait_next_run(self, name: str):
+        """Wait for the next run of job ``name`` to finish; returns its :class:`~nbsched.history.RunRecord`."""
+        job = self.get(name)
+        fut = self._binding.require("Scheduler.wait_next_run").create_future()
+        if job._waiters is None:
+            job._waiters = []
+        job._waiters.append(fut)
+        return await fut
+
+    def run_result(self, run_id: int) -> "asyncio.Future[Any]":
+        """A future of run ``run_id``'s value (what ``await RunHandle`` waits on)."""
+        return self._runs.future(run_id, self._binding.require("awaiting a run"))
+
     def _busy(self) -> bool:
-        return bool(self._tasks) or self._due_chunk < len(self._due) or self._draining
+        return bool(self._runs.tasks) or self._wheel.busy
 
     def shutdown(self, wait: bool = False) -> "asyncio.Future[None] | None":
         """Stop all timers.  ``wait=False`` cancels running jobs (recorded ``cancelled``);
         ``wait=True`` lets them finish - ``await sched.shutdown(wait=True)`` waits for that.
         Executors are shut down.  The scheduler cannot be used afterwards."""
-        if self._shutdown:
+        if self._closed:
             return None
-        loop = self._loop
-        if loop is not None and not loop.is_closed() and not self._in_loop_thread():
-            fut: concurrent.futures.Future = concurrent.futures.Future()
-            loop.call_soon_threadsafe(lambda: fut.set_result(self._shutdown_now(wait)))
-            inner = fut.result()
-            return inner
+        loop = self._binding.elsewhere()
+        if loop is not None:  # not _binding.call(): that refuses calls once closed
+            return LoopBinding.hand_over(loop, self._shutdown_now, wait)
         return self._shutdown_now(wait)
 
     # ======================================================================== internals: jobs
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None) -> Job:
-        if self._shutdown:
+        if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
-        log = self._logs.get(name)
-        if log is None:
-            log = RunLog(name, policy.history_rows, policy.history_age,
-                         results_rows=policy.results_rows, results_age=policy.results_age)
-            self._logs[name] = log
-        else:
-            log.set_retention(policy.history_rows, policy.history_age)
-            log.set_results_retention(policy.results_rows, policy.results_age)
+        log_ = self._log_for(name, policy)
         old = self._jobs.pop(name, None)
         if old is not None:
             self._detach(old)
-        job = Job(self, name, func, trig, policy, meta, log)
+        job = Job(self, name, func, trig, policy, meta, log_)
         if persist is None:
             persist = self._store is not None and getattr(self._store, "persist_all", True)
         if persist and self._store is None:
             self.attach_store(None, persist_all=False)  # the default file, for this job only
-        job.persist = bool(persist)
+        job._persist = bool(persist)
         self._jobs[name] = job
         self._version += 1
         t0 = self._time()
@@ -539,23 +454,32 @@ class Scheduler:
                 self._schedule(job, first)
             elif not now:
                 job._finished = True
+        self._announce(job, replaced=old is not None)
+        if job._persist:
+            self._store.on_job_saved(job)
+        if now:
+            self._runs.start_runs(job, [t0], t0, scheduled=True)
+        return job
+
+    def _log_for(self, name: str, policy: JobPolicy) -> RunLog:
+        log_ = self._logs.get(name)
+        if log_ is None:
+            log_ = self._logs[name] = RunLog(name, policy.history_rows, policy.history_age,
+                                             results_rows=policy.results_rows, results_age=policy.results_age)
+        else:
+            log_.set_retention(policy.history_rows, policy.history_age)
+            log_.set_results_retention(policy.results_rows, policy.results_age)
+        return log_
+
+    def _announce(self, job: Job, replaced: bool) -> None:
         if not self._started:
             self._started = True
             self._emit_simple(ev.SchedulerStarted)
-        if old is not None:
-            self._emit_job(ev.JobModified, name)
-        else:
-            self._emit_job(ev.JobAdded, name)
-        if job.persist:
-            self._store.on_job_saved(job)
-        if now:
-            self._start_runs(job, [t0], t0, scheduled=True)
-        return job
+        self._emit_job(ev.JobModified if replaced else ev.JobAdded, job.name)
 
     def _detach(self, job: Job) -> None:
         job._removed = True
-        job._key = None
-        job._next_ts = job._planned = None
+        self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
                 fut.cancel()
@@ -566,25 +490,29 @@ class Scheduler:
         del self._jobs[name]
         self._detach(job)
         self._version += 1
-        if job.persist and self._store is not None:
+        if job._persist and self._store is not None:
             self._store.on_job_removed(name)
         self._emit_job(ev.JobRemoved, name)
 
     def _changed(self, job: Job) -> None:
         self._version += 1
-        if job.persist and self._store is not None and not job._removed:
+        if job._persist and self._store is not None and not job._removed:
             self._store.on_job_saved(job)
 
     def _pause(self, name: str, reason: str) -> Job:
         job = self.get(name)
         if not job._paused:
             job._paused = True
-            job._key = None
-            job._next_ts = job._planned = None
+            self._wheel.take(job)
             job._backlog = None
             self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
         return job
+
+    def _pause_interrupted(self, job: Job) -> None:
+        """An interrupted run pauses its job (a runaway job must not freeze the kernel again)."""
+        if self._jobs.get(job.name) is job:
+            self._pause(job.name, "interrupted")
 
     def _resume(self, name: str) -> Job:
         job = self.get(name)
@@ -596,9 +524,15 @@ class Scheduler:
             self._emit_job(ev.JobResumed, name)
         return job
 
+    def _interrupt(self, name: str) -> int:
+        job = self.get(name)
+        stopped = self._runs.interrupt(job)
+        if not stopped:
+            self._pause(name, "interrupted")
+        return stopped
+
     def _schedule_from_now(self, job: Job) -> None:
-        t0 = self._time()
-        nxt = job.trigger.next_timestamp(t0)
+        nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
         else:
@@ -607,24 +541,22 @@ class Scheduler:
     def _pause_all(self) -> None:
         if not self._paused:
             self._paused = True
-            self._disarm()
+            self._wheel.stopped = True
+            self._wheel.disarm()
             self._version += 1
             self._emit_simple(ev.SchedulerPaused)
 
     def _resume_all(self) -> None:
         if self._paused:
             self._paused = False
+            self._wheel.stopped = False
             self._version += 1
             self._rearm_all()
             self._emit_simple(ev.SchedulerResumed)
 
     def _rearm_all(self) -> None:
         """Reschedule every active job from now (after a scheduler pause or a move to a new loop)."""
-        self._disarm()
-        self._buckets.clear()
-        self._keys.clear()
-        self._due = []
-        self._due_chunk = self._due_pos = 0
+        self._wheel.clear()
         for job in self._jobs.values():
             if not job._paused and not job._finished:
                 job._key = None
@@ -649,8 +581,7 @@ class Scheduler:
         return job
 
     def _finish(self, job: Job) -> None:
-        job._key = None
-        job._next_ts = job._planned = None
+        self._wheel.take(job)
         if not job._finished:
             job._finished = True
             self._changed(job)
@@ -659,554 +590,114 @@ class Scheduler:
     def _run_now(self, name: str) -> RunHandle:
         job = self.get(name)
         t0 = self._time()
-        fut = self._loop.create_future()
-        # the handle may never be awaited: mark the exception as retrieved so asyncio does not complain
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._run_futures[self._run_ids + 1] = fut
-        run_id = self._start_runs(job, [t0], t0, scheduled=False)
+        runs = self._runs
+        runs.expect(runs.run_ids + 1)
+        run_id = runs.start_runs(job, [t0], t0, scheduled=False)
         return RunHandle(self, name, run_id)
 
-    # ======================================================================== internals: timer
+    # ======================================================================== internals: time
     def _schedule(self, job: Job, ts: float) -> None:
-        """Put ``job`` in the wheel for nominal fire time ``ts`` (plus jitter)."""
+        """Wait ``job`` for nominal fire time ``ts`` (plus jitter)."""
         job._next_ts = ts
         jitter = job.policy.jitter
-        planned = ts + self._random.uniform(0.0, jitter) if jitter else ts
-        job._planned = planned
-        key = _key(planned)
-        job._key = key  # an entry in a bucket is live only while job._key equals the bucket's key
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            # jobs go in the buckets as they are: no per-fire (job, key) tuple for the GC to track
-            self._buckets[key] = [job]
-            heapq.heappush(self._keys, key)
-            if not self._paused and (self._timer_key is None or key < self._timer_key) and not self._draining:
-                self._arm(key)
-        else:
-            bucket.append(job)
+        self._wheel.put(job, ts + self._random.uniform(0.0, jitter) if jitter else ts)
 
-    def _arm(self, key: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = self._loop
-        self._timer_key = key
-        clock = self.clock
-        if isinstance(clock, SystemClock) and loop is not None:
-            when = key / 1000.0
-            if self._spin_tokens >= EARLY_WAKE:
-                when = self._bucket_target(key)
-                # The selector rounds timeouts up to whole milliseconds (and Linux adds slack), so a
-                # timer armed for the instant fires ~1 ms late.  Wake a little early and spin to the
-                # instant instead - within a small CPU budget (SPIN_BUDGET of a core), so dense
-                # schedules fall back to plain timers.
-                when -= EARLY_WAKE
-            self._timer = clock.call_at_on(loop, when, self._on_timer)
-        else:
-            self._timer = clock.call_at(key / 1000.0, self._on_timer)
-
-    def _bucket_target(self, key: int) -> float:
-        """The earliest planned fire time in bucket ``key`` (small buckets; else the bucket's end)."""
-        bucket = self._buckets.get(key)
-        if not bucket or len(bucket) > 64:
-            return key / 1000.0
-        planned = [job._planned for job in bucket if job._key == key]
-        return min(planned) if planned else key / 1000.0
-
-    def _spin_to(self, key: int) -> bool:
-        """Before processing bucket ``key``: spin to its instant if it is a hair away and the budget allows.
-        Returns False if the timer fired too early to spin (the caller re-arms)."""
-        target = self._bucket_target(key)
-        time = self._time
-        now = time()
-        # refill the spin budget for the time that passed
-        elapsed = now - self._spin_refilled
-        self._spin_refilled = now
-        self._spin_tokens = min(SPIN_BUDGET * 2.5, self._spin_tokens + elapsed * SPIN_BUDGET)
-        remaining = target - now
-        if remaining <= 0:
-            return True
-        if remaining <= EARLY_WAKE + 0.0015 and remaining <= self._spin_tokens:
-            while time() < target:
-                pass
-            self._spin_tokens -= remaining
-            return True
-        # within the bucket's millisecond the bucket counts as due (see _collect_due)
-        return remaining < 0.001
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_key = None
-
-    def _on_timer(self) -> None:
-        key = self._timer_key
-        self._timer = None
-        self._timer_key = None
-        if self._shutdown or self._paused:
-            return
-        if key is not None and isinstance(self.clock, SystemClock) and not self._spin_to(key):
-            self._arm(key)  # woke too early (long horizon, or no spin budget): wait for the instant
-            return
-        self._collect_due()
-        self._drain()
-
-    def _collect_due(self) -> None:
-        now_key = _key(self._time())
-        keys = self._keys
-        buckets = self._buckets
-        due = self._due
-        if self._due_chunk and self._due_chunk >= len(due):
-            due.clear()
-            self._due_chunk = self._due_pos = 0
-        while keys and keys[0] <= now_key:
-            key = heapq.heappop(keys)
-            due.append((key, buckets.pop(key)))
-
-    def _drain(self) -> None:
-        """Process due entries for at most SLICE_SECONDS, then yield to the loop."""
-        self._draining = True
-        due = self._due
-        chunk = self._due_chunk
-        pos = self._due_pos
-        deadline = perf_counter() + SLICE_SECONDS
-        fire = self._fire
-        time = self._time
-        count = 0
-        out_of_time = False
-        try:
-            while chunk < len(due):
-                key, jobs = due[chunk]
-                end = len(jobs)
-                while pos < end:
-                    job = jobs[pos]
-                    pos += 1
-                    if job._key == key:
-                        fire(job, time())
-                    count += 1
-                    if count == _CHECK_EVERY:
-                        count = 0
-                        if perf_counter() > deadline:
-                            out_of_time = True
-                            break
-                if out_of_time and pos < end:
-                    break
-                chunk += 1
-                pos = 0
-                if out_of_time:
-                    break
-        finally:
-            self._due_chunk = chunk
-            self._due_pos = pos
-        if chunk < len(due):
-            self._loop.call_soon(self._drain)  # more to do: give the loop back first
-            return
-        due.clear()
-        self._due_chunk = self._due_pos = 0
-        self._draining = False
-        if self._shutdown or self._paused:
-            return
-        # anything that fell due meanwhile?
-        if self._keys and self._keys[0] <= _key(self._time()):
-            self._collect_due()
-            self._loop.call_soon(self._drain)
-            self._draining = True
-            return
-        if self._keys:
-            self._arm(self._keys[0])
-        if not self._tasks:
-            self._wake_idle()
-
-    # ======================================================================== internals: firing
     def _fire(self, job: Job, now: float) -> None:
-        """A job's (planned) fire time has come: decide what runs, record what does not, re-arm."""
+        """A job's (planned) fire time has come: carry out the planner's decision."""
         nominal = job._next_ts
         planned = job._planned
-        trigger = job.trigger
-        policy = job.policy
-        nxt = trigger.next_timestamp(nominal)
-        if nxt is not None and nxt <= now:
-            due, nxt = self._overdue(job, nominal, nxt, now)
-        else:
-            due = None
-        until = policy.until
-        if nxt is not None and until is not None and nxt > until:
-            nxt = None
-        if due is None:
-            # the common case: exactly one fire time is due
-            if policy.max_runs is not None and job.runs + 1 >= policy.max_runs:
-                nxt = None
-            if nxt is None:
-                self._finish(job)
-            else:
-                self._schedule(job, nxt)
-            grace = policy.misfire_grace
-            if grace is not None and now - planned > grace:
-                self._record_missed(job, nominal, now - planned)
-                return
-            self._start_runs(job, (nominal,), planned, scheduled=True, now=now)
-            return
-        # several fire times were overdue (the loop was blocked): coalesce, record the rest as missed
-        if until is not None:
-            due = [t for t in due if t <= until]
-        if policy.coalesce == "latest":
-            run, missed = due[-1:], due[:-1]
-        elif policy.coalesce == "earliest":
-            run, missed = due[:1], due[1:]
-        else:
-            run, missed = due, []
-        grace = policy.misfire_grace
-        if grace is not None:
-            missed = missed + [t for t in run if now - t > grace]
-            run = [t for t in run if now - t <= grace]
-            missed.sort()
-        if policy.max_runs is not None:
-            room = max(0, policy.max_runs - job.runs)
-            run = run[:room]
-            if job.runs + len(run) >= policy.max_runs:
-                nxt = None
-        if nxt is None:
+        plan = plan_fire(job.trigger, job.policy, job._runs, nominal, planned, now)
+        if plan.next is None:
             self._finish(job)
         else:
-            self._schedule(job, nxt)
-        for t in missed:
-            self._record_missed(job, t, now - t)
-        if run:
-            self._start_runs(job, run, run[0], scheduled=True)
+            self._schedule(job, plan.next)
+        runs = self._runs
+        if plan.uncounted:
+            job._missed += plan.uncounted
+            log.warning("nbsched: job %r missed more fire times than its history keeps; counted, not itemised",
+                        job.name)
+        for t in plan.missed:
+            runs.record_missed(job, t, now - t)
+        if plan.run:
+            if len(plan.run) == 1 and not plan.missed:
+                runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
+            else:
+                runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
 
-    def _overdue(self, job: Job, nominal: float, nxt: float, now: float) -> tuple[list[float], float | None]:
-        """All fire times <= now starting at ``nominal`` (bounded by the job's history retention)."""
-        cap = job.policy.history_rows or 100_000
-        due = [nominal]
-        trigger = job.trigger
-        t: float | None = nxt
-        while t is not None and t <= now and len(due) < cap:
-            due.append(t)
-            t = trigger.next_timestamp(t)
-        if t is not None and t <= now:  # beyond what retention would keep: skip ahead, count only
-            skipped_ahead = t
-            t = trigger.next_timestamp(now)
-            job.missed += 1  # at least one more; exact count not itemised
-            log.warning("nbsched: job %r missed more fire times than its history keeps (from %s); "
-                        "counted, not itemised", job.name, skipped_ahead)
-        return due, t
+    def _maybe_idle(self) -> None:
+        """Wake ``wait_idle()`` callers once nothing runs and nothing is due."""
+        if not self._busy():
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
-    def _record_missed(self, job: Job, scheduled: float, lateness: float) -> None:
-        store = self._store
-        if store is not None and job.persist and not store.claim(job.name, scheduled):
-            return  # another process sharing the store owns this fire time
-        self._run_ids += 1
-        self._append_row(job, (self._run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None))
-        job.missed += 1
-        self._missed += 1
-        self._version += 1
-        if self.events.wants(ev.JobMissed):
-            self.events.emit(ev.JobMissed(self.clock.now(), job.name, datetime.fromtimestamp(scheduled, self.tz),
-                                          timedelta(seconds=lateness)))
-
-    def _start_runs(self, job: Job, times: Iterable[float], planned: float, scheduled: bool,
-                    now: float | None = None) -> int:
-        """Start a run for each fire time (respecting max_instances).  Returns the last run id."""
-        run_id = 0
-        for i, nominal in enumerate(times):
-            self._run_ids += 1
-            run_id = self._run_ids
-            if scheduled and self._store is not None and job.persist and not self._store.claim(job.name, nominal):
-                continue  # another process sharing the store has this fire time: it runs and records it
-            if job.running >= job.policy.max_instances:
-                if i > 0 and job.policy.coalesce == "all":
-                    if job._backlog is None:
-                        job._backlog = []
-                    job._backlog.append(nominal)  # catch-up run: start when an instance frees up
-                    continue
-                self._record_skipped(job, run_id, nominal)
+    # ======================================================================== internals: stores
+    def _load(self, stored: list[StoredJob], history: dict[str, list], run_ids_above: int) -> list[Job]:
+        if self._closed:
+            raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
+        loaded = []
+        for item in stored:
+            if item.name in self._jobs:
                 continue
-            if scheduled:
-                job.runs += 1
-            self._start_one(job, run_id, nominal, planned if i == 0 else nominal, now if i == 0 else None)
-        return run_id
-
-    def _append_row(self, job: Job, row: tuple) -> None:
-        job.log.append(row)
-        if self._store is not None and job.persist:
-            self._store.on_row(job.name, row)
-
-    def _record_skipped(self, job: Job, run_id: int, nominal: float) -> None:
-        now = self._time()
-        self._append_row(job, (run_id, nominal, None, None, now - nominal, _SKIPPED_S, 0, None))
-        job.skipped += 1
-        self._skipped += 1
+            if item.policy.executor not in self._executors:
+                raise PolicyError(f"unknown executor {item.policy.executor!r} for job {item.name!r} (this scheduler "
+                                  f"has {', '.join(map(repr, self._executors))}): add it before restoring")
+            job = Job(self, item.name, item.func, item.trigger, item.policy, item.meta,
+                      self._log_for(item.name, item.policy))
+            job._persist = True
+            self._jobs[item.name] = job
+            if item.history:
+                job.log.prepend(list(item.history))
+                self._count(job, item.history)
+            for run_id, scheduled, value in item.results:
+                job.results_log.append(run_id, scheduled, value)
+            job._runs = item.runs
+            job._paused = item.paused
+            policy = item.policy
+            ts = item.resume_at
+            if item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
+                    (policy.max_runs is not None and item.runs >= policy.max_runs):
+                job._finished = True
+            elif not item.paused:
+                self._schedule(job, ts)
+            self._announce(job, replaced=False)
+            loaded.append(job)
+        for name, rows in history.items():
+            if rows:
+                log_ = self._logs.get(name)
+                if log_ is None:
+                    log_ = self._logs[name] = RunLog(name)
+                log_.prepend(list(rows))
+        self._runs.run_ids = max(self._runs.run_ids, run_ids_above)
         self._version += 1
-        fut = self._run_futures.pop(run_id, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(MaxInstancesReachedError(
-                f"job {job.name!r} already has {job.running} run(s) going (max_instances="
-                f"{job.policy.max_instances}): this run was skipped; raise max_instances to allow overlap"))
-        self._resolve_skipped_waiters(run_id)
-        if self.events.wants(ev.JobMaxInstancesReached):
-            self.events.emit(ev.JobMaxInstancesReached(self.clock.now(), job.name,
-                                                       datetime.fromtimestamp(nominal, self.tz)))
+        return loaded
 
-    def _resolve_skipped_waiters(self, run_id: int) -> None:
-        self._skipped_runs.add(run_id)
-        if len(self._skipped_runs) > 1000:
-            self._skipped_runs.clear()
+    @staticmethod
+    def _count(job: Job, rows: Iterable[tuple]) -> None:
+        """Counters and last outcome of a loaded job, from its stored rows."""
+        counts = Counter(row[OUTCOME] for row in rows)
+        job._successes = counts["success"]
+        job._failures = counts["error"] + counts["timeout"]
+        job._missed = counts["missed"]
+        job._skipped = counts["skipped"]
+        for row in reversed(rows):
+            if row[OUTCOME] not in _NOT_RUNS:
+                job._last_outcome, job._last_started, job._last_finished = Outcome(row[OUTCOME]), row[2], row[3]
+                err = row[7]
+                job._last_error = None if err is None else f"{err.type}: {err.message}"
+                break
 
-    def _start_one(self, job: Job, run_id: int, nominal: float, planned: float, now: float | None = None) -> None:
-        self._fires += 1
-        policy = job.policy
-        if self.events._subs and self.events.wants(ev.JobSubmitted):
-            self.events.emit(ev.JobSubmitted(self.clock.now(), job.name, run_id,
-                                             datetime.fromtimestamp(nominal, self.tz), 1))
-        if policy.executor == "loop" and not job.is_coroutine and policy.timeout is None and not policy.retries:
-            # fast path: a plain function, called right here on the loop
-            time = self._time
-            started = time() if now is None else now
-            job.running += 1
-            try:
-                value = job.func()
-            except BaseException as exc:  # noqa: BLE001 - every failure becomes a row, nothing escapes
-                job.running -= 1
-                finished = time()
-                self._after_attempt(job, run_id, nominal, planned, started, finished, 1, exc, None,
-                                    interrupted=isinstance(exc, KeyboardInterrupt))
-                return
-            if value is not None and inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
-                self._spawn_run(job, run_id, nominal, planned, first=value, started=started)
-                return
-            job.running -= 1
-            finished = time()
-            self._record_success(job, run_id, nominal, planned, started, finished, 1, value)
-            return
-        job.running += 1
-        self._spawn_run(job, run_id, nominal, planned, first=None, started=None)
-
-    def _spawn_run(self, job: Job, run_id: int, nominal: float, planned: float, first: Any, started: float | None) -> None:
-        task = self._loop.create_task(self._run_task(job, run_id, nominal, planned, first, started),
-                                      name=f"nbsched:{job.name}:{run_id}")
-        self._tasks.add(task)
-        if job._run_tasks is None:
-            job._run_tasks = set()
-        job._run_tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # a bug in nbsched itself: never silent
-            log.error("nbsched: internal error in %s", task.get_name(), exc_info=task.exception())
-        if not self._tasks and not self._draining:
-            self._wake_idle()
-
-    def _wake_idle(self) -> None:
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    async def _run_task(self, job: Job, run_id: int, nominal: float, planned: float, first: Any,
-                        started: float | None) -> None:
-        policy = job.policy
-        attempt = 1
-        time = self._time
-        try:
-            while True:
-                if started is None:
-                    started = time()
-                outcome, value, exc = await self._attempt(job, first)
-                first = None
-                finished = time()
-                if outcome is SUCCESS:
-                    self._record_success(job, run_id, nominal, planned, started, finished, attempt, value, running=True)
-                    return
-                retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not self._shutdown
-                         and not job._removed and not job._paused)
-                self._after_attempt(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
-                                    interrupted=outcome is INTERRUPTED, final=not retry, running=True)
-                if not retry:
-                    return
-                delay = min(policy.retry_delay * policy.backoff ** (attempt - 1), policy.max_retry_delay)
-                if self.events.wants(ev.JobRetried):
-                    self.events.emit(ev.JobRetried(self.clock.now(), job.name, run_id, attempt + 1, timedelta(seconds=delay)))
-                planned = finished + delay  # the retry's own lateness is measured from its planned start
-                try:
-                    await self.clock.sleep(delay)
-                except asyncio.CancelledError:
-                    self._finish_run(job, run_id, None, CANCELLED, asyncio.CancelledError())
-                    return
-                attempt += 1
-                started = None
-        finally:
-            if job._run_tasks:
-                job._run_tasks.discard(asyncio.current_task())
-
-    async def _attempt(self, job: Job, first: Any) -> tuple[Outcome, Any, BaseException | None]:
-        """One attempt: await/submit the function with the job's timeout.  Never raises."""
-        policy = job.policy
-        task = asyncio.current_task()
-        timed_out = False
-        handle = None
-        if policy.timeout is not None:
-            def on_timeout() -> None:
-                nonlocal timed_out
-                timed_out = True
-                task.cancel()
-
-            handle = self.clock.call_at(self._time() + policy.timeout, on_timeout)
-        try:
-            if first is not None:
-                awaitable = first
-            elif policy.executor == "loop":
-                awaitable = job.func()
-            elif policy.resources:
-                awaitable = self._executors[policy.executor].submit(job.func, resources=policy.resource_dict())
-            else:
-                awaitable = self._executors[policy.executor].submit(job.func)
-            value = await awaitable if inspect.isawaitable(awaitable) else awaitable
-            return SUCCESS, value, None
-        except asyncio.CancelledError as exc:
-            if timed_out:
-                task.uncancel()
-                return TIMEOUT, None, TimeoutError(f"job {job.name!r} timed out after {policy.timeout:g}s")
-            if task in self._interrupted:
-                self._interrupted.discard(task)
-                task.uncancel()
-                return INTERRUPTED, None, KeyboardInterrupt()
-            return CANCELLED, None, exc
-        except KeyboardInterrupt as exc:
-            return INTERRUPTED, None, exc
-        except BaseException as exc:  # noqa: BLE001 - recorded, never escapes
-            return ERROR, None, exc
-        finally:
-            if handle is not None:
-                handle.cancel()
-
-    # ======================================================================== internals: recording
-    def _record_success(self, job: Job, run_id: int, nominal: float, planned: float, started: float,
-                        finished: float, attempt: int, value: Any, running: bool = False) -> None:
-        if running:
-            job.running -= 1
-        row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
-        job.log.append(row)
-        store = self._store
-        if store is not None and job.persist:
-            store.on_row(job.name, row)
-        if value is not None:
-            try:
-                job.results_log.append(run_id, nominal, value)
-                if store is not None and job.persist:
-                    store.on_result(job.name, run_id, nominal, value)
-            except Exception:  # an odd return value must not break the scheduler
-                log.exception("nbsched: could not record the value returned by job %r", job.name)
-        job.successes += 1
-        job.last_outcome = SUCCESS
-        job.last_started = started
-        job.last_finished = finished
-        job.last_duration = finished - started
-        self._version += 1
-        listening = self.events._subs and self.events.wants(ev.JobExecuted)
-        if job._waiters or self._run_futures or listening:
-            record = RunRecord.from_row(job.name, row, self.tz)
-            self._notify(job, run_id, record, value, None)
-            if listening:
-                self.events.emit(ev.JobExecuted(self.clock.now(), job.name, record))
-        if running:
-            self._after_run(job)
-
-    def _after_attempt(self, job: Job, run_id: int, nominal: float, planned: float, started: float,
-                       finished: float, attempt: int, exc: BaseException, outcome: Outcome | None,
-                       interrupted: bool = False, final: bool = True, running: bool = False) -> None:
-        if outcome is None:
-            outcome = INTERRUPTED if interrupted else ERROR
-        if outcome is CANCELLED:
-            err = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
-        else:
-            err = ErrorInfo(type(exc).__name__, str(exc), _format_user_traceback(exc))
-        row = (run_id, nominal, started, finished, started - planned, outcome.value, attempt, err)
-        self._append_row(job, row)
-        job.last_outcome = outcome
-        job.last_started = started
-        job.last_finished = finished
-        job.last_duration = finished - started
-        job.last_error = f"{err.type}: {err.message}"
-        if outcome in (ERROR, TIMEOUT):
-            job.failures += 1
-            self._errors += 1
-        self._version += 1
-        if outcome is ERROR:
-            # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the
-            # failure is already a history row, an event, and red on the card and the dashboard.
-            log.info("nbsched: job %r failed (attempt %d): %s: %s", job.name, attempt, err.type, err.message)
-        kind = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCancelled,
-                INTERRUPTED: ev.JobInterrupted}[outcome]
-        record = None
-        if final and (job._waiters or self._run_futures) or self.events.wants(kind):
-            record = RunRecord.from_row(job.name, row, self.tz)
-        if interrupted:
-            # a runaway job must not freeze the kernel again at its next fire: pause it
-            if self._jobs.get(job.name) is job:
-                self._pause(job.name, "interrupted")
-        if record is not None and self.events.wants(kind):
-            self.events.emit(kind(self.clock.now(), job.name, record))
-        if final:
-            if record is not None:
-                self._notify(job, run_id, record, None, exc)
-            if running:
-                job.running -= 1
-                self._after_run(job)
-
-    def _finish_run(self, job: Job, run_id: int, started: float | None, outcome: Outcome, exc: BaseException) -> None:
-        now = self._time()
-        self._after_attempt(job, run_id, job._next_ts or now, now, started or now, now, 0, exc, outcome,
-                            final=True, running=True)
-
-    def _notify(self, job: Job, run_id: int, record: RunRecord, value: Any, exc: BaseException | None) -> None:
-        waiters, job._waiters = job._waiters or (), None
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(record)
-        fut = self._run_futures.pop(run_id, None)
-        if fut is not None and not fut.done():
-            if exc is None:
-                fut.set_result(value)
-            elif record.outcome is TIMEOUT:
-                fut.set_exception(TimeoutError(record.error))
-            elif isinstance(exc, asyncio.CancelledError):
-                fut.cancel()
-            else:
-                fut.set_exception(exc)
-        self._finished_runs[run_id] = (value, exc, record.outcome, record.error)
-        if len(self._finished_runs) > 1000:
-            for key in list(self._finished_runs)[:500]:
-                del self._finished_runs[key]
-
-    def _run_future(self, run_id: int) -> asyncio.Future:
-        loop = self._loop_or_raise("awaiting a run")
-        fut = self._run_futures.get(run_id)
-        if fut is None:
-            fut = loop.create_future()
-            done = self._finished_runs.get(run_id)
-            if done is not None:
-                value, exc, outcome, error = done
-                if exc is None:
-                    fut.set_result(value)
-                elif outcome is TIMEOUT:
-                    fut.set_exception(TimeoutError(error))
-                elif isinstance(exc, asyncio.CancelledError):
-                    fut.cancel()
-                else:
-                    fut.set_exception(exc)
-            elif run_id in self._skipped_runs:
-                fut.set_exception(MaxInstancesReachedError(f"run {run_id} was skipped: max_instances reached"))
-            else:
-                self._run_futures[run_id] = fut
-        return fut
-
-    def _after_run(self, job: Job) -> None:
-        if job._backlog and job.running < job.policy.max_instances and not job._removed and not job._paused:
-            nominal = job._backlog.pop(0)
-            self._run_ids += 1
-            job.runs += 1
-            self._start_one(job, self._run_ids, nominal, nominal)
+    def _merge(self, rows: list, done: Callable[[], None] | None) -> None:
+        logs = self._logs
+        for name, row in rows:
+            log_ = logs.get(name)
+            if log_ is not None:
+                log_.append(row)
+        if rows:
+            self._version += 1
+        if done is not None:
+            done()
 
     # ======================================================================== events, shutdown
     def _emit_simple(self, kind: type) -> None:
@@ -1224,27 +715,21 @@ class Scheduler:
             except Exception:
                 log.exception("nbsched: async event listener failed (the scheduler carries on)")
 
-        loop = self._loop
+        loop = self._binding.loop
         if loop is not None:
             task = loop.create_task(run())
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            tasks = self._runs.tasks
+            tasks.add(task)
+            task.add_done_callback(self._runs._task_done)
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
-        self._shutdown = True
-        self._disarm()
-        self._buckets.clear()
-        self._keys.clear()
-        self._due = []
-        self._due_chunk = self._due_pos = 0
-        self._draining = False
+        self._closed = True
+        self._binding.closed = True
+        self._wheel.stopped = True
+        self._wheel.clear()
         for job in self._jobs.values():
-            job._key = None
-            job._next_ts = job._planned = None
-        tasks = list(self._tasks)
-        if not wait:
-            for task in tasks:
-                task.cancel()
+            self._wheel.take(job)
+        tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
         for executor in self._executors.values():
             try:
                 executor.shutdown(wait=False)
@@ -1260,17 +745,17 @@ class Scheduler:
         global _default
         if _default is self:
             _default = None
-        loop = self._loop
+        loop = self._binding.loop
         if not tasks or loop is None or loop.is_closed():
             return None
         return asyncio.ensure_future(self._wait_tasks(tasks), loop=loop)
 
     async def _wait_tasks(self, tasks: list) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._wake_idle()
+        self._maybe_idle()
 
     def __repr__(self) -> str:
-        state = "shut down" if self._shutdown else ("paused" if self._paused else "running")
+        state = "shut down" if self._closed else ("paused" if self._paused else "running")
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
 
 
@@ -1278,13 +763,17 @@ _default: Scheduler | None = None
 _default_lock = threading.Lock()
 
 
-def get_scheduler() -> Scheduler:
+def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None = None,
+                  loop_thread: int | None = None) -> Scheduler | None:
     """The process-wide default scheduler (the one the magics and the dashboard use).
 
-    Created on first use; after it is shut down, the next call creates a fresh one.
+    Created on first use (on ``loop``, run by ``loop_thread``, when given); after it is shut down,
+    the next call creates a fresh one.  ``create=False`` returns None instead of creating one.
     """
     global _default
     with _default_lock:
-        if _default is None or _default._shutdown:
-            _default = Scheduler()
+        if _default is None or not _default.running:
+            if not create:
+                return None
+            _default = Scheduler(loop=loop, loop_thread=loop_thread)
         return _default

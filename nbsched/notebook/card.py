@@ -30,7 +30,8 @@ def _countdown(seconds: float) -> str:
 
 def job_summary(sched: Any, job: Any) -> dict[str, str]:
     now = sched.clock.time()
-    nxt = job._planned
+    when = job.next_fire_time
+    nxt = None if when is None else when.timestamp()
     state = job.state.value
     last = "-" if job.last_outcome is None else job.last_outcome.value
     if job.last_duration is not None and job.last_outcome is not None:
@@ -101,7 +102,7 @@ class JobCard:
         self.run_button.on_click(lambda _: self._act("run_now"))
         self.remove_button.on_click(lambda _: self._act("remove"))
         children = [self.info, w.HBox([self.pause_button, self.run_button, self.remove_button])]
-        job = sched._jobs.get(name)
+        job = sched.find(name)
         sink = getattr(job, "output", None) if job is not None else None
         if sink is not None:
             children.append(sink.widget)
@@ -133,7 +134,7 @@ class JobCard:
         sched = self._sched()
         if sched is None:
             return None
-        job = sched._jobs.get(self.name)
+        job = sched.find(self.name)
         if job is None:
             return None
         return job_summary(sched, job)

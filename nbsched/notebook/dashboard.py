@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import events as ev
+from ..clock import zone_name
 from ..errors import NbschedError
 from ..history import Outcome
 
@@ -641,20 +642,13 @@ def _sched_summary(sched: Any, rows: dict[str, tuple]) -> dict:
             running += 1
     stats = sched.statistics()
     return {"paused": sched.paused, "shutdown": not sched.running, "jobs": len(rows), "failing": failing,
-            "running": running, "fires": stats.fires, "errors": stats.errors, "tz": _zone_name(sched.tz)}
+            "running": running, "fires": stats.fires, "errors": stats.errors, "tz": zone_name(sched.tz)}
 
 
 def _summary_text(sched: Any, jobs: list) -> str:
     failing = sum(1 for j in jobs if j.state.value == "failing")
     state = "shut down" if not sched.running else ("paused" if sched.paused else "running")
     return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}, {failing} failing, scheduler {state}"
-
-
-def _zone_name(tz: tzinfo) -> str | None:
-    key = getattr(tz, "key", None)
-    if key:
-        return key
-    return "UTC" if tz is not None and tz.utcoffset(None) is not None and tz.utcoffset(None).total_seconds() == 0 else None
 
 
 def _duration(seconds: float | None) -> str:

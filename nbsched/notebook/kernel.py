@@ -52,7 +52,6 @@ __all__ = [
     "interruptible",
     "kernel_loop",
     "route_output",
-    "router_installed",
     "run_routed",
     "sync_job_running",
     "uninstall_interrupt_handler",
@@ -477,10 +476,6 @@ class _RouterState:
 _router = _RouterState()
 _router_lock = threading.Lock()
 _MISSING = object()
-
-
-def router_installed() -> bool:
-    return _router.installed
 
 
 def install_router(shell: Any = None) -> None:

@@ -1,7 +1,7 @@
 """``%%schedule`` and ``%schedule``: thin adapters over the Python API.
 
-The cell magic parses its line, compiles the body once (:mod:`nbsched._cell`), wraps it so its output
-goes to the job's own area (:mod:`nbsched._kernel`), calls :meth:`Scheduler.add` and returns the
+The cell magic parses its line, compiles the body once (:mod:`nbsched.notebook.cell`), wraps it so its output
+goes to the job's own area (:mod:`nbsched.notebook.kernel`), calls :meth:`Scheduler.add` and returns the
 job's live card.  Bad input raises ``UsageError`` (so "Run All" stops) and adds nothing.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .. import events as ev
 from .._durations import parse_duration
 from ..errors import NbschedError
 from ..job import COALESCE_CHOICES, Job
-from ..engine.scheduler import Scheduler
+from ..engine import Scheduler, get_scheduler
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
                "dashboard", "store", "restore", "cluster", "help")
@@ -59,17 +59,13 @@ class _KernelState:
                 pass
 
     def scheduler(self) -> Scheduler:
-        from ..engine import scheduler as mod
         from .kernel import kernel_loop
 
-        sched = mod._default
-        if sched is None or sched._shutdown:
+        sched = get_scheduler(create=False)
+        if sched is None:
             loop = kernel_loop()
-            with mod._default_lock:
-                sched = mod._default = Scheduler(loop=loop) if loop is not None else Scheduler()
-                if loop is not None:
-                    # the kernel's main loop runs on the main thread; calls from subshells are handed over
-                    sched._bind(loop, threading.main_thread().ident)
+            # the kernel's main loop runs on the main thread; calls from subshells are handed over
+            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None)
             self._watch(sched)
         elif self.subscription is None or self.subscription._bus is not sched.events:
             self._watch(sched)
@@ -268,7 +264,7 @@ class ScheduleMagics(Magics):
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
         from .kernel import OutputSink, kernel_loop
 
-        old = sched._jobs.get(name)
+        old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
         if sink is None:
             sink = OutputSink(loop=kernel_loop())
@@ -442,9 +438,9 @@ class ScheduleMagics(Magics):
         print(f"scheduler stopped ({n} job(s) ended); the next %%schedule starts a new one")
 
     def _cmd_dashboard(self, sched, rest):
-        from . import dashboard
+        from .dashboard import Dashboard
 
-        return dashboard(sched)
+        return Dashboard(sched)
 
     def _cmd_store(self, sched, rest):
         if len(rest) > 1:
@@ -543,12 +539,11 @@ def _on_interrupt(task: Any) -> None:
 
 
 def unload(ipython: Any) -> None:
-    from ..engine import scheduler as mod
     from .kernel import uninstall_interrupt_handler, uninstall_router
 
     st = _state()
-    sched = mod._default
-    if sched is not None and not sched._shutdown:
+    sched = get_scheduler(create=False)
+    if sched is not None:
         sched.shutdown(wait=False)
     for card in st.cards.values():
         card.retire("extension unloaded")

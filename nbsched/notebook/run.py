@@ -28,7 +28,7 @@ def __nbsched_export(out_dir):
         parquet = False
     hist = sched.history()
     summary = []
-    names = list(dict.fromkeys(list(sched._logs) + [j.name for j in sched.jobs]))
+    names = sched.history_names()
     for name in names:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         h = sched.history(name)
@@ -40,7 +40,7 @@ def __nbsched_export(out_dir):
             r.to_parquet(os.path.join(out_dir, f"{safe}.results.parquet"), index=False)
         counts = h["outcome"].value_counts()
         late = h.loc[h["started_at"].notna(), "lateness"].dt.total_seconds() * 1000
-        job = sched._jobs.get(name)
+        job = sched.find(name)
         summary.append({
             "job": name,
             "trigger": job.describe() if job else "(removed)",

@@ -10,7 +10,9 @@ IPython or ipywidgets.
 from ..errors import StoreError
 from ._schema import MIGRATIONS, schema_version
 from ._targets import TargetLoader, register_target_loader
+from .memory import MemoryStore
+from .protocol import Store
 from .sqlite import DEFAULT_PATH, SQLiteStore, open_store
 
-__all__ = ["SQLiteStore", "StoreError", "open_store", "register_target_loader", "TargetLoader",
+__all__ = ["Store", "MemoryStore", "SQLiteStore", "StoreError", "open_store", "register_target_loader", "TargetLoader",
            "MIGRATIONS", "schema_version", "DEFAULT_PATH"]

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from ._schema import OUTCOME_CODES
 from ..history import ErrorInfo, Outcome
 
-__all__ = ["encode_value_rows", "encode_chunk", "decode_chunk", "CHUNK_COLUMNS", "outcome_of", "CODE_OF",
+__all__ = ["encode_value_rows", "encode_chunk", "decode_chunk", "CHUNK_COLUMNS", "CODE_OF",
            "OUTCOME_BY_CODE", "to_json"]
 
 #: Outcome -> stored integer code, and back.  History rows hold the plain outcome strings (the
@@ -37,10 +37,6 @@ CODE_OF: dict[str, int] = dict(OUTCOME_CODES)
 OUTCOME_BY_CODE: list[str] = [""] * (max(OUTCOME_CODES.values()) + 1)
 for _name, _code in OUTCOME_CODES.items():
     OUTCOME_BY_CODE[_code] = Outcome(_name).value
-
-
-def outcome_of(code: int) -> Outcome:
-    return Outcome(OUTCOME_BY_CODE[code])
 
 
 def _fallback(value: Any) -> Any:

@@ -21,7 +21,7 @@ import gc
 import json
 import sqlite3
 import warnings
-from collections import Counter, defaultdict, deque
+from collections import defaultdict
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,8 @@ from ._schema import StoreError
 from ._targets import load_target
 from ._leases import acquire_leases
 from ..errors import NbschedWarning, PolicyError
-from ..history import Outcome, RunLog
-from ..job import JobPolicy
+from ..history import Outcome
+from ..job import JobPolicy, StoredJob
 from ..triggers import trigger_from_spec
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ def restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict | None = N
 
 
 def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list["Job"]:
-    early = {jid for jid, name, *_ in _jobs_table(store) if name in sched._jobs or name in sched._logs}
+    known = set(sched.history_names())
+    early = {jid for jid, name, *_ in _jobs_table(store) if name in known}
     jobs, by_job, early_rows, results, upto, max_run_id = _read_all(store, early)
     names = {jid: name for jid, name, *_ in jobs}
     plans, errors = [], {}
@@ -81,7 +82,7 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
     func_cache: dict[str, Any] = {}
     policy_cache: dict[str, JobPolicy] = {}
     for jid, name, spec_json, paused, finished, next_ts, runs in jobs:
-        if spec_json is None or name in sched._jobs:
+        if spec_json is None or name in sched:
             continue
         try:
             spec = json.loads(spec_json)
@@ -94,9 +95,10 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
             if policy is None:  # frozen values: jobs with the same options share one
                 options = {k: v for k, v in (spec.get("policy") or {}).items() if k in _POLICY_KEYS}
                 policy = policy_cache[pkey] = JobPolicy.build(**options)
-            if policy.executor not in sched._executors:
+            executors = sched.executors
+            if policy.executor not in executors:
                 raise PolicyError(f"unknown executor {policy.executor!r} (this scheduler has "
-                                  f"{', '.join(map(repr, sched._executors))}): add it before restoring")
+                                  f"{', '.join(map(repr, executors))}): add it before restoring")
             fkey = _target_key(spec.get("target"))
             func = func_cache.get(fkey)
             if func is None:
@@ -119,8 +121,7 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
             raise StoreError(f"restoring from {str(store.path)!r} failed while taking the job leases: {exc}. "
                              "Another program may hold the file locked; try again") from None
         store._leases.update(got)
-    restored = sched._call("Scheduler.restore", _register, store, sched, plans, by_job, early_rows, results, names,
-                           upto, max_run_id)
+    restored = _register(store, sched, plans, by_job, early_rows, results, names, upto, max_run_id, known)
     if errors:
         shown = "; ".join(f"{n!r} ({why})" for n, why in list(errors.items())[:5])
         warnings.warn(NbschedWarning(
@@ -179,102 +180,53 @@ def _read_all(store: "SQLiteStore", early: set[int]):
     return jobs, by_job, early_rows, results, upto, max_run_id
 
 
-def _register(store, sched, plans, by_job, early_rows, results, names, upto, max_run_id) -> list["Job"]:
-    """On the loop: add the jobs (paused, so nothing fires yet), fill their logs, then schedule them."""
+def _register(store, sched, plans, by_job, early_rows, results, names, upto, max_run_id, known) -> list["Job"]:
+    """Build the stored jobs and hand them to the engine in one ``load()`` (nothing fires half-loaded)."""
     import pandas as pd
 
     from .sqlite import _result_chunks
 
-    now = sched._time()
-    restored = []
-    store._restoring = True
-    try:
-        for jid, name, spec, trig, policy, func, paused, finished, next_ts, runs in plans:
-            job = sched._add(func, name, trig, policy, False, True, spec.get("meta"), True)
-            rows = by_job.pop(jid, None) or []
-            last = None
-            if rows:
-                last = max(map(_SCHEDULED, rows))
-                _fill_log(job.log, rows)
-                _set_stats(job, rows)
-                if next_ts is not None and last >= next_ts:  # runs since the last checkpoint of the run count
-                    runs += sum(1 for r in rows if r[1] >= next_ts and r[6] <= 1 and r[5] not in _NOT_RUNS)
-            job.runs = runs
-            for run_id, scheduled, _is_frame, value in _result_chunks(results.pop(jid, []), json.loads, pd):
-                job.results_log.append(run_id, scheduled, value)
-            store._history_loaded.add(name)
-            _resume(store, sched, job, last, paused, finished, next_ts, now)
-            restored.append(job)
-    finally:
-        store._restoring = False
+    now = sched.clock.time()
+    stored = []
+    for jid, name, spec, trig, policy, func, paused, finished, next_ts, runs in plans:
+        rows = by_job.pop(jid, None) or []
+        last = None
+        if rows:
+            last = max(map(_SCHEDULED, rows))
+            if next_ts is not None and last >= next_ts:  # runs since the last checkpoint of the run count
+                runs += sum(1 for r in rows if r[1] >= next_ts and r[6] <= 1 and r[5] not in _NOT_RUNS)
+        values = tuple((run_id, scheduled, value) for run_id, scheduled, _is_frame, value
+                       in _result_chunks(results.pop(jid, []), json.loads, pd))
+        resume_at = None if paused or finished else _resume_point(store, trig, name, last, next_ts, now)
+        stored.append(StoredJob(name, func, trig, policy, spec.get("meta"), paused, finished, resume_at, runs,
+                                tuple(rows), values))
     # jobs registered before restore(): their earlier history (this session's rows are in memory)
-    sched._run_ids = max(sched._run_ids, max_run_id)
+    older: dict[str, list] = {}
     for jid, ids in early_rows.items():
         name = names.get(jid)
-        if name is None or name in store._history_loaded or name not in sched._logs:
+        if name is None or name in store._history_loaded or name not in known:
             continue
-        rows = [row for rid, row in zip(ids, by_job.pop(jid, ())) if rid <= store._session_start]
-        if rows:
-            _fill_log(sched._logs[name], rows)
-        store._history_loaded.add(name)
+        older[name] = [row for rid, row in zip(ids, by_job.pop(jid, ())) if rid <= store._session_start]
     # a removed job's history stays queryable, as within a session
     for jid, rows in by_job.items():
         name = names.get(jid)
-        if name is None or name in sched._logs or not rows:
-            continue
-        sched._logs[name] = RunLog(name)
-        _fill_log(sched._logs[name], rows)
-        store._history_loaded.add(name)
+        if name is not None and name not in known and rows:
+            older[name] = rows
+    loaded = sched.load(stored, history=older, run_ids_above=max_run_id)
+    for job in loaded:
+        store._jobs[job.name] = job
+    store._history_loaded.update(job.name for job in loaded)
+    store._history_loaded.update(older)
     store._applied_cursor = max(store._applied_cursor, upto)
-    sched._version += 1
-    return restored
+    return loaded
 
 
-def _fill_log(log: RunLog, rows: list[tuple]) -> None:
-    if log.rows:
-        log.rows = deque(rows + list(log.rows), maxlen=log.rows.maxlen)
-    else:
-        log.rows.extend(rows)
-    if log.max_age is not None and log.rows:
-        horizon = log.rows[-1][1] - log.max_age
-        while log.rows and log.rows[0][1] < horizon:
-            log.rows.popleft()
-    log._frame = None
-
-
-def _set_stats(job: "Job", rows: list[tuple]) -> None:
-    counts = Counter(map(_OUTCOME, rows))
-    job.successes = counts[Outcome.SUCCESS.value]
-    job.failures = sum(counts[o] for o in _FAILED)
-    job.missed = counts[Outcome.MISSED.value]
-    job.skipped = counts[Outcome.SKIPPED.value]
-    for r in reversed(rows):
-        if r[5] not in _NOT_RUNS:
-            job.last_outcome, job.last_started, job.last_finished = Outcome(r[5]), r[2], r[3]
-            job.last_duration = None if r[2] is None or r[3] is None else r[3] - r[2]
-            job.last_error = None if r[7] is None else f"{r[7].type}: {r[7].message}"
-            break
-
-
-def _resume(store, sched, job: "Job", last: float | None, paused: bool, finished: bool,
-            next_ts: float | None, now: float) -> None:
-    """Leave the job paused/finished, or schedule it at its resume point (see the module docstring)."""
-    job._paused = paused
-    if finished or paused:
-        job._finished = finished
-        return
-    trig, policy = job.trigger, job.policy
-    if job.name not in store._leases:
-        ts = trig.next_timestamp(now)  # a live process runs it; we stand by from now on
-    else:
-        if next_ts is not None and (last is None or next_ts > last):
-            ts = next_ts
-        elif last is not None:
-            ts = trig.next_timestamp(last)
-        else:
-            ts = trig.next_timestamp(now)
-    if ts is None or (policy.until is not None and ts > policy.until) or \
-            (policy.max_runs is not None and job.runs >= policy.max_runs):
-        job._finished = True
-        return
-    sched._schedule(job, ts)
+def _resume_point(store, trig, name: str, last: float | None, next_ts: float | None, now: float) -> float | None:
+    """Where a restored job picks up (overdue fire times then go through its misfire/coalesce policy)."""
+    if name not in store._leases:
+        return trig.next_timestamp(now)  # a live process runs it; we stand by from now on
+    if next_ts is not None and (last is None or next_ts > last):
+        return next_ts
+    if last is not None:
+        return trig.next_timestamp(last)
+    return trig.next_timestamp(now)

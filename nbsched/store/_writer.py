@@ -34,7 +34,6 @@ from ._leases import acquire_leases
 from ._schema import connect
 from ..clock import perf_counter
 from ..history import Outcome
-from ..job import JobPolicy
 
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
@@ -46,7 +45,6 @@ _INSERT_CHUNK = ("INSERT INTO history(owner, n, first_scheduled, last_scheduled,
 _CHUNK_ROWS = 20_000
 _MISSED = Outcome.MISSED.value
 
-_DEFAULT_POLICY = JobPolicy()
 
 
 class _NullLock:
@@ -145,7 +143,7 @@ class BatchWriter:
         store = self.store
         name = job.name
         self.job_id(name)
-        state = (int(job._paused), int(job._finished), job._next_ts, job.runs)
+        state = _state(job)
         if name in store._leases:
             self.conn.execute(
                 "UPDATE jobs SET spec = ?, paused = ?, finished = ?, next_ts = ?, runs = ?, saved_by = ?, "
@@ -241,7 +239,7 @@ class BatchWriter:
         for name, job in list(store._jobs.items()):
             if name not in store._leases:
                 continue
-            state = (int(job._paused), int(job._finished), job._next_ts, job.runs)
+            state = _state(job)
             if self.states.get(name) != state:
                 self.states[name] = state
                 params.append((*state, name))
@@ -261,8 +259,7 @@ class BatchWriter:
         """Hand rows other processes wrote since the last look to the scheduler's loop."""
         store = self.store
         sched = store._sched
-        loop = getattr(sched, "_loop", None)
-        if loop is None or loop.is_closed():
+        if sched is None or not sched.running:
             return
         top = self.conn.execute("SELECT max(id) FROM history").fetchone()[0] or 0
         start = store._fetch_cursor
@@ -279,10 +276,7 @@ class BatchWriter:
                 job_ids, rows = decode_chunk(*chunk)
                 named.extend(zip(map(self.name_of, job_ids), rows))
         store._fetch_cursor = top
-        try:
-            loop.call_soon_threadsafe(store._apply_foreign, named, top)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
+        sched.merge_history(named, lambda: store._applied(top))
 
     # -------------------------------------------------------------------------------- compaction
     def compact(self, vacuum: bool = False) -> dict[str, int]:
@@ -489,3 +483,8 @@ class WriterThread(threading.Thread):
                 done.error = exc
             done.set()
         return True
+
+
+def _state(job: Any) -> tuple:
+    """The job state a checkpoint keeps: paused, finished, next fire time, scheduled runs."""
+    return (int(job.paused), int(job.finished), job.next_fire_timestamp, job.runs)

@@ -52,6 +52,7 @@ from ._schema import MIGRATIONS, StoreError, open_database, schema_version
 from ._targets import TargetLoader, register_target_loader, source_preview, target_label
 from ._leases import acquire_leases
 from ._writer import BatchWriter, WriterThread, drain_rows
+from .protocol import Store
 from ..clock import SystemClock, local_zone
 from ..history import ResultLog, history_frame
 from ..job import describe_target
@@ -65,7 +66,6 @@ __all__ = ["SQLiteStore", "StoreError", "open_store", "register_target_loader", 
 
 #: The file used when no path is given (in the working directory).
 DEFAULT_PATH = "nbsched.db"
-_HOOKS = ("attach", "close", "on_job_saved", "on_job_removed", "on_row", "on_result", "claim", "restore")
 
 
 def open_store(arg: Any = None, **options: Any) -> Any:
@@ -75,9 +75,10 @@ def open_store(arg: Any = None, **options: Any) -> Any:
         return SQLiteStore(Path.cwd() / DEFAULT_PATH, **options)
     if isinstance(arg, (str, os.PathLike)):
         return SQLiteStore(arg, **options)
-    missing = [h for h in _HOOKS if not hasattr(arg, h)]
-    if missing:
-        raise TypeError(f"{arg!r} is not a store: it lacks {', '.join(missing)}; pass a path such as 'jobs.db'")
+    if not isinstance(arg, Store):
+        raise TypeError(f"{arg!r} is not a store: it must provide what nbsched.store.Store describes (persist_all, "
+                        "attach, on_job_saved, on_job_removed, on_row, on_result, claim, restore, close); "
+                        "or pass a path such as 'jobs.db'")
     return arg
 
 
@@ -141,7 +142,6 @@ class SQLiteStore:
         self._pending_leases: set[str] = set()
         self._targets: dict[int, tuple[Any, dict]] = {}  # id(func) -> (func, target description)
         self._history_loaded: set[str] = set()
-        self._restoring = False
         self._closed = False
         #: Jobs the last restore() could not rebuild: name -> reason.
         self.restore_errors: dict[str, str] = {}
@@ -173,8 +173,6 @@ class SQLiteStore:
             return
         name = job.name
         self._jobs[name] = job
-        if self._restoring:
-            return  # the definition came from the file; state is checkpointed later
         self._ops.append(("save", job, self._spec_json(job)))
         if name not in self._leases:
             self._pending_leases.add(name)  # the writer takes it within milliseconds (claim() if sooner)
@@ -404,7 +402,7 @@ class SQLiteStore:
                 self._targets.clear()
             self._targets[id(func)] = cached
         return to_json({"name": job.name, "trigger": job.trigger.to_spec(), "policy": job.policy.to_dict(),
-                        "target": cached[1], "paused": job._paused, "meta": job.meta})
+                        "target": cached[1], "paused": job.paused, "meta": job.meta})
 
     def _take_pending_leases(self, conn: sqlite3.Connection, conn_lock: Any) -> None:
         """Take the leases of newly saved jobs (on the writer's connection, or ours from claim())."""
@@ -480,16 +478,8 @@ class SQLiteStore:
             logging.getLogger("nbsched").error("nbsched: could not record %d late rows in %s: %s", len(rows),
                                                self.path, exc)
 
-    def _apply_foreign(self, rows: list, upto: int) -> None:
-        """On the loop: append rows other processes recorded to this scheduler's history."""
-        sched = self._sched
-        if sched is not None and rows:
-            logs = sched._logs
-            for name, row in rows:
-                log = logs.get(name)
-                if log is not None:
-                    log.append(row)
-            sched._version += 1
+    def _applied(self, upto: int) -> None:
+        """On the loop, after the scheduler merged other processes' rows up to chunk ``upto``."""
         self._applied_cursor = max(self._applied_cursor, upto)
 
 

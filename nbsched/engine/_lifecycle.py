@@ -1,0 +1,407 @@
+"""The run lifecycle: start a run, make its attempts (retries, timeouts, interrupts), record it.
+
+Every outcome - success, error, timeout, cancelled, interrupted, and every missed or skipped fire
+time - goes through :meth:`RunLifecycle.record`, the one place that writes a history row, hands it
+to the store and bumps the job's counters.  Events and waiters are told afterwards.
+
+Plain functions on the ``loop`` executor run inline (no Task per fire); coroutines, retries,
+timeouts and other executors get a Task.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import traceback as _tb
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from .. import events as ev
+from ..errors import NbschedError
+from ..history import ErrorInfo, Outcome, RunRecord
+
+__all__ = ["RunLifecycle", "MaxInstancesReachedError"]
+
+log = logging.getLogger("nbsched")
+
+SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
+TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.INTERRUPTED
+# Rows hold the outcome as its plain string (see nbsched.history.HistoryRow).
+_SUCCESS_S, _MISSED_S, _SKIPPED_S = SUCCESS.value, MISSED.value, SKIPPED.value
+_EVENT_OF = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCancelled, INTERRUPTED: ev.JobInterrupted}
+_CANCELLED_INFO = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
+#: Finished-run outcomes kept for handles awaited late (oldest half dropped beyond this).
+_KEEP_FINISHED = 1000
+
+_ENGINE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class MaxInstancesReachedError(NbschedError):
+    """``run_now`` found ``max_instances`` runs of the job already going; the run was skipped."""
+
+
+def format_user_traceback(exc: BaseException) -> str:
+    """The traceback from the job's own code on (nbsched's calling frames are noise to the user)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_ENGINE_DIR):
+        tb = tb.tb_next
+    return "".join(_tb.format_exception(type(exc), exc, tb))
+
+
+def outcome_exception(outcome: Outcome, exc: BaseException | None, error: str | None) -> BaseException | None:
+    """What awaiting a run with this outcome raises (None: it returns; CancelledError: it is cancelled)."""
+    if exc is None:
+        return None
+    if outcome is TIMEOUT:
+        return TimeoutError(error)
+    return exc
+
+
+class RunLifecycle:
+    """Starts, attempts, retries and records runs.  Owned by the :class:`~nbsched.engine.Scheduler`."""
+
+    def __init__(self, scheduler: Any):
+        s = scheduler
+        self._sched = s
+        self._clock = s.clock
+        self._time = s.clock.time
+        self._events = s.events
+        self._loop_of = lambda: s._binding.loop
+        self.run_ids = 0
+        self.tasks: set[asyncio.Task] = set()
+        self._futures: dict[int, asyncio.Future] = {}
+        self._finished: dict[int, tuple] = {}  # run id -> (value, exc, outcome, error), for late awaits
+        self._skipped: set[int] = set()
+        self._interrupted: set[asyncio.Task] = set()
+        self.fires = self.missed = self.skipped = self.errors = 0
+
+    # ================================================================== the one recorder
+    def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
+               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None) -> tuple:
+        """Write one history row for ``job`` (memory, then the store) and count it.  Returns the row."""
+        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err)
+        s = self._sched
+        store = s._store
+        if store is not None and job._persist:
+            store.on_row(job.name, row)
+        if outcome is _MISSED_S:
+            job._missed += 1
+            self.missed += 1
+        elif outcome is _SKIPPED_S:
+            job._skipped += 1
+            self.skipped += 1
+        else:
+            job._last_started = started
+            job._last_finished = finished
+            if outcome is _SUCCESS_S:
+                job._successes += 1
+                job._last_outcome = SUCCESS
+            else:
+                job._last_outcome = Outcome(outcome)
+                job._last_error = f"{err.type}: {err.message}"
+                if outcome in ("error", "timeout"):
+                    job._failures += 1
+                    self.errors += 1
+        s._version += 1
+        return row
+
+    # ================================================================== fire times that do not run
+    def record_missed(self, job: Any, scheduled: float, lateness: float) -> None:
+        store = self._sched._store
+        if store is not None and job._persist and not store.claim(job.name, scheduled):
+            return  # another process sharing the store owns this fire time
+        self.run_ids += 1
+        self.record(job, self.run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None)
+        if self._events.wants(ev.JobMissed):
+            tz = self._sched.tz
+            self._events.emit(ev.JobMissed(self._clock.now(), job.name, datetime.fromtimestamp(scheduled, tz),
+                                           timedelta(seconds=lateness)))
+
+    def record_skipped(self, job: Any, run_id: int, nominal: float) -> None:
+        self.record(job, run_id, nominal, None, None, self._time() - nominal, _SKIPPED_S, 0, None)
+        fut = self._futures.pop(run_id, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(MaxInstancesReachedError(
+                f"job {job.name!r} already has {job._running} run(s) going (max_instances="
+                f"{job.policy.max_instances}): this run was skipped; raise max_instances to allow overlap"))
+        self._skipped.add(run_id)
+        if len(self._skipped) > _KEEP_FINISHED:
+            self._skipped.clear()
+        if self._events.wants(ev.JobMaxInstancesReached):
+            self._events.emit(ev.JobMaxInstancesReached(self._clock.now(), job.name,
+                                                        datetime.fromtimestamp(nominal, self._sched.tz)))
+
+    # ================================================================== starting runs
+    def start_runs(self, job: Any, times: Iterable[float], planned: float, scheduled: bool,
+                   now: float | None = None) -> int:
+        """Start a run for each fire time (respecting max_instances).  Returns the last run id."""
+        run_id = 0
+        store = self._sched._store
+        for i, nominal in enumerate(times):
+            self.run_ids += 1
+            run_id = self.run_ids
+            if scheduled and store is not None and job._persist and not store.claim(job.name, nominal):
+                continue  # another process sharing the store has this fire time: it runs and records it
+            if job._running >= job.policy.max_instances:
+                if i > 0 and job.policy.coalesce == "all":
+                    if job._backlog is None:
+                        job._backlog = []
+                    job._backlog.append(nominal)  # catch-up run: start when an instance frees up
+                    continue
+                self.record_skipped(job, run_id, nominal)
+                continue
+            if scheduled:
+                job._runs += 1
+            self._start_one(job, run_id, nominal, planned if i == 0 else nominal, now if i == 0 else None)
+        return run_id
+
+    def expect(self, run_id: int) -> None:
+        """Keep the outcome of run ``run_id`` (about to start) for a :class:`RunHandle`."""
+        fut = self._loop_of().create_future()
+        # the handle may never be awaited: mark the exception as retrieved so asyncio does not complain
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._futures[run_id] = fut
+
+    def _start_one(self, job: Any, run_id: int, nominal: float, planned: float, now: float | None = None) -> None:
+        self.fires += 1
+        policy = job.policy
+        events = self._events
+        if events._subs and events.wants(ev.JobSubmitted):
+            events.emit(ev.JobSubmitted(self._clock.now(), job.name, run_id,
+                                        datetime.fromtimestamp(nominal, self._sched.tz), 1))
+        if policy.executor == "loop" and not job.is_coroutine and policy.timeout is None and not policy.retries:
+            # fast path: a plain function, called right here on the loop
+            time = self._time
+            started = time() if now is None else now
+            job._running += 1
+            try:
+                value = job.func()
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes a row, nothing escapes
+                job._running -= 1
+                outcome = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR
+                self._attempt_failed(job, run_id, nominal, planned, started, time(), 1, exc, outcome)
+                return
+            if value is not None and inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
+                self._spawn(job, run_id, nominal, planned, first=value, started=started)
+                return
+            job._running -= 1
+            self._succeeded(job, run_id, nominal, planned, started, time(), 1, value)
+            return
+        job._running += 1
+        self._spawn(job, run_id, nominal, planned, first=None, started=None)
+
+    def _spawn(self, job: Any, run_id: int, nominal: float, planned: float, first: Any, started: float | None) -> None:
+        task = self._loop_of().create_task(self._run(job, run_id, nominal, planned, first, started),
+                                           name=f"nbsched:{job.name}:{run_id}")
+        self.tasks.add(task)
+        if job._run_tasks is None:
+            job._run_tasks = set()
+        job._run_tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug in nbsched itself: never silent
+            log.error("nbsched: internal error in %s", task.get_name(), exc_info=task.exception())
+        if not self.tasks:
+            self._sched._maybe_idle()
+
+    def interrupt(self, job: Any) -> int:
+        """Cancel the job's runs in progress; they are recorded ``interrupted``.  Returns how many."""
+        tasks = list(job._run_tasks or ())
+        for task in tasks:
+            self._interrupted.add(task)
+            task.cancel()
+        return len(tasks)
+
+    # ================================================================== attempts
+    async def _run(self, job: Any, run_id: int, nominal: float, planned: float, first: Any,
+                   started: float | None) -> None:
+        policy = job.policy
+        attempt = 1
+        time = self._time
+        s = self._sched
+        try:
+            while True:
+                if started is None:
+                    started = time()
+                outcome, value, exc = await self._attempt(job, first)
+                first = None
+                finished = time()
+                if outcome is SUCCESS:
+                    job._running -= 1
+                    self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value)
+                    self._after_run(job)
+                    return
+                retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not s._closed
+                         and not job._removed and not job._paused)
+                if not retry:
+                    job._running -= 1
+                self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
+                                     final=not retry)
+                if not retry:
+                    self._after_run(job)
+                    return
+                delay = min(policy.retry_delay * policy.backoff ** (attempt - 1), policy.max_retry_delay)
+                if self._events.wants(ev.JobRetried):
+                    self._events.emit(ev.JobRetried(self._clock.now(), job.name, run_id, attempt + 1,
+                                                    timedelta(seconds=delay)))
+                planned = finished + delay  # the retry's own lateness is measured from its planned start
+                attempt += 1
+                try:
+                    await self._clock.sleep(delay)
+                except asyncio.CancelledError as cancel:
+                    # interrupted (or shut down) while waiting to retry: that attempt is recorded
+                    task = asyncio.current_task()
+                    now = time()
+                    job._running -= 1
+                    if task in self._interrupted:
+                        self._interrupted.discard(task)
+                        outcome, exc = INTERRUPTED, KeyboardInterrupt()
+                    else:
+                        outcome, exc = CANCELLED, cancel
+                    self._attempt_failed(job, run_id, nominal, planned, now, now, attempt, exc, outcome)
+                    self._after_run(job)
+                    return
+                started = None
+        finally:
+            if job._run_tasks:
+                job._run_tasks.discard(asyncio.current_task())
+
+    async def _attempt(self, job: Any, first: Any) -> tuple[Outcome, Any, BaseException | None]:
+        """One attempt: await/submit the function with the job's timeout.  Never raises."""
+        policy = job.policy
+        task = asyncio.current_task()
+        timed_out = False
+        handle = None
+        if policy.timeout is not None:
+            def on_timeout() -> None:
+                nonlocal timed_out
+                timed_out = True
+                task.cancel()
+
+            handle = self._clock.call_at(self._time() + policy.timeout, on_timeout, self._loop_of())
+        try:
+            if first is not None:
+                awaitable = first
+            elif policy.executor == "loop":
+                awaitable = job.func()
+            elif policy.resources:
+                awaitable = self._sched._executors[policy.executor].submit(job.func, resources=policy.resource_dict())
+            else:
+                awaitable = self._sched._executors[policy.executor].submit(job.func)
+            value = await awaitable if inspect.isawaitable(awaitable) else awaitable
+            return SUCCESS, value, None
+        except asyncio.CancelledError as exc:
+            if timed_out:
+                task.uncancel()
+                return TIMEOUT, None, TimeoutError(f"job {job.name!r} timed out after {policy.timeout:g}s")
+            if task in self._interrupted:
+                self._interrupted.discard(task)
+                task.uncancel()
+                return INTERRUPTED, None, KeyboardInterrupt()
+            return CANCELLED, None, exc
+        except KeyboardInterrupt as exc:
+            return INTERRUPTED, None, exc
+        except BaseException as exc:  # noqa: BLE001 - recorded, never escapes
+            return ERROR, None, exc
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    # ================================================================== outcomes
+    def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
+                   finished: float, attempt: int, value: Any) -> None:
+        row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
+        if value is not None:
+            try:
+                job.results_log.append(run_id, nominal, value)
+                store = self._sched._store
+                if store is not None and job._persist:
+                    store.on_result(job.name, run_id, nominal, value)
+            except Exception:  # an odd return value must not break the scheduler
+                log.exception("nbsched: could not record the value returned by job %r", job.name)
+        events = self._events
+        listening = events._subs and events.wants(ev.JobExecuted)
+        if job._waiters or self._futures or listening:
+            record = RunRecord.from_row(job.name, row, self._sched.tz)
+            self._notify(job, run_id, record, value, None)
+            if listening:
+                events.emit(ev.JobExecuted(self._clock.now(), job.name, record))
+
+    def _attempt_failed(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
+                        finished: float, attempt: int, exc: BaseException, outcome: Outcome,
+                        final: bool = True) -> None:
+        if outcome is CANCELLED:
+            err = _CANCELLED_INFO
+        else:
+            err = ErrorInfo(type(exc).__name__, str(exc), format_user_traceback(exc))
+        row = self.record(job, run_id, nominal, started, finished, started - planned, outcome.value, attempt, err)
+        if outcome is ERROR:
+            # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the
+            # failure is already a history row, an event, and red on the card and the dashboard.
+            log.info("nbsched: job %r failed (attempt %d): %s: %s", job.name, attempt, err.type, err.message)
+        kind = _EVENT_OF[outcome]
+        wanted = self._events.wants(kind)
+        record = None
+        if final and (job._waiters or self._futures) or wanted:
+            record = RunRecord.from_row(job.name, row, self._sched.tz)
+        if outcome is INTERRUPTED:
+            self._sched._pause_interrupted(job)  # a runaway job must not freeze the kernel again
+        if wanted:
+            self._events.emit(kind(self._clock.now(), job.name, record))
+        if final and record is not None:
+            self._notify(job, run_id, record, None, exc)
+
+    def _notify(self, job: Any, run_id: int, record: RunRecord, value: Any, exc: BaseException | None) -> None:
+        waiters, job._waiters = job._waiters or (), None
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(record)
+        fut = self._futures.pop(run_id, None)
+        if fut is not None and not fut.done():
+            _settle(fut, value, outcome_exception(record.outcome, exc, record.error))
+        self._finished[run_id] = (value, exc, record.outcome, record.error)
+        if len(self._finished) > _KEEP_FINISHED:
+            for key in list(self._finished)[:_KEEP_FINISHED // 2]:
+                del self._finished[key]
+
+    def future(self, run_id: int, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        """A future of run ``run_id``'s value (already settled when the run has finished)."""
+        fut = self._futures.get(run_id)
+        if fut is not None:
+            return fut
+        fut = loop.create_future()
+        done = self._finished.get(run_id)
+        if done is not None:
+            value, exc, outcome, error = done
+            _settle(fut, value, outcome_exception(outcome, exc, error))
+        elif run_id in self._skipped:
+            fut.set_exception(MaxInstancesReachedError(f"run {run_id} was skipped: max_instances reached"))
+        else:
+            self._futures[run_id] = fut
+        return fut
+
+    def _after_run(self, job: Any) -> None:
+        """A run ended: start a catch-up run waiting for a free instance, if any."""
+        if job._backlog and job._running < job.policy.max_instances and not job._removed and not job._paused:
+            nominal = job._backlog.pop(0)
+            self.run_ids += 1
+            job._runs += 1
+            self._start_one(job, self.run_ids, nominal, nominal)
+
+    def cancel_all(self) -> list[asyncio.Task]:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+
+def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:
+    if exc is None:
+        fut.set_result(value)
+    elif isinstance(exc, asyncio.CancelledError):
+        fut.cancel()
+    else:
+        fut.set_exception(exc)

@@ -1,0 +1,234 @@
+"""The timing wheel: jobs wait in 1 ms buckets, one loop timer is armed for the earliest bucket.
+
+* **One timer.**  Buckets (``dict[int, list]``) are keyed by millisecond; their keys sit in a heap and
+  a single timer (from the clock) is armed for the earliest.  Adding, removing (lazy: a job's entry
+  is live only while ``job._key`` equals its bucket's key) and firing cost O(1) amortised per job,
+  plus O(log buckets) for a new bucket.  Jobs go in the buckets as they are: no per-fire tuples.
+* **Exact instants.**  A timer may fire up to ``clock.timer_slack`` late (the selector rounds to
+  milliseconds); the wheel arms that much early and spins to the instant within a CPU budget
+  (:data:`SPIN_BUDGET` of a core).  The same code runs on every clock: a fake clock has no slack.
+* **Slices.**  When thousands of jobs fall due at once they are worked through in slices of
+  :data:`SLICE_SECONDS`, giving the loop back between slices, so a kernel's cells, widget clicks and
+  comms are never held up by bookkeeping.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any, Callable
+
+from ..clock import Clock, perf_counter
+
+__all__ = ["TimingWheel", "SLICE_SECONDS", "SPIN_BUDGET", "bucket_key"]
+
+#: How long one slice of due-job processing may hold the loop before yielding.
+SLICE_SECONDS = 0.002
+_CHECK_EVERY = 16  # entries between budget checks
+#: The share of one core that spinning to exact fire times may use (tokens refill at this rate).
+SPIN_BUDGET = 0.03
+#: Buckets with more jobs than this are fired at their end (finding the earliest costs too much).
+_SMALL_BUCKET = 64
+
+
+def bucket_key(ts: float) -> int:
+    """The millisecond bucket of POSIX time ``ts`` (rounded up: a job never fires before its time)."""
+    return math.ceil(ts * 1000.0 - 1e-6)
+
+
+class TimingWheel:
+    """Holds waiting jobs and calls ``fire(job, now)`` for each when its planned time comes.
+
+    ``on_drained()`` is called when a burst has been worked through and nothing else is due.
+    """
+
+    def __init__(self, clock: Clock, loop_of: Callable[[], Any], fire: Callable[[Any, float], None],
+                 on_drained: Callable[[], None]):
+        self._clock = clock
+        self._time = clock.time
+        self._loop_of = loop_of  # the loop to arm timers and schedule slices on
+        self._fire = fire
+        self._on_drained = on_drained
+        self._buckets: dict[int, list] = {}
+        self._keys: list[int] = []
+        self._timer = None
+        self._timer_key: int | None = None
+        self._spin_tokens = 0.0
+        self._spin_refilled = self._time()
+        self._due: list[tuple[int, list]] = []  # (bucket key, jobs) waiting to be processed
+        self._due_chunk = 0
+        self._due_pos = 0
+        self.draining = False
+        self.stopped = False  # paused scheduler or shut down: nothing fires
+
+    # ------------------------------------------------------------------------------ public
+    def put(self, job: Any, planned: float) -> None:
+        """Wait ``job`` for POSIX time ``planned`` (its entry replaces any earlier one)."""
+        job._planned = planned
+        key = bucket_key(planned)
+        job._key = key
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [job]
+            heapq.heappush(self._keys, key)
+            if not self.stopped and (self._timer_key is None or key < self._timer_key) and not self.draining:
+                self._arm(key)
+        else:
+            bucket.append(job)
+
+    @staticmethod
+    def take(job: Any) -> None:
+        """Take ``job`` out (lazily: its bucket entry goes stale)."""
+        job._key = None
+        job._next_ts = job._planned = None
+
+    def clear(self) -> None:
+        """Forget every waiting job and stop the timer (the caller re-puts what should wait)."""
+        self.disarm()
+        self._buckets.clear()
+        self._keys.clear()
+        self._due = []
+        self._due_chunk = self._due_pos = 0
+        self.draining = False
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_key = None
+
+    def rearm(self) -> None:
+        """Arm the timer for the earliest bucket (after :attr:`stopped` is cleared)."""
+        if self._keys and not self.draining:
+            self._arm(self._keys[0])
+
+    @property
+    def next_key(self) -> int | None:
+        """The earliest bucket's millisecond key, if any."""
+        return self._keys[0] if self._keys else None
+
+    @property
+    def backlog(self) -> int:
+        """Due entries not processed yet (a burst being worked through)."""
+        return sum(len(jobs) for _, jobs in self._due[self._due_chunk:]) - self._due_pos
+
+    @property
+    def busy(self) -> bool:
+        return self._due_chunk < len(self._due) or self.draining
+
+    # ------------------------------------------------------------------------------ timer
+    def _arm(self, key: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_key = key
+        when = key / 1000.0
+        slack = self._clock.timer_slack
+        if slack and self._spin_tokens >= slack:
+            # wake a little early and spin to the instant (see the module docstring)
+            when = self._bucket_target(key) - slack
+        self._timer = self._clock.call_at(when, self._on_timer, self._loop_of())
+
+    def _bucket_target(self, key: int) -> float:
+        """The earliest planned fire time in bucket ``key`` (small buckets; else the bucket's end)."""
+        bucket = self._buckets.get(key)
+        if not bucket or len(bucket) > _SMALL_BUCKET:
+            return key / 1000.0
+        planned = [job._planned for job in bucket if job._key == key]
+        return min(planned) if planned else key / 1000.0
+
+    def _spin_to(self, key: int) -> bool:
+        """Before processing bucket ``key``: spin to its instant if it is a hair away and the budget
+        allows.  Returns False if the timer fired too early to spin (the caller re-arms)."""
+        target = self._bucket_target(key)
+        time = self._time
+        now = time()
+        elapsed = now - self._spin_refilled  # refill the budget for the time that passed
+        self._spin_refilled = now
+        self._spin_tokens = min(SPIN_BUDGET * 2.5, self._spin_tokens + elapsed * SPIN_BUDGET)
+        remaining = target - now
+        if remaining <= 0:
+            return True
+        slack = self._clock.timer_slack
+        if remaining <= slack + 0.0015 and remaining <= self._spin_tokens:
+            while time() < target:
+                pass
+            self._spin_tokens -= remaining
+            return True
+        return remaining < 0.001  # within the bucket's millisecond the bucket counts as due
+
+    def _on_timer(self) -> None:
+        key = self._timer_key
+        self._timer = None
+        self._timer_key = None
+        if self.stopped:
+            return
+        if key is not None and not self._spin_to(key):
+            self._arm(key)  # woke too early (long horizon, or no spin budget): wait for the instant
+            return
+        self._collect_due()
+        self._drain()
+
+    # ------------------------------------------------------------------------------ due jobs
+    def _collect_due(self) -> None:
+        now_key = bucket_key(self._time())
+        keys = self._keys
+        buckets = self._buckets
+        due = self._due
+        if self._due_chunk and self._due_chunk >= len(due):
+            due.clear()
+            self._due_chunk = self._due_pos = 0
+        while keys and keys[0] <= now_key:
+            key = heapq.heappop(keys)
+            due.append((key, buckets.pop(key)))
+
+    def _drain(self) -> None:
+        """Process due entries for at most SLICE_SECONDS, then yield to the loop."""
+        self.draining = True
+        due = self._due
+        chunk = self._due_chunk
+        pos = self._due_pos
+        deadline = perf_counter() + SLICE_SECONDS
+        fire = self._fire
+        time = self._time
+        count = 0
+        out_of_time = False
+        try:
+            while chunk < len(due):
+                key, jobs = due[chunk]
+                end = len(jobs)
+                while pos < end:
+                    job = jobs[pos]
+                    pos += 1
+                    if job._key == key:
+                        fire(job, time())
+                    count += 1
+                    if count == _CHECK_EVERY:
+                        count = 0
+                        if perf_counter() > deadline:
+                            out_of_time = True
+                            break
+                if out_of_time and pos < end:
+                    break
+                chunk += 1
+                pos = 0
+                if out_of_time:
+                    break
+        finally:
+            self._due_chunk = chunk
+            self._due_pos = pos
+        loop = self._loop_of()
+        if chunk < len(due):
+            loop.call_soon(self._drain)  # more to do: give the loop back first
+            return
+        due.clear()
+        self._due_chunk = self._due_pos = 0
+        self.draining = False
+        if self.stopped:
+            return
+        if self._keys and self._keys[0] <= bucket_key(self._time()):  # anything fall due meanwhile?
+            self._collect_due()
+            self.draining = True
+            loop.call_soon(self._drain)
+            return
+        if self._keys:
+            self._arm(self._keys[0])
+        self._on_drained()

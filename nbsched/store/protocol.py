@@ -1,0 +1,56 @@
+"""What a store must do: the whole contract between the engine and durable storage.
+
+The engine calls exactly these methods (nothing else, and never through ``hasattr``); a store calls
+the engine only through its public methods: ``clock``, ``tz``, ``load()`` to bring jobs back,
+``merge_history()`` for rows other processes recorded.  :class:`nbsched.store.memory.MemoryStore`
+is a complete implementation in about a hundred lines, written against this file alone.
+
+Threading: every method is called on the scheduler's loop thread; the hot ones (``on_row``,
+``claim``) on every fire, so they must not do I/O there (queue it).  Rows are plain tuples in the
+layout of :class:`nbsched.history.HistoryRow`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..engine import Scheduler
+    from ..job import Job
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A durable home for job definitions, state, history rows and results."""
+
+    #: Persist every job added from now on (``add(..., persist=None)``); else only ``persist=True`` ones.
+    persist_all: bool
+
+    def attach(self, scheduler: "Scheduler") -> None:
+        """Start serving ``scheduler`` (one scheduler per store object)."""
+
+    def on_job_saved(self, job: "Job") -> None:
+        """A persisted job was added or changed (definition via ``job.spec()``, state via its properties)."""
+
+    def on_job_removed(self, name: str) -> None:
+        """A persisted job was removed (its history stays)."""
+
+    def on_row(self, job_name: str, row: tuple) -> None:
+        """A history row of a persisted job was recorded (hot path: queue, do not block)."""
+
+    def on_result(self, job_name: str, run_id: int, scheduled: float, value: Any) -> None:
+        """A persisted job's run returned ``value`` (not None)."""
+
+    def claim(self, job_name: str, scheduled: float) -> bool:
+        """May this process run (or record as missed) ``job_name``'s fire time ``scheduled``?
+
+        A store shared between processes answers False for fire times another process owns, so
+        no fire time runs twice.  A store used by one process always answers True.
+        """
+
+    def restore(self, scheduler: "Scheduler", namespace: dict | None = None) -> list["Job"]:
+        """Bring every stored job back through ``scheduler.load(...)``; returns the jobs loaded."""
+
+    def close(self) -> None:
+        """Write what is pending and let go of the storage (called by ``Scheduler.shutdown``)."""

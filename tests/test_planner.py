@@ -1,0 +1,55 @@
+"""The fire planner as a table: (trigger every 10 s, policy, runs so far, nominal, planned, now) -> plan."""
+import pytest
+
+from nbsched.engine._planner import FirePlan, plan_fire
+from nbsched.job import JobPolicy
+from nbsched.triggers import Interval
+
+T0 = 1_000_000.0
+EVERY_10S = Interval(10.0).anchored(T0 - 10)  # fires at T0, T0 + 10, ...
+
+
+def policy(**options):
+    return JobPolicy.build(**options)
+
+
+CASES = [
+    # on time: one run, next in 10 s
+    ("on time", {}, 0, T0, T0, T0 + 0.001, FirePlan((T0,), (), T0 + 10, 0)),
+    # late but inside the grace
+    ("late within grace", {"misfire_grace": "5s"}, 0, T0, T0, T0 + 4, FirePlan((T0,), (), T0 + 10, 0)),
+    # late beyond the grace: missed, not run
+    ("late beyond grace", {"misfire_grace": "5s"}, 0, T0, T0, T0 + 6, FirePlan((), (T0,), T0 + 10, 0)),
+    # jitter: lateness counts from the planned instant, not the nominal one
+    ("jittered", {"misfire_grace": "5s"}, 0, T0, T0 + 3, T0 + 7, FirePlan((T0,), (), T0 + 10, 0)),
+    # three fire times overdue (loop blocked 25 s): coalesce picks
+    ("coalesce latest", {}, 0, T0, T0, T0 + 25, FirePlan((T0 + 20,), (T0, T0 + 10), T0 + 30, 0)),
+    ("coalesce earliest", {"coalesce": "earliest"}, 0, T0, T0, T0 + 25, FirePlan((T0,), (T0 + 10, T0 + 20), T0 + 30, 0)),
+    ("coalesce all", {"coalesce": "all"}, 0, T0, T0, T0 + 25, FirePlan((T0, T0 + 10, T0 + 20), (), T0 + 30, 0)),
+    ("all, grace drops the oldest", {"coalesce": "all", "misfire_grace": "12s"}, 0, T0, T0, T0 + 25,
+     FirePlan((T0 + 20,), (T0, T0 + 10), T0 + 30, 0)),
+    # max_runs: the last allowed run finishes the job
+    ("max_runs reached", {"max_runs": 3}, 2, T0, T0, T0, FirePlan((T0,), (), None, 0)),
+    ("max_runs caps a catch-up", {"coalesce": "all", "max_runs": 3}, 1, T0, T0, T0 + 25,
+     FirePlan((T0, T0 + 10), (), None, 0)),
+    # until: no fire time after it
+    ("until ends it", {"until": T0 + 5}, 0, T0, T0, T0, FirePlan((T0,), (), None, 0)),
+    ("until cuts overdue times", {"coalesce": "all", "until": T0 + 15}, 0, T0, T0, T0 + 25,
+     FirePlan((T0, T0 + 10), (), None, 0)),
+    # retention caps the itemised list: the rest is counted
+    ("beyond retention", {"history_rows": 3}, 0, T0, T0, T0 + 95, FirePlan((T0 + 20,), (T0, T0 + 10), T0 + 100, 1)),
+]
+
+
+@pytest.mark.parametrize("label, options, runs, nominal, planned, now, expected", CASES, ids=[c[0] for c in CASES])
+def test_plan(label, options, runs, nominal, planned, now, expected):
+    assert plan_fire(EVERY_10S, policy(**options), runs, nominal, planned, now) == expected
+
+
+def test_a_one_shot_trigger_finishes():
+    from datetime import datetime, timezone
+
+    from nbsched.triggers import Date
+
+    once = Date(datetime.fromtimestamp(T0, timezone.utc))
+    assert plan_fire(once, policy(), 0, T0, T0, T0 + 1) == FirePlan((T0,), (), None, 0)
