@@ -34,23 +34,19 @@ only when a :class:`DaskExecutor` is created, so ``import nbsched`` stays cheap.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 import os
 from typing import Any, Callable
 
 from .errors import ClusterUnreachableError, PolicyError, WorkerDiedError
+from .executors import run_worker
 
-__all__ = ["DaskExecutor", "require_distributed", "current_worker"]
+__all__ = ["DaskExecutor", "require_distributed"]
 
 log = logging.getLogger("nbsched")
 
 INSTALL_HINT = "pip install 'nbsched[dask]'"
-
-#: The address of the Dask worker that ran the current run's latest attempt (``None``: it ran locally).
-#: Set inside the run's own task, so the recorder reads the right value for concurrent runs.
-current_worker: contextvars.ContextVar[str | None] = contextvars.ContextVar("nbsched_worker", default=None)
 
 _keys = itertools.count(1)
 
@@ -68,14 +64,22 @@ def require_distributed(what: str = "the dask executor") -> Any:
 
 
 def run_on_worker(func: Callable[[], Any]) -> tuple[Any, str | None]:
-    """Runs on the worker: the function's value and the worker's address (for the history)."""
+    """Runs on the worker: the function's value and the worker's address (for the history).  An
+    exception carries the address back as its ``nbsched_worker`` attribute."""
     from distributed import get_worker
 
     try:
         address = get_worker().address
     except ValueError:  # not inside a worker (never the case on a cluster)
         address = None
-    return func(), address
+    try:
+        return func(), address
+    except BaseException as exc:
+        try:
+            exc.nbsched_worker = address
+        except AttributeError:  # an exception type without a __dict__: the column stays empty
+            pass
+        raise
 
 
 class DaskExecutor:
@@ -176,28 +180,37 @@ class DaskExecutor:
             raise self._unreachable(f"the client closed ({exc})") from None
         try:
             value, worker = await future
-        except asyncio.CancelledError:
-            # timeout, interrupt or shutdown: release the task on the cluster, then let the engine record it
-            self._cancel(future)
-            raise
-        except self._distributed.client.FutureCancelledError as exc:
-            if exc.reason == "scheduler-connection-lost":
-                raise self._unreachable("the connection was lost while the run was going") from None
-            raise ClusterUnreachableError(
-                f"the Dask task {key!r} was cancelled on the cluster ({exc.reason}): "
-                "someone cancelled it or restarted the cluster; the next run submits it again"
-            ) from None
-        except self._distributed.scheduler.KilledWorker as exc:
-            raise WorkerDiedError(
-                f"the Dask worker running this job died (killed, or out of memory) and the scheduler gave up "
-                f"on the task: {exc}. nbsched retries it if the job has retries=; check the worker's log"
-            ) from None
-        except OSError as exc:  # e.g. gathering the result from a worker that just went away
-            if client.status != "running":
-                raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
-            raise
-        current_worker.set(worker)
+        except BaseException as exc:
+            worker = getattr(exc, "nbsched_worker", None)
+            if worker is None and isinstance(exc, self._distributed.scheduler.KilledWorker):
+                worker = getattr(exc.last_worker, "address", None)
+            run_worker.set(worker)
+            if isinstance(exc, asyncio.CancelledError):
+                self._cancel(future)  # timeout, interrupt or shutdown: release the task on the cluster too
+                raise
+            replacement = self._translate(client, key, exc)
+            if replacement is None:
+                raise
+            raise replacement from None
+        run_worker.set(worker)
         return value if finish is None else finish(value)
+
+    def _translate(self, client: Any, key: str, exc: BaseException) -> BaseException | None:
+        """What the run records for a cluster fault (None: the job's own exception, recorded as it is)."""
+        distributed = self._distributed
+        if isinstance(exc, distributed.client.FutureCancelledError):
+            if exc.reason == "scheduler-connection-lost":
+                return self._unreachable("the connection was lost while the run was going")
+            return ClusterUnreachableError(
+                f"the Dask task {key!r} was cancelled on the cluster ({exc.reason}): "
+                "someone cancelled it or restarted the cluster; the next run submits it again")
+        if isinstance(exc, distributed.scheduler.KilledWorker):
+            return WorkerDiedError(
+                f"the Dask worker running this job died (killed, or out of memory) and the scheduler gave up "
+                f"on the task: {exc}. nbsched retries it if the job has retries=; check the worker's log")
+        if isinstance(exc, OSError) and client.status != "running":  # e.g. gathering from a worker that went away
+            return self._unreachable(f"{type(exc).__name__}: {exc}")
+        return None
 
     async def _connected_client(self) -> Any:
         client = self.client

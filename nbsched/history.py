@@ -41,7 +41,7 @@ OUTCOME_CATEGORIES = [o.value for o in Outcome]
 
 HISTORY_COLUMNS = [
     "job", "run_id", "scheduled_at", "started_at", "finished_at", "duration", "lateness",
-    "outcome", "attempt", "error", "error_type", "traceback",
+    "outcome", "attempt", "error", "error_type", "traceback", "worker",
 ]
 
 
@@ -68,6 +68,7 @@ class HistoryRow(NamedTuple):
     outcome: str  # an Outcome value ("success", ...): equal to (and hashing like) the Outcome member
     attempt: int
     error: ErrorInfo | None
+    worker: str | None  # the address of the cluster worker that ran it; None for runs on this machine
 
 
 #: Field positions in a stored row (the engine reads these on the hot path).
@@ -89,6 +90,7 @@ class RunRecord:
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
+    worker: str | None = None  # the cluster worker's address (e.g. 'tcp://10.0.0.7:39211'); None: ran here
 
     @property
     def duration(self) -> timedelta | None:
@@ -98,7 +100,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, job: str, row: tuple, tz: tzinfo) -> "RunRecord":
-        run_id, sched, started, finished, lateness, outcome, attempt, err = row
+        run_id, sched, started, finished, lateness, outcome, attempt, err, worker = row
         ts = datetime.fromtimestamp
         return cls(
             job=job, run_id=run_id, scheduled_at=ts(sched, tz),
@@ -107,7 +109,7 @@ class RunRecord:
             outcome=Outcome(outcome), attempt=attempt, lateness=timedelta(seconds=lateness),
             error=None if err is None else f"{err.type}: {err.message}",
             error_type=None if err is None else err.type,
-            traceback=None if err is None else err.traceback,
+            traceback=None if err is None else err.traceback, worker=worker,
         )
 
 
@@ -161,9 +163,10 @@ class RunLog:
                 rows.popleft()
 
     def record(self, run_id: int, scheduled: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None) -> tuple:
+               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None,
+               worker: str | None = None) -> tuple:
         """Append one row (the only place rows are built); returns the stored tuple."""
-        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error)
+        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error, worker)
         self.append(row)
         return row
 
@@ -204,11 +207,12 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
 
     names: list[str] = []
     run_id, sched, started, finished, lateness, outcome, attempt, error, etype, tb = ([] for _ in range(10))
+    worker: list = []
     for name, rows in logs:
         for r in rows:
             names.append(name)
             run_id.append(r[0]); sched.append(r[1]); started.append(r[2]); finished.append(r[3])
-            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6])
+            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6]); worker.append(r[8])
             err = r[7]
             if err is None:
                 error.append(None); etype.append(None); tb.append(None)
@@ -229,6 +233,7 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
         "error": pd.Series(error, dtype="object"),
         "error_type": pd.Series(etype, dtype="object"),
         "traceback": pd.Series(tb, dtype="object"),
+        "worker": pd.Series(worker, dtype="object"),
     })
     if len(frame) > 1:
         frame = frame.sort_values(["scheduled_at", "run_id", "attempt"], kind="stable").reset_index(drop=True)

@@ -229,9 +229,14 @@ async def test_a_function_runs_in_a_worker_process(on_local):
     sched, client = on_local
     sched.add(_pid_job(), "every 1h", executor="dask")
     pid = await sched.run_now("worker_pid")
-    workers = await client.run(os.getpid)
+    workers = await client.run(os.getpid)  # {address: pid}
     assert pid in workers.values() and pid != os.getpid()
     assert list(sched.history("worker_pid")["outcome"]) == ["success"]
+    address = next(a for a, p in workers.items() if p == pid)
+    assert list(sched.history("worker_pid")["worker"]) == [address]  # the history says where it ran
+    sched.add(_pid_job(), "every 1h", name="here")
+    await sched.run_now("here")
+    assert list(sched.history("here")["worker"]) == [None]  # local runs: empty
     assert list(sched.results("worker_pid")["value"]) == [pid]
     assert await _nbsched_keys(client) == []  # the result was collected and released
 
@@ -250,7 +255,7 @@ async def test_a_notebook_closure_is_shipped_by_value(on_local):
 
 @pytest.mark.dask
 async def test_errors_on_the_worker_are_recorded_and_retried_by_nbsched(on_local, tmp_path):
-    sched, _ = on_local
+    sched, client = on_local
     counter = tmp_path / "attempts"
 
     def flaky():
@@ -266,6 +271,8 @@ async def test_errors_on_the_worker_are_recorded_and_retried_by_nbsched(on_local
     assert list(frame["outcome"]) == ["error", "error", "success"]
     assert list(frame["attempt"]) == [1, 2, 3]
     assert list(frame["error"])[:2] == ["ValueError: attempt 1 failed", "ValueError: attempt 2 failed"]
+    workers = set((await client.run(os.getpid)).keys())
+    assert set(frame["worker"]) <= workers and frame["worker"].notna().all()  # failed attempts too
 
 
 @pytest.mark.dask
@@ -385,7 +392,7 @@ async def test_a_queued_run_that_times_out_never_starts_on_the_cluster(on_cli, t
 
 @pytest.mark.dask
 async def test_a_worker_killed_mid_run_is_recorded_as_died_then_retried(on_cli, cli_cluster, tmp_path):
-    sched, _ = on_cli
+    sched, client = on_cli
     pidfile = tmp_path / "pid"
 
     def victim():
@@ -397,6 +404,7 @@ async def test_a_worker_killed_mid_run_is_recorded_as_died_then_retried(on_cli, 
     sched.add(victim, "every 1h", executor="dask", retries=1, retry_delay=0)
     handle = sched.run_now("victim")
     pid = int(await _until(lambda: pidfile.exists() and pidfile.read_text(), 20, "the run to start"))
+    victim_address = next(a for a, p in (await client.run(os.getpid)).items() if p == pid)
     os.kill(pid, signal.SIGKILL)
     assert await handle == "second attempt"
     frame = sched.history("victim")
@@ -404,6 +412,8 @@ async def test_a_worker_killed_mid_run_is_recorded_as_died_then_retried(on_cli, 
     assert list(frame["error_type"])[0] == "WorkerDiedError"
     assert frame["error"].iloc[0].startswith(
         "WorkerDiedError: the Dask worker running this job died (killed, or out of memory)")
+    assert frame["worker"].iloc[0] == victim_address
+    assert frame["worker"].iloc[1] not in (None, victim_address)
     await asyncio.get_running_loop().run_in_executor(None, cli_cluster.wait_workers, 2)  # the nanny restarted it
 
 

@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 1\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 2\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,12 +340,12 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v2(conn):
+    def v3(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v2])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v3])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
 
 
@@ -434,3 +434,67 @@ async def test_runs_that_end_after_shutdown_are_still_recorded(clock, db):
     with SQLiteStore(db) as store:
         assert outcomes(store.history("slow")) == {"success": 1}
         assert list(store.results("slow")["value"]) == [7]
+
+
+class Elsewhere:
+    """An executor that says the run happened on another machine (as the dask executor does)."""
+
+    name = "elsewhere"
+
+    def check(self, func):
+        return None
+
+    def submit(self, func):
+        return self._run(func)
+
+    async def _run(self, func):
+        from nbsched.executors import run_worker
+
+        run_worker.set("tcp://10.0.0.7:39211")
+        return func()
+
+    def shutdown(self, wait=False):
+        return None
+
+
+async def test_the_worker_column_is_stored_and_restored(clock, db):
+    sched = scheduler(clock, db, executors={"elsewhere": Elsewhere()})
+    sched.add(tick, "every 10s", executor="elsewhere")
+    sched.add(failing, "every 10s", executor="elsewhere")
+    sched.add(frame_job, "every 10s")  # on this machine: no worker
+    await clock.advance(20)
+    before = sched.history()
+    assert dict(zip(before["job"], before["worker"])) == {
+        "tick": "tcp://10.0.0.7:39211", "failing": "tcp://10.0.0.7:39211", "frame_job": None}
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db, executors={"elsewhere": Elsewhere()})
+    sched2.restore()
+    after = sched2.history()
+    pd.testing.assert_frame_equal(before[["job", "run_id", "outcome", "worker"]], after[["job", "run_id", "outcome", "worker"]])
+    sched2.shutdown()
+
+
+async def test_a_version_1_file_gains_the_worker_column(clock, db, monkeypatch):
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", _store_schema.MIGRATIONS[:1])
+    from nbsched.store import _codec, _writer
+
+    v1_columns = "job, run_id, scheduled, started, finished, lateness, outcome, attempt, errors"
+    monkeypatch.setattr(_codec, "CHUNK_COLUMNS", v1_columns)
+    monkeypatch.setattr(_writer, "CHUNK_COLUMNS", v1_columns)
+    real_encode = _codec.encode_chunk
+    monkeypatch.setattr(_writer, "encode_chunk", lambda ids, rows: real_encode(ids, rows)[:-1])
+    monkeypatch.setattr(_writer, "_INSERT_CHUNK", _writer._INSERT_CHUNK.replace(", workers)", ")").replace(",?)", ")"))
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s")
+    await clock.advance(20)
+    sched.shutdown()
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
+    monkeypatch.undo()
+
+    sched2 = scheduler(clock, db)
+    assert sched2.store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
+    sched2.restore()
+    frame = sched2.history("tick")
+    assert list(frame["outcome"]) == ["success", "success"] and list(frame["worker"]) == [None, None]
+    sched2.shutdown()

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from .. import events as ev
 from ..errors import NbschedError
+from ..executors import run_worker
 from ..history import ErrorInfo, Outcome, RunRecord
 
 __all__ = ["RunLifecycle", "MaxInstancesReachedError"]
@@ -78,9 +79,10 @@ class RunLifecycle:
 
     # ================================================================== the one recorder
     def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None) -> tuple:
+               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None,
+               worker: str | None = None) -> tuple:
         """Write one history row for ``job`` (memory, then the store) and count it.  Returns the row."""
-        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err)
+        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, worker)
         s = self._sched
         store = s._store
         if store is not None and job._persist:
@@ -229,9 +231,11 @@ class RunLifecycle:
                 outcome, value, exc = await self._attempt(job, first)
                 first = None
                 finished = time()
+                # where the attempt ran, when an executor placed it on another machine (see executors.run_worker)
+                worker = None if policy.executor == "loop" else run_worker.get()
                 if outcome is SUCCESS:
                     job._running -= 1
-                    self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value)
+                    self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value, worker)
                     self._after_run(job)
                     return
                 retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not s._closed
@@ -239,7 +243,7 @@ class RunLifecycle:
                 if not retry:
                     job._running -= 1
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
-                                     final=not retry)
+                                     final=not retry, worker=worker)
                 if not retry:
                     self._after_run(job)
                     return
@@ -282,6 +286,8 @@ class RunLifecycle:
                 task.cancel()
 
             handle = self._clock.call_at(self._time() + policy.timeout, on_timeout, self._loop_of())
+        if policy.executor != "loop":
+            run_worker.set(None)  # an executor placing the attempt on another machine sets it
         try:
             if first is not None:
                 awaitable = first
@@ -312,8 +318,9 @@ class RunLifecycle:
 
     # ================================================================== outcomes
     def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
-                   finished: float, attempt: int, value: Any) -> None:
-        row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None)
+                   finished: float, attempt: int, value: Any, worker: str | None = None) -> None:
+        row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None,
+                          worker)
         if value is not None:
             try:
                 job.results_log.append(run_id, nominal, value)
@@ -332,12 +339,13 @@ class RunLifecycle:
 
     def _attempt_failed(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                         finished: float, attempt: int, exc: BaseException, outcome: Outcome,
-                        final: bool = True) -> None:
+                        final: bool = True, worker: str | None = None) -> None:
         if outcome is CANCELLED:
             err = _CANCELLED_INFO
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), format_user_traceback(exc))
-        row = self.record(job, run_id, nominal, started, finished, started - planned, outcome.value, attempt, err)
+        row = self.record(job, run_id, nominal, started, finished, started - planned, outcome.value, attempt, err,
+                          worker)
         if outcome is ERROR:
             # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the
             # failure is already a history row, an event, and red on the card and the dashboard.

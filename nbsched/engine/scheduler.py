@@ -285,7 +285,8 @@ class Scheduler:
         """Run history as a DataFrame: one row per run attempt (and per missed/skipped fire time).
 
         Columns: job, run_id, scheduled_at, started_at, finished_at, duration, lateness, outcome
-        (categorical), attempt, error, error_type, traceback.  Times are aware, in the scheduler's zone.
+        (categorical), attempt, error, error_type, traceback, worker (the cluster worker's address; empty
+        for runs on this machine).  Times are aware, in the scheduler's zone.
         """
         if name is not None:
             if name in self._logs:

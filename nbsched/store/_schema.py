@@ -84,8 +84,14 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Version 2: which cluster worker ran each record (``executor='dask'``), as JSON {index: address}
+    per chunk, NULL when every record of the chunk ran on this machine (older chunks read as NULL)."""
+    conn.execute("ALTER TABLE history ADD COLUMN workers TEXT")
+
+
 #: One function per schema step; the file's ``user_version`` says how many have been applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 
 
 def schema_version() -> int:
