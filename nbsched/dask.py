@@ -14,6 +14,9 @@ How it behaves (and why):
   so every attempt is a history row.  A timeout or an interrupt cancels the run's task, which cancels
   the Dask future on the cluster (a queued task never starts; a running one is released and its
   result dropped - a Python thread on the worker cannot be killed mid-call).
+* **Bursts are sliced.**  Submissions queue and are sent in slices of at most
+  :data:`SUBMIT_SLICE_SECONDS`, giving the loop back in between, so a thousand jobs due at once do not
+  hold a cell or a widget click for the whole burst.
 * **Faults are values.**  A worker that dies while running the job (killed, out of memory) surfaces
   as :class:`~nbsched.errors.WorkerDiedError`; a scheduler that cannot be reached (connection refused
   or dropped) as :class:`~nbsched.errors.ClusterUnreachableError`.  Both become the run's recorded
@@ -34,11 +37,13 @@ only when a :class:`DaskExecutor` is created, so ``import nbsched`` stays cheap.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
 from typing import Any, Callable
 
+from .clock import perf_counter
 from .errors import ClusterUnreachableError, PolicyError, WorkerDiedError
 from .executors import run_worker
 
@@ -49,6 +54,11 @@ log = logging.getLogger("nbsched")
 INSTALL_HINT = "pip install 'nbsched[dask]'"
 
 _keys = itertools.count(1)
+
+#: How long submitting to the client may hold the loop in one go.  ``client.submit`` serializes the
+#: task on the calling thread (~0.1-1 ms each): a thousand jobs falling due together would otherwise
+#: hold a kernel's loop for the whole burst.  Submissions queue and are sent in slices of this length.
+SUBMIT_SLICE_SECONDS = 0.002
 
 
 def require_distributed(what: str = "the dask executor") -> Any:
@@ -123,6 +133,8 @@ class DaskExecutor:
             self._starting.add_done_callback(_log_start_failure)
         self._cancels: set[asyncio.Task] = set()
         self._closed = False
+        self._queue: collections.deque = collections.deque()  # (make, asyncio future) waiting for a slice
+        self._slice_end: float | None = None  # this loop iteration's submission slice ends then
 
     # -- the Executor protocol -------------------------------------------------------------------
     def check(self, func: Callable[[], Any]) -> None:
@@ -173,9 +185,24 @@ class DaskExecutor:
             func, finish = call.func, call.finish
         client = await self._connected_client()
         key = f"{_label(func)}-nbsched-{os.getpid()}-{next(_keys)}"
+        loop = asyncio.get_running_loop()
+
+        def make() -> Any:
+            return client.submit(run_on_worker, func, key=key, pure=False, retries=0,
+                                 resources=dict(resources) if resources else None)
+
         try:
-            future = client.submit(run_on_worker, func, key=key, pure=False, retries=0,
-                                   resources=dict(resources) if resources else None)
+            if self._admit(loop):
+                future = make()  # the common case: right here, no queueing
+            else:  # a burst: wait for a later slice
+                submitted = loop.create_future()
+                self._queue.append((make, submitted))
+                try:
+                    future = await submitted
+                except asyncio.CancelledError:  # timed out or interrupted while queued (or just sent)
+                    if submitted.done() and not submitted.cancelled() and submitted.exception() is None:
+                        self._cancel(submitted.result())
+                    raise
         except self._distributed.client.ClosedClientError as exc:  # closed between the check and here
             raise self._unreachable(f"the client closed ({exc})") from None
         try:
@@ -194,6 +221,33 @@ class DaskExecutor:
             raise replacement from None
         run_worker.set(worker)
         return value if finish is None else finish(value)
+
+    def _admit(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """May a submission run now?  Yes while this loop iteration's slice has time left and none wait."""
+        if self._queue:
+            return False  # first come, first sent
+        if self._slice_end is None:  # the first submission of this loop iteration opens a slice
+            self._slice_end = perf_counter() + SUBMIT_SLICE_SECONDS
+            loop.call_soon(self._next_slice, loop)
+            return True
+        return perf_counter() < self._slice_end
+
+    def _next_slice(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The next loop iteration: send what waits, for one slice at most (then again, later)."""
+        self._slice_end = None
+        queue = self._queue
+        if not queue:
+            return
+        self._slice_end = deadline = perf_counter() + SUBMIT_SLICE_SECONDS
+        loop.call_soon(self._next_slice, loop)
+        while queue and perf_counter() < deadline:
+            make, submitted = queue.popleft()
+            if submitted.done():  # the run was cancelled while it waited: nothing to send
+                continue
+            try:
+                submitted.set_result(make())
+            except Exception as exc:  # noqa: BLE001 - handed to the run that asked
+                submitted.set_exception(exc)
 
     def _translate(self, client: Any, key: str, exc: BaseException) -> BaseException | None:
         """What the run records for a cluster fault (None: the job's own exception, recorded as it is)."""
