@@ -214,6 +214,21 @@ async def fanout(sched, tasks: int, n: int) -> dict:
     return out
 
 
+async def _settle(client, timeout: float = 60.0) -> None:
+    """Wait until the cluster has no tasks left and the client is connected."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if client.status == "running":
+            try:
+                left = await client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+            except Exception:  # noqa: BLE001 - reconnecting
+                left = -1
+            if left == 0:
+                return
+        await asyncio.sleep(0.2)
+
+
 async def main_async(args) -> str:
     from distributed import Client
 
@@ -228,7 +243,9 @@ async def main_async(args) -> str:
         d = await dispatch(client, sched, 100 if args.quick else 400)
         jobs, seconds = (200, 5.0) if args.quick else (1000, 20.0)
         b = await bare_steady(client, jobs, seconds)
+        await _settle(client)
         s = await steady(sched, jobs, seconds)
+        await _settle(client)  # a loaded machine may have dropped the client's connection: let it come back
         f = await fanout(sched, 2 * cores, 1_500_000 if args.quick else 3_000_000)
         load1 = os.getloadavg()[0]
         sched.shutdown()
