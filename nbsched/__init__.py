@@ -29,17 +29,20 @@ from .errors import (
     WorkerDiedError,
 )
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
+from .context import Branch, RunContext, Skip, current_run
 from .history import Outcome, RunRecord
 from .job import Job, JobPolicy, JobState
 from .engine import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
-from .triggers import Cron, Date, Interval, Trigger, parse_trigger
+from .triggers import After, Cron, Date, Interval, Trigger, parse_trigger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
-    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
-    "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor", "events",
+    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "parse_duration",
+    "current_run", "RunContext", "Branch", "Skip",
+    "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
+    "events",
     "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
     "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
     "ClusterUnreachableError", "WorkerDiedError",

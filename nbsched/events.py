@@ -28,7 +28,7 @@ __all__ = [
     "Event", "SchedulerEvent", "SchedulerStarted", "SchedulerPaused", "SchedulerResumed", "SchedulerShutdown",
     "JobEvent", "JobAdded", "JobModified", "JobRemoved", "JobPaused", "JobResumed", "JobFinished",
     "JobSubmitted", "JobExecuted", "JobFailed", "JobMissed", "JobMaxInstancesReached", "JobRetried",
-    "JobTimedOut", "JobCancelled", "JobInterrupted", "Subscription", "EventBus",
+    "JobTimedOut", "JobCancelled", "JobInterrupted", "JobSkipped", "JobUpstreamFailed", "Subscription", "EventBus",
 ]
 
 log = logging.getLogger("nbsched")
@@ -138,6 +138,18 @@ class JobCancelled(_RunEvent):
 @dataclass(frozen=True)
 class JobInterrupted(_RunEvent):
     """The user interrupted the run (the kernel's interrupt button); the job was paused."""
+
+
+@dataclass(frozen=True)
+class JobSkipped(_RunEvent):
+    """A run was recorded ``skipped``: it raised :class:`nbsched.Skip`, a branch upstream was not taken,
+    or its upstreams were skipped (workflows)."""
+
+
+@dataclass(frozen=True)
+class JobUpstreamFailed(_RunEvent):
+    """A downstream run was recorded ``upstream_failed`` instead of running: its trigger rule could not
+    hold because an upstream run failed."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Iterable, NamedTuple
 
-__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow"]
+__all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS"]
 
 
 class Outcome(str, enum.Enum):
@@ -28,6 +28,7 @@ class Outcome(str, enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    UPSTREAM_FAILED = "upstream_failed"
 
     def __str__(self) -> str:
         return self.value
@@ -41,7 +42,7 @@ OUTCOME_CATEGORIES = [o.value for o in Outcome]
 
 HISTORY_COLUMNS = [
     "job", "run_id", "scheduled_at", "started_at", "finished_at", "duration", "lateness",
-    "outcome", "attempt", "error", "error_type", "traceback", "worker",
+    "outcome", "attempt", "reason", "worker", "error", "error_type", "traceback",
 ]
 
 
@@ -68,11 +69,17 @@ class HistoryRow(NamedTuple):
     outcome: str  # an Outcome value ("success", ...): equal to (and hashing like) the Outcome member
     attempt: int
     error: ErrorInfo | None
+    reason: str  # why the run happened: one of REASONS
     worker: str | None  # the address of the cluster worker that ran it; None for runs on this machine
 
 
 #: Field positions in a stored row (the engine reads these on the hot path).
-SCHEDULED, OUTCOME, ATTEMPT = 1, 5, 6
+SCHEDULED, OUTCOME, ATTEMPT, REASON = 1, 5, 6, 8
+
+#: Why a run happened: its trigger fired, ``run_now``, an upstream job finished (workflows), a
+#: backfill, or catching up on fire times missed.  A categorical column in ``history()``.
+REASONS = ("schedule", "manual", "upstream", "backfill", "catchup")
+SCHEDULE, MANUAL, UPSTREAM, BACKFILL, CATCHUP = REASONS
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class RunRecord:
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
+    reason: str = "schedule"
     worker: str | None = None  # the cluster worker's address (e.g. 'tcp://10.0.0.7:39211'); None: ran here
 
     @property
@@ -100,7 +108,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, job: str, row: tuple, tz: tzinfo) -> "RunRecord":
-        run_id, sched, started, finished, lateness, outcome, attempt, err, worker = row
+        run_id, sched, started, finished, lateness, outcome, attempt, err, reason, worker = row
         ts = datetime.fromtimestamp
         return cls(
             job=job, run_id=run_id, scheduled_at=ts(sched, tz),
@@ -109,7 +117,7 @@ class RunRecord:
             outcome=Outcome(outcome), attempt=attempt, lateness=timedelta(seconds=lateness),
             error=None if err is None else f"{err.type}: {err.message}",
             error_type=None if err is None else err.type,
-            traceback=None if err is None else err.traceback, worker=worker,
+            traceback=None if err is None else err.traceback, reason=reason, worker=worker,
         )
 
 
@@ -163,10 +171,10 @@ class RunLog:
                 rows.popleft()
 
     def record(self, run_id: int, scheduled: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None,
+               lateness: float, outcome: str, attempt: int, error: ErrorInfo | None, reason: str,
                worker: str | None = None) -> tuple:
         """Append one row (the only place rows are built); returns the stored tuple."""
-        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error, worker)
+        row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error, reason, worker)
         self.append(row)
         return row
 
@@ -206,13 +214,14 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
     import pandas as pd
 
     names: list[str] = []
-    run_id, sched, started, finished, lateness, outcome, attempt, error, etype, tb = ([] for _ in range(10))
-    worker: list = []
+    run_id, sched, started, finished, lateness, outcome, attempt, error, etype, tb, reason, worker = (
+        [] for _ in range(12))
     for name, rows in logs:
         for r in rows:
             names.append(name)
             run_id.append(r[0]); sched.append(r[1]); started.append(r[2]); finished.append(r[3])
-            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6]); worker.append(r[8])
+            lateness.append(r[4]); outcome.append(str(r[5])); attempt.append(r[6]); reason.append(r[8])
+            worker.append(r[9])
             err = r[7]
             if err is None:
                 error.append(None); etype.append(None); tb.append(None)
@@ -230,10 +239,11 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
         "lateness": pd.to_timedelta(pd.Series(lateness, dtype="float64"), unit="s"),
         "outcome": pd.Categorical(outcome, categories=OUTCOME_CATEGORIES),
         "attempt": pd.Series(attempt, dtype="int64"),
+        "reason": pd.Categorical(reason, categories=REASONS),
+        "worker": pd.Series(worker, dtype="object"),
         "error": pd.Series(error, dtype="object"),
         "error_type": pd.Series(etype, dtype="object"),
         "traceback": pd.Series(tb, dtype="object"),
-        "worker": pd.Series(worker, dtype="object"),
     })
     if len(frame) > 1:
         frame = frame.sort_values(["scheduled_at", "run_id", "attempt"], kind="stable").reset_index(drop=True)

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from .engine import RunHandle, Scheduler
     from .triggers import Trigger
 
-__all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES"]
+__all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES", "TRIGGER_RULES"]
 
 COALESCE_CHOICES = ("latest", "earliest", "all")
+#: Airflow's trigger rules for jobs that run after other jobs (see the README, Workflows).
+TRIGGER_RULES = ("all_success", "all_done", "all_failed", "one_success", "one_failed", "none_failed", "always")
 
 
 class JobState(str, enum.Enum):
@@ -55,6 +57,8 @@ class JobPolicy:
     - ``resources``: what one run needs on a cluster worker, e.g. ``{"GPU": 1}`` (executors that
       support it, such as ``dask``: a Dask resource restriction).  Held as sorted ``(name, amount)`` pairs.
     - ``history_rows``/``history_age``, ``results_rows``/``results_age``: retention.
+    - ``trigger_rule``: for jobs that run after other jobs, when they run (one of :data:`TRIGGER_RULES`,
+      Airflow's names and meanings; default ``all_success``).
     """
 
     max_instances: int = 1
@@ -74,6 +78,7 @@ class JobPolicy:
     history_age: float | None = None
     results_rows: int | None = 10_000
     results_age: float | None = None
+    trigger_rule: str = "all_success"
 
     @classmethod
     def names(cls) -> list[str]:
@@ -109,22 +114,6 @@ class JobPolicy:
 _POLICY_NAMES = tuple(f.name for f in fields(JobPolicy))
 
 
-def _int(key: str, value: Any, minimum: int, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            else:
-                raise ValueError
-        except ValueError:
-            raise PolicyError(f"invalid {key} {value!r}: must be a whole number >= {minimum}") from None
-    if value < minimum:
-        raise PolicyError(f"invalid {key} {value!r}: must be a whole number >= {minimum}")
-    return value
-
-
 def _resources(value: Any) -> tuple[tuple[str, float], ...] | None:
     if value is None or (hasattr(value, "__len__") and len(value) == 0):
         return None
@@ -140,6 +129,22 @@ def _resources(value: Any) -> tuple[tuple[str, float], ...] | None:
             f"invalid resources {value!r}: a dict of resource name to a positive amount, e.g. {{'GPU': 1}}"
         ) from None
     return tuple(sorted(out))
+
+
+def _int(key: str, value: Any, minimum: int, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise PolicyError(f"invalid {key} {value!r}: must be a whole number >= {minimum}") from None
+    if value < minimum:
+        raise PolicyError(f"invalid {key} {value!r}: must be a whole number >= {minimum}")
+    return value
 
 
 def _check(key: str, value: Any) -> Any:
@@ -183,6 +188,10 @@ def _check(key: str, value: Any) -> Any:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
             raise PolicyError(f"invalid until {value!r}: give an aware datetime (or a spec string through the magic)")
+        if key == "trigger_rule":
+            if value not in TRIGGER_RULES:
+                raise PolicyError(f"unknown trigger rule {value!r}: choose one of {', '.join(TRIGGER_RULES)}")
+            return value
         if key == "resources":
             return _resources(value)
         if key == "executor":
@@ -331,6 +340,11 @@ class Job:
     def describe(self) -> str:
         return self.trigger.describe()
 
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        """The jobs this job runs after (empty for a job on a time trigger)."""
+        return getattr(self.trigger, "upstreams", ())
+
     # -- delegation to the scheduler ----------------------------------------------------------
     def pause(self) -> "Job":
         return self.scheduler.pause(self.name)
@@ -358,10 +372,18 @@ class Job:
 
     # -- plain data -----------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
+        """Deprecated name of :meth:`definition` ("spec" means the trigger text, as in ``job.trigger.spec``)."""
+        import warnings
+
+        warnings.warn("Job.spec() is now Job.definition() (same data); spec() goes away in nbsched 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return self.definition()
+
+    def definition(self) -> dict[str, Any]:
         """The definition as JSON-able data: name, trigger, policy and what to run."""
         return {
             "name": self.name,
-            "trigger": self.trigger.to_spec(),
+            "trigger": self.trigger.to_dict(),
             "policy": self.policy.to_dict(),
             "target": describe_target(self.func),
             "paused": self._paused,

@@ -40,11 +40,11 @@ from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "parse_trigger", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
+__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
 
 SPEC_HELP = (
     "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
-    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00'"
+    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00', 'after prices'"
 )
 
 
@@ -90,7 +90,15 @@ class Trigger:
         raise NotImplementedError
 
     def to_spec(self) -> dict[str, Any]:
-        """A JSON-able description; :func:`trigger_from_spec` rebuilds the trigger from it."""
+        """Deprecated name of :meth:`to_dict` ("spec" means the trigger text: :attr:`spec`)."""
+        import warnings
+
+        warnings.warn("Trigger.to_spec() is now Trigger.to_dict() (same data); to_spec() goes away in nbsched 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description; :func:`trigger_from_dict` rebuilds the trigger from it."""
         raise NotImplementedError
 
     @property
@@ -171,7 +179,7 @@ class Interval(Trigger):
     def spec(self) -> str:
         return f"every {format_duration(self.seconds)}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "interval",
             "seconds": self.seconds,
@@ -204,8 +212,44 @@ class Date(Trigger):
     def spec(self) -> str:
         return f"at {self.run_at.astimezone(self.tz).isoformat()}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "date", "run_at": self.run_at.isoformat(), "tz": _zone_name(self.tz)}
+
+
+# ------------------------------------------------------------------------------------------ after
+@dataclass(frozen=True, eq=True, slots=True)
+class After(Trigger):
+    """After other jobs: the job runs when its upstream jobs have finished runs (see workflows in the
+    README).  It has no fire times of its own: ``next_timestamp`` is always None."""
+
+    upstreams: tuple
+    tz: tzinfo = field(default=timezone.utc, compare=False)
+    kind: ClassVar[str] = "after"
+
+    def __post_init__(self) -> None:
+        names = tuple(self.upstreams) if not isinstance(self.upstreams, str) else (self.upstreams,)
+        cleaned = tuple(n.strip() if isinstance(n, str) else n for n in names)
+        bad = [n for n in cleaned if not isinstance(n, str) or not n or "," in n]
+        if not cleaned or bad:
+            raise TriggerError(f"invalid 'after' trigger {self.upstreams!r}: name one or more upstream jobs, "
+                               "e.g. 'after prices' or 'after clean, weather' (names may not contain commas)")
+        if len(set(cleaned)) != len(cleaned):
+            raise TriggerError(f"invalid 'after' trigger {self.upstreams!r}: a job is named twice")
+        object.__setattr__(self, "upstreams", cleaned)
+
+    def next_timestamp(self, after: float) -> float | None:
+        return None
+
+    def describe(self) -> str:
+        return "after " + " and ".join(self.upstreams) if len(self.upstreams) <= 2 else \
+            "after " + ", ".join(self.upstreams[:-1]) + " and " + self.upstreams[-1]
+
+    @property
+    def spec(self) -> str:
+        return "after " + ", ".join(self.upstreams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "after", "upstreams": list(self.upstreams)}
 
 
 # ------------------------------------------------------------------------------------------- cron
@@ -325,7 +369,7 @@ class Cron(Trigger):
     def spec(self) -> str:
         return self.label or f"cron {self.expr}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "cron", "expr": self.expr, "tz": _zone_name(self.tz), "label": self.label}
 
 
@@ -492,6 +536,10 @@ def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now:
         return Date(datetime.fromtimestamp(base + delay, zone), tz=zone)
     if head_l == "at":
         return Date(_parse_at(rest, spec, zone, now), tz=zone)
+    if head_l == "after":
+        if not rest:
+            raise TriggerError(f"invalid 'after' trigger {spec!r}: name the upstream jobs, e.g. 'after prices'")
+        return After(tuple(part for part in rest.split(",")), tz=zone)
     m = _SHORTHAND.match(text)
     if m:
         return _shorthand(m, zone, text)
@@ -576,7 +624,16 @@ def _shorthand(m: re.Match, zone: tzinfo, text: str) -> Cron:
 
 
 def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
-    """Rebuild a trigger from :meth:`Trigger.to_spec` output (JSON data)."""
+    """Deprecated name of :func:`trigger_from_dict`."""
+    import warnings
+
+    warnings.warn("trigger_from_spec() is now trigger_from_dict() (same data); the old name goes away in nbsched 0.3",
+                  DeprecationWarning, stacklevel=2)
+    return trigger_from_dict(spec)
+
+
+def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
+    """Rebuild a trigger from :meth:`Trigger.to_dict` output (JSON data)."""
     kind = spec.get("kind")
     zone = resolve_zone(spec.get("tz") or "UTC")
     if kind == "interval":
@@ -588,6 +645,8 @@ def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
         return Cron(spec["expr"], tz=zone, label=spec.get("label"))
     if kind == "date":
         return Date(datetime.fromisoformat(spec["run_at"]), tz=zone)
-    raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron or date")
+    if kind == "after":
+        return After(tuple(spec["upstreams"]))
+    raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron, date or after")
 
 

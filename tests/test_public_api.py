@@ -12,7 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_public_names():
     expected = {
         "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
-        "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "parse_trigger", "parse_duration",
+        "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "parse_duration",
+        "current_run", "RunContext", "Branch", "Skip",
         "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
         "events", "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
         "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",

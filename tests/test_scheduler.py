@@ -520,14 +520,15 @@ def test_works_in_a_plain_script_under_asyncio_run():
 
     async def main():
         s = nbsched.Scheduler(tz="UTC")
-        s.add(lambda: seen.append(1), "every 10ms", name="fast")
+        # coalesce="all": on a loaded machine late fire times run instead of being recorded missed
+        s.add(lambda: seen.append(1), "every 10ms", name="fast", coalesce="all")
         while len(seen) < 3:
             await asyncio.sleep(0.01)
         s.shutdown()
         return s.history("fast")
 
     hist = asyncio.run(main())
-    assert len(hist) >= 3 and set(hist["outcome"]) == {"success"}
+    assert len(seen) >= 3 and list(hist["outcome"]) == ["success"] * len(seen)
 
 
 async def test_calls_from_another_thread_are_handed_to_the_loop(sched, clock):
@@ -570,7 +571,7 @@ async def test_job_spec_is_json(sched):
     import json
 
     sched.add(len, "cron 0 9 * * mon-fri", name="spec", retries=2, timeout="30s")
-    spec = json.loads(json.dumps(sched.get("spec").spec()))
+    spec = json.loads(json.dumps(sched.get("spec").definition()))
     assert spec["trigger"]["expr"] == "0 9 * * mon-fri"
     assert spec["policy"]["retries"] == 2 and spec["policy"]["timeout"] == 30
     assert spec["target"]["qualname"] == "len"

@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 2\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 3\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,13 +340,38 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v3(conn):
+    def v4(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v3])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v4])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
+
+
+async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock, db):
+    old = scheduler(clock, db)
+    old.add(tick, "every 1s", name="old")
+    await clock.advance(3)
+    old.shutdown()
+    conn = sqlite3.connect(db)  # turn it into what round 1 wrote: no reason column, user_version 1
+    conn.execute("ALTER TABLE history DROP COLUMN reason")
+    conn.execute("ALTER TABLE history DROP COLUMN workers")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    again = scheduler(clock, db)
+    again.restore()
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert list(again.history("old")["reason"]) == ["schedule"] * 3
+    again.run_now("old")
+    await clock.advance(0)
+    assert list(again.history("old")["reason"]) == ["schedule"] * 3 + ["manual"]
+    again.shutdown()
+    reopened = scheduler(clock, db)
+    reopened.restore()
+    assert list(reopened.history("old")["reason"]) == ["schedule"] * 3 + ["manual"]
+    reopened.shutdown()
 
 
 async def test_the_files_are_readable_by_their_owner_only(clock, db):
@@ -475,26 +500,19 @@ async def test_the_worker_column_is_stored_and_restored(clock, db):
     sched2.shutdown()
 
 
-async def test_a_version_1_file_gains_the_worker_column(clock, db, monkeypatch):
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", _store_schema.MIGRATIONS[:1])
-    from nbsched.store import _codec, _writer
-
-    v1_columns = "job, run_id, scheduled, started, finished, lateness, outcome, attempt, errors"
-    monkeypatch.setattr(_codec, "CHUNK_COLUMNS", v1_columns)
-    monkeypatch.setattr(_writer, "CHUNK_COLUMNS", v1_columns)
-    real_encode = _codec.encode_chunk
-    monkeypatch.setattr(_writer, "encode_chunk", lambda ids, rows: real_encode(ids, rows)[:-1])
-    monkeypatch.setattr(_writer, "_INSERT_CHUNK", _writer._INSERT_CHUNK.replace(", workers)", ")").replace(",?)", ")"))
-    sched = scheduler(clock, db)
-    sched.add(tick, "every 10s")
+async def test_a_version_2_file_gains_the_worker_column(clock, db):
+    old = scheduler(clock, db)
+    old.add(tick, "every 10s")
     await clock.advance(20)
-    sched.shutdown()
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
-    monkeypatch.undo()
-
-    sched2 = scheduler(clock, db)
-    assert sched2.store._fg.execute("PRAGMA user_version").fetchone()[0] == 2
-    sched2.restore()
-    frame = sched2.history("tick")
+    old.shutdown()
+    conn = sqlite3.connect(db)  # what schema 2 wrote: no workers column
+    conn.execute("ALTER TABLE history DROP COLUMN workers")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    again = scheduler(clock, db)
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+    again.restore()
+    frame = again.history("tick")
     assert list(frame["outcome"]) == ["success", "success"] and list(frame["worker"]) == [None, None]
-    sched2.shutdown()
+    again.shutdown()

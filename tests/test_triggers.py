@@ -189,11 +189,11 @@ def test_describe_in_words():
 def test_spec_round_trip_as_json():
     import json
 
-    from nbsched.triggers import trigger_from_spec
+    from nbsched.triggers import trigger_from_dict
 
     for spec in ["every 5m", "cron 0 9 * * mon-fri", "daily at 09:30", "at 2026-12-01 09:00"]:
         trig = parse_trigger(spec, tz="Europe/Berlin").anchored(1_767_600_000.0)
-        again = trigger_from_spec(json.loads(json.dumps(trig.to_spec())))
+        again = trigger_from_dict(json.loads(json.dumps(trig.to_dict())))
         after = datetime(2026, 3, 1, tzinfo=UTC)
         assert again.preview(5, after) == trig.preview(5, after)
 
@@ -246,3 +246,14 @@ def test_interval_float_rounding_never_yields_a_fire_at_after():
     got = [d.timestamp() for d in trig.preview(2000, start)]
     steps = [b - a for a, b in zip(got, got[1:])]
     assert min(steps) > 0.0999 and max(steps) < 0.1001
+
+
+def test_old_spec_names_warn_and_still_work():
+    from nbsched.triggers import trigger_from_dict, trigger_from_spec
+
+    trig = Cron("*/5 * * * *", tz=UTC)
+    with pytest.warns(DeprecationWarning, match=r"to_spec\(\) is now Trigger.to_dict\(\)"):
+        data = trig.to_spec()
+    assert data == trig.to_dict()
+    with pytest.warns(DeprecationWarning, match=r"trigger_from_spec\(\) is now trigger_from_dict\(\)"):
+        assert trigger_from_spec(data) == trigger_from_dict(data) == trig

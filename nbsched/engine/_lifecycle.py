@@ -17,10 +17,13 @@ import traceback as _tb
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
+from types import MappingProxyType
+
 from .. import events as ev
+from ..context import Branch, RunContext, Skip, _current, _inline
 from ..errors import NbschedError
 from ..executors import run_worker
-from ..history import ErrorInfo, Outcome, RunRecord
+from ..history import MANUAL, SCHEDULE, UPSTREAM, ErrorInfo, Outcome, RunRecord
 
 __all__ = ["RunLifecycle", "MaxInstancesReachedError"]
 
@@ -28,9 +31,11 @@ log = logging.getLogger("nbsched")
 
 SUCCESS, ERROR, MISSED, SKIPPED = Outcome.SUCCESS, Outcome.ERROR, Outcome.MISSED, Outcome.SKIPPED
 TIMEOUT, CANCELLED, INTERRUPTED = Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.INTERRUPTED
+UPSTREAM_FAILED = Outcome.UPSTREAM_FAILED
 # Rows hold the outcome as its plain string (see nbsched.history.HistoryRow).
 _SUCCESS_S, _MISSED_S, _SKIPPED_S = SUCCESS.value, MISSED.value, SKIPPED.value
-_EVENT_OF = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCancelled, INTERRUPTED: ev.JobInterrupted}
+_EVENT_OF = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCancelled, INTERRUPTED: ev.JobInterrupted,
+             SKIPPED: ev.JobSkipped, UPSTREAM_FAILED: ev.JobUpstreamFailed}
 _CANCELLED_INFO = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
 #: Finished-run outcomes kept for handles awaited late (oldest half dropped beyond this).
 _KEEP_FINISHED = 1000
@@ -72,17 +77,18 @@ class RunLifecycle:
         self.run_ids = 0
         self.tasks: set[asyncio.Task] = set()
         self._futures: dict[int, asyncio.Future] = {}
-        self._finished: dict[int, tuple] = {}  # run id -> (value, exc, outcome, error), for late awaits
+        self._outcomes: dict[int, tuple] = {}  # run id -> (value, exc, outcome, error), for late awaits
         self._skipped: set[int] = set()
         self._interrupted: set[asyncio.Task] = set()
         self.fires = self.missed = self.skipped = self.errors = 0
 
     # ================================================================== the one recorder
     def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None,
+               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None, reason: str,
                worker: str | None = None) -> tuple:
-        """Write one history row for ``job`` (memory, then the store) and count it.  Returns the row."""
-        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, worker)
+        """Write one history row for ``job`` (memory, then the store) and count it.  Returns the row.
+        ``worker``: the cluster worker that ran the attempt (None: this machine)."""
+        row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
         s = self._sched
         store = s._store
         if store is not None and job._persist:
@@ -90,7 +96,7 @@ class RunLifecycle:
         if outcome is _MISSED_S:
             job._missed += 1
             self.missed += 1
-        elif outcome is _SKIPPED_S:
+        elif outcome is _SKIPPED_S and attempt == 0:  # a fire time skipped (max_instances, a full queue)
             job._skipped += 1
             self.skipped += 1
         else:
@@ -114,14 +120,14 @@ class RunLifecycle:
         if store is not None and job._persist and not store.claim(job.name, scheduled):
             return  # another process sharing the store owns this fire time
         self.run_ids += 1
-        self.record(job, self.run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None)
+        self.record(job, self.run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None, SCHEDULE)
         if self._events.wants(ev.JobMissed):
             tz = self._sched.tz
             self._events.emit(ev.JobMissed(self._clock.now(), job.name, datetime.fromtimestamp(scheduled, tz),
                                            timedelta(seconds=lateness)))
 
-    def record_skipped(self, job: Any, run_id: int, nominal: float) -> None:
-        self.record(job, run_id, nominal, None, None, self._time() - nominal, _SKIPPED_S, 0, None)
+    def record_skipped(self, job: Any, run_id: int, nominal: float, reason: str = SCHEDULE) -> None:
+        self.record(job, run_id, nominal, None, None, self._time() - nominal, _SKIPPED_S, 0, None, reason)
         fut = self._futures.pop(run_id, None)
         if fut is not None and not fut.done():
             fut.set_exception(MaxInstancesReachedError(
@@ -136,8 +142,12 @@ class RunLifecycle:
 
     # ================================================================== starting runs
     def start_runs(self, job: Any, times: Iterable[float], planned: float, scheduled: bool,
-                   now: float | None = None) -> int:
-        """Start a run for each fire time (respecting max_instances).  Returns the last run id."""
+                   now: float | None = None, deliver: bool = True) -> int:
+        """Start a run for each fire time (respecting max_instances).  Returns the last run id.
+
+        ``scheduled`` runs come from the trigger (reason ``schedule``), others from ``run_now``
+        (``manual``); ``deliver=False`` keeps the run's outcome from its downstream jobs."""
+        reason = SCHEDULE if scheduled else MANUAL
         run_id = 0
         store = self._sched._store
         for i, nominal in enumerate(times):
@@ -151,12 +161,35 @@ class RunLifecycle:
                         job._backlog = []
                     job._backlog.append(nominal)  # catch-up run: start when an instance frees up
                     continue
-                self.record_skipped(job, run_id, nominal)
+                self.record_skipped(job, run_id, nominal, reason)
                 continue
             if scheduled:
                 job._runs += 1
-            self._start_one(job, run_id, nominal, planned if i == 0 else nominal, now if i == 0 else None)
+            self._start_one(job, run_id, nominal, planned if i == 0 else nominal, now if i == 0 else None,
+                            reason, None, deliver)
         return run_id
+
+    def start_upstream_run(self, job: Any, nominal: float, upstream: dict) -> None:
+        """Start a run of downstream ``job`` for upstream runs with logical time ``nominal``."""
+        self.run_ids += 1
+        self._start_one(job, self.run_ids, nominal, self._time(), None, UPSTREAM, upstream, True)
+
+    def record_not_run(self, job: Any, nominal: float, outcome: Outcome, message: str, reason: str = UPSTREAM,
+                       deliver: bool = True) -> None:
+        """Record a downstream run that its trigger rule did not let run, and deliver that outcome on."""
+        self.run_ids += 1
+        run_id = self.run_ids
+        kind = {UPSTREAM_FAILED: "UpstreamFailed", SKIPPED: "Skipped"}.get(outcome, "QueueFull")
+        row = self.record(job, run_id, nominal, None, None, 0.0, outcome.value, 0, ErrorInfo(kind, message, ""), reason)
+        event = _EVENT_OF.get(outcome, ev.JobMissed)
+        if self._events.wants(event):
+            if event is ev.JobMissed:
+                self._events.emit(ev.JobMissed(self._clock.now(), job.name,
+                                               datetime.fromtimestamp(nominal, self._sched.tz), timedelta(0)))
+            else:
+                self._events.emit(event(self._clock.now(), job.name, RunRecord.from_row(job.name, row, self._sched.tz)))
+        if deliver:
+            self._sched._delivered(job, run_id, nominal, outcome.value, None, None)
 
     def expect(self, run_id: int) -> None:
         """Keep the outcome of run ``run_id`` (about to start) for a :class:`RunHandle`."""
@@ -165,7 +198,8 @@ class RunLifecycle:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._futures[run_id] = fut
 
-    def _start_one(self, job: Any, run_id: int, nominal: float, planned: float, now: float | None = None) -> None:
+    def _start_one(self, job: Any, run_id: int, nominal: float, planned: float, now: float | None,
+                   reason: str, upstream: dict | None, deliver: bool) -> None:
         self.fires += 1
         policy = job.policy
         events = self._events
@@ -177,25 +211,37 @@ class RunLifecycle:
             time = self._time
             started = time() if now is None else now
             job._running += 1
+            slot = _inline
+            thread = self._sched._binding.thread
+            outer = slot[:] if slot[0] is not None else None  # a job that runs another job inline
+            slot[0], slot[1], slot[2], slot[3], slot[4], slot[5] = job, run_id, nominal, reason, upstream, thread
             try:
                 value = job.func()
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a row, nothing escapes
+                slot[:] = outer or (None, 0, 0.0, "", None, 0)
                 job._running -= 1
-                outcome = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR
-                self._attempt_failed(job, run_id, nominal, planned, started, time(), 1, exc, outcome)
+                outcome = SKIPPED if isinstance(exc, Skip) else INTERRUPTED if isinstance(exc, KeyboardInterrupt) \
+                    else ERROR
+                self._attempt_failed(job, run_id, nominal, planned, started, time(), 1, exc, outcome, reason,
+                                     deliver=deliver)
                 return
+            if outer is None:
+                slot[0] = slot[4] = None
+            else:
+                slot[:] = outer
             if value is not None and inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
-                self._spawn(job, run_id, nominal, planned, first=value, started=started)
+                self._spawn(job, run_id, nominal, planned, value, started, reason, upstream, deliver)
                 return
             job._running -= 1
-            self._succeeded(job, run_id, nominal, planned, started, time(), 1, value)
+            self._succeeded(job, run_id, nominal, planned, started, time(), 1, value, reason, deliver)
             return
         job._running += 1
-        self._spawn(job, run_id, nominal, planned, first=None, started=None)
+        self._spawn(job, run_id, nominal, planned, None, None, reason, upstream, deliver)
 
-    def _spawn(self, job: Any, run_id: int, nominal: float, planned: float, first: Any, started: float | None) -> None:
-        task = self._loop_of().create_task(self._run(job, run_id, nominal, planned, first, started),
-                                           name=f"nbsched:{job.name}:{run_id}")
+    def _spawn(self, job: Any, run_id: int, nominal: float, planned: float, first: Any, started: float | None,
+               reason: str, upstream: dict | None, deliver: bool) -> None:
+        task = self._loop_of().create_task(self._run(job, run_id, nominal, planned, first, started, reason,
+                                                     upstream, deliver), name=f"nbsched:{job.name}:{run_id}")
         self.tasks.add(task)
         if job._run_tasks is None:
             job._run_tasks = set()
@@ -219,33 +265,37 @@ class RunLifecycle:
 
     # ================================================================== attempts
     async def _run(self, job: Any, run_id: int, nominal: float, planned: float, first: Any,
-                   started: float | None) -> None:
+                   started: float | None, reason: str, upstream: dict | None, deliver: bool) -> None:
         policy = job.policy
         attempt = 1
         time = self._time
         s = self._sched
+        when = datetime.fromtimestamp(nominal, s.tz)
+        values = MappingProxyType(upstream) if upstream else MappingProxyType({})
         try:
             while True:
                 if started is None:
                     started = time()
+                _current.set(RunContext(job.name, run_id, attempt, when, reason, values))
                 outcome, value, exc = await self._attempt(job, first)
                 first = None
                 finished = time()
-                # where the attempt ran, when an executor placed it on another machine (see executors.run_worker)
+                # where the attempt ran, when its executor placed it on another machine (executors.run_worker)
                 worker = None if policy.executor == "loop" else run_worker.get()
                 if outcome is SUCCESS:
                     job._running -= 1
-                    self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value, worker)
-                    self._after_run(job)
+                    self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value, reason, deliver,
+                                    worker)
+                    self._start_backlog(job)
                     return
                 retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not s._closed
                          and not job._removed and not job._paused)
                 if not retry:
                     job._running -= 1
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
-                                     final=not retry, worker=worker)
+                                     reason, final=not retry, deliver=deliver, worker=worker)
                 if not retry:
-                    self._after_run(job)
+                    self._start_backlog(job)
                     return
                 delay = min(policy.retry_delay * policy.backoff ** (attempt - 1), policy.max_retry_delay)
                 if self._events.wants(ev.JobRetried):
@@ -265,8 +315,9 @@ class RunLifecycle:
                         outcome, exc = INTERRUPTED, KeyboardInterrupt()
                     else:
                         outcome, exc = CANCELLED, cancel
-                    self._attempt_failed(job, run_id, nominal, planned, now, now, attempt, exc, outcome)
-                    self._after_run(job)
+                    self._attempt_failed(job, run_id, nominal, planned, now, now, attempt, exc, outcome, reason,
+                                         deliver=deliver)
+                    self._start_backlog(job)
                     return
                 started = None
         finally:
@@ -310,6 +361,8 @@ class RunLifecycle:
             return CANCELLED, None, exc
         except KeyboardInterrupt as exc:
             return INTERRUPTED, None, exc
+        except Skip as exc:
+            return SKIPPED, None, exc
         except BaseException as exc:  # noqa: BLE001 - recorded, never escapes
             return ERROR, None, exc
         finally:
@@ -318,9 +371,18 @@ class RunLifecycle:
 
     # ================================================================== outcomes
     def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
-                   finished: float, attempt: int, value: Any, worker: str | None = None) -> None:
+                   finished: float, attempt: int, value: Any, reason: str, deliver: bool,
+                   worker: str | None = None) -> None:
+        branch = None
+        if type(value) is Branch:
+            problem = self._sched._check_branch(job, value)
+            if problem is not None:
+                self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, problem, ERROR,
+                                     reason, deliver=deliver, worker=worker)
+                return
+            branch, value = value.targets, value.value
         row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None,
-                          worker)
+                          reason, worker)
         if value is not None:
             try:
                 job.results_log.append(run_id, nominal, value)
@@ -336,16 +398,20 @@ class RunLifecycle:
             self._notify(job, run_id, record, value, None)
             if listening:
                 events.emit(ev.JobExecuted(self._clock.now(), job.name, record))
+        if deliver and job.name in self._sched._downstream:
+            self._sched._delivered(job, run_id, nominal, _SUCCESS_S, value, branch)
 
     def _attempt_failed(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
-                        finished: float, attempt: int, exc: BaseException, outcome: Outcome,
-                        final: bool = True, worker: str | None = None) -> None:
+                        finished: float, attempt: int, exc: BaseException, outcome: Outcome, reason: str,
+                        final: bool = True, deliver: bool = True, worker: str | None = None) -> None:
         if outcome is CANCELLED:
             err = _CANCELLED_INFO
+        elif outcome is SKIPPED:
+            err = ErrorInfo("Skip", str(exc), "")
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), format_user_traceback(exc))
         row = self.record(job, run_id, nominal, started, finished, started - planned, outcome.value, attempt, err,
-                          worker)
+                          reason, worker)
         if outcome is ERROR:
             # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the
             # failure is already a history row, an event, and red on the card and the dashboard.
@@ -361,6 +427,8 @@ class RunLifecycle:
             self._events.emit(kind(self._clock.now(), job.name, record))
         if final and record is not None:
             self._notify(job, run_id, record, None, exc)
+        if final and deliver and job.name in self._sched._downstream:
+            self._sched._delivered(job, run_id, nominal, outcome.value, None, None)
 
     def _notify(self, job: Any, run_id: int, record: RunRecord, value: Any, exc: BaseException | None) -> None:
         waiters, job._waiters = job._waiters or (), None
@@ -370,10 +438,10 @@ class RunLifecycle:
         fut = self._futures.pop(run_id, None)
         if fut is not None and not fut.done():
             _settle(fut, value, outcome_exception(record.outcome, exc, record.error))
-        self._finished[run_id] = (value, exc, record.outcome, record.error)
-        if len(self._finished) > _KEEP_FINISHED:
-            for key in list(self._finished)[:_KEEP_FINISHED // 2]:
-                del self._finished[key]
+        self._outcomes[run_id] = (value, exc, record.outcome, record.error)
+        if len(self._outcomes) > _KEEP_FINISHED:
+            for key in list(self._outcomes)[:_KEEP_FINISHED // 2]:
+                del self._outcomes[key]
 
     def future(self, run_id: int, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
         """A future of run ``run_id``'s value (already settled when the run has finished)."""
@@ -381,7 +449,7 @@ class RunLifecycle:
         if fut is not None:
             return fut
         fut = loop.create_future()
-        done = self._finished.get(run_id)
+        done = self._outcomes.get(run_id)
         if done is not None:
             value, exc, outcome, error = done
             _settle(fut, value, outcome_exception(outcome, exc, error))
@@ -391,13 +459,17 @@ class RunLifecycle:
             self._futures[run_id] = fut
         return fut
 
-    def _after_run(self, job: Any) -> None:
-        """A run ended: start a catch-up run waiting for a free instance, if any."""
-        if job._backlog and job._running < job.policy.max_instances and not job._removed and not job._paused:
+    def _start_backlog(self, job: Any) -> None:
+        """A run ended: start a catch-up run (or a downstream run) waiting for a free instance, if any."""
+        if job._running >= job.policy.max_instances or job._removed or job._paused:
+            return
+        if job._backlog:
             nominal = job._backlog.pop(0)
             self.run_ids += 1
             job._runs += 1
-            self._start_one(job, self.run_ids, nominal, nominal)
+            self._start_one(job, self.run_ids, nominal, nominal, None, SCHEDULE, None, True)
+        else:
+            self._sched._start_ready(job)
 
     def cancel_all(self) -> list[asyncio.Task]:
         tasks = list(self.tasks)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -23,13 +23,15 @@ from .. import events as ev
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
+from ..clock import perf_counter
 from ..history import OUTCOME, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
-from ..triggers import Trigger, parse_trigger
+from ..triggers import SPEC_HELP, After, Trigger, parse_trigger
 from ._handover import LoopBinding
+from ._flow import FAILED, MAX_PENDING, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
 from ._planner import plan_fire
-from ._wheel import TimingWheel
+from ._wheel import SLICE_SECONDS, TimingWheel
 
 if TYPE_CHECKING:  # the engine talks to a store only through the protocol's methods
     from ..store.protocol import Store
@@ -109,6 +111,10 @@ class Scheduler:
         self._jobs: dict[str, Job] = {}
         self._trigger_cache: dict[tuple, Trigger] = {}
         self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
+        self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
+        self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
+        self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
+        self._flowing = False
         self._paused = False
         self._closed = False
         self._started = False
@@ -167,14 +173,17 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def add(self, func: Callable[[], Any], trigger: "str | Trigger", *, name: str | None = None,
+    def add(self, func: Callable[[], Any], trigger: "str | Trigger | None" = None, *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
-            start: datetime | None = None, end: datetime | None = None,
+            start: datetime | None = None, end: datetime | None = None, after: "str | Iterable[str] | None" = None,
             meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
-        ``"in 10m"``, ``"daily at 09:30"``) or a :class:`~nbsched.triggers.Trigger`.  ``name`` defaults
+        ``"in 10m"``, ``"daily at 09:30"``, ``"after prices, weather"``) or a
+        :class:`~nbsched.triggers.Trigger`; ``after="prices"`` (or a list of names) is the same as
+        ``"after prices"``.  A job runs on a time trigger or after other jobs, never both; after-jobs
+        take ``trigger_rule`` (Airflow's rules, default ``all_success``).  ``name`` defaults
         to the function's name; adding a job with an existing name **replaces** it and its history and
         results carry on.  ``now=True`` also runs it at once.  Other keywords are policy options (see
         :class:`~nbsched.job.JobPolicy`): ``retries``, ``timeout``, ``max_instances``, ``coalesce``,
@@ -199,9 +208,21 @@ class Scheduler:
             raise PolicyError(f"invalid job name {name!r}: use a non-empty string")
         zone = resolve_zone(tz) if tz is not None else self.tz
         t0 = self._time()
+        if after is not None:
+            if trigger is not None:
+                raise TriggerError(f"give either a trigger ({trigger!r}) or after={after!r}, not both: a job runs on a "
+                                   "time trigger or after other jobs")
+            trigger = After((after,) if isinstance(after, str) else tuple(after))
+        elif trigger is None:
+            raise TriggerError(f"add() needs a trigger: e.g. sched.add(func, 'every 5m') or after='upstream'; {SPEC_HELP}")
         trig = self._parse(trigger, zone, t0, start, end).anchored(t0)
+        if isinstance(trig, After):
+            self._check_upstreams(name, trig)
+        elif "trigger_rule" in options:
+            raise PolicyError(f"trigger_rule={options['trigger_rule']!r} applies to jobs that run after other jobs "
+                              f"('after NAME'), not to {trig.spec!r}")
         first = trig.next_timestamp(t0)
-        if first is None and not now:
+        if first is None and not now and not isinstance(trig, After):
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
@@ -244,13 +265,22 @@ class Scheduler:
             return self._binding.call("Scheduler.resume", self._resume_all)
         return self._binding.call("Scheduler.resume", self._resume, name)
 
-    def run_now(self, name: str) -> RunHandle:
-        """Run the job once, now (also when paused or finished).  ``await`` the handle for its value."""
-        return self._binding.call("Scheduler.run_now", self._run_now, name)
+    def run_now(self, name: str, *, downstream: bool = True) -> RunHandle:
+        """Run the job once, now (also when paused or finished).  ``await`` the handle for its value.
 
-    def remove(self, name: str) -> None:
-        """Remove the job.  A run in progress finishes and is recorded; its history stays queryable."""
-        self._binding.call("Scheduler.remove", self._remove, name)
+        The jobs after it run as well (reason ``upstream``); ``downstream=False`` runs this job alone."""
+        return self._binding.call("Scheduler.run_now", self._run_now, name, downstream)
+
+    def remove(self, name: str, *, cascade: bool = False) -> None:
+        """Remove the job.  A run in progress finishes and is recorded; its history stays queryable.
+
+        A job that others run after cannot be removed alone (the error names them): ``cascade=True``
+        removes them too."""
+        self._binding.call("Scheduler.remove", self._remove_cascade if cascade else self._remove, name)
+
+    def downstream_of(self, name: str) -> list[str]:
+        """The jobs that run after ``name`` (directly), in the order they were added."""
+        return list(self._downstream.get(name, ()))
 
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
@@ -270,6 +300,8 @@ class Scheduler:
         zone = resolve_zone(tz) if tz is not None else job.trigger.tz
         t0 = self._time()
         trig = parse_trigger(trigger, tz=zone, now=t0).anchored(t0)
+        if isinstance(trig, After):
+            self._check_upstreams(name, trig)
         return self._binding.call("Scheduler.reschedule", self._reschedule, job, trig)
 
     def modify(self, name: str, **options: Any) -> Job:
@@ -417,7 +449,7 @@ class Scheduler:
         return self._runs.future(run_id, self._binding.require("awaiting a run"))
 
     def _busy(self) -> bool:
-        return bool(self._runs.tasks) or self._wheel.busy
+        return bool(self._runs.tasks) or self._wheel.busy or bool(self._flow) or self._flowing
 
     def shutdown(self, wait: bool = False) -> "asyncio.Future[None] | None":
         """Stop all timers.  ``wait=False`` cancels running jobs (recorded ``cancelled``);
@@ -439,6 +471,7 @@ class Scheduler:
         if old is not None:
             self._detach(old)
         job = Job(self, name, func, trig, policy, meta, log_)
+        self._link(job)
         if persist is None:
             persist = self._store is not None and getattr(self._store, "persist_all", True)
         if persist and self._store is None:
@@ -449,6 +482,8 @@ class Scheduler:
         t0 = self._time()
         if paused:
             job._paused = True
+        elif isinstance(trig, After):
+            pass  # runs when its upstreams deliver
         else:
             first = trig.next_timestamp(t0)
             if first is not None and (policy.until is None or first <= policy.until):
@@ -478,16 +513,99 @@ class Scheduler:
             self._emit_simple(ev.SchedulerStarted)
         self._emit_job(ev.JobModified if replaced else ev.JobAdded, job.name)
 
+    def _link(self, job: Job) -> None:
+        """Wire an after-job to its upstreams (a fresh gate: a new definition starts a new round)."""
+        trig = job.trigger
+        if isinstance(trig, After):
+            self._gates[job.name] = Gate(trig.upstreams, job.policy.trigger_rule)
+            for up in trig.upstreams:
+                downs = self._downstream.setdefault(up, [])
+                if job.name not in downs:
+                    downs.append(job.name)
+
+    def _unlink(self, job: Job) -> None:
+        if self._gates.pop(job.name, None) is not None:
+            for up in job.trigger.upstreams:
+                downs = self._downstream.get(up)
+                if downs and job.name in downs:
+                    downs.remove(job.name)
+                    if not downs:
+                        del self._downstream[up]
+
+    def _check_upstreams(self, name: str | None, trig: After) -> None:
+        """Unknown upstreams, a job after itself, or a cycle: refused with the names."""
+        for up in trig.upstreams:
+            if up == name:
+                raise TriggerError(f"job {name!r} cannot run after itself: name other jobs in 'after ...'")
+            if up not in self._jobs:
+                raise TriggerError(f"unknown upstream job {up!r} in {trig.spec!r}: " + self._unknown(up).split(": ", 1)[1])
+        if name is None:
+            return
+        # Would `name` be reachable from its own upstreams?  Walk the upstream links (iteratively: a
+        # chain may be thousands of jobs long), remembering how each job was reached.
+        came_from: dict[str, str] = {up: name for up in trig.upstreams}
+        stack = list(trig.upstreams)
+        while stack:
+            current = stack.pop()
+            if current == name:
+                back, step = [], came_from[name]  # the jobs between, walked back towards the new job
+                while step != name:
+                    back.append(step)
+                    step = came_from[step]
+                cycle = " -> ".join([name, *reversed(back), name])
+                raise TriggerError(f"'after' would make a cycle: {cycle}; a job cannot (indirectly) run after itself")
+            job = self._jobs.get(current)
+            for up in (job.upstreams if job is not None else ()):
+                if up not in came_from:
+                    came_from[up] = current
+                    stack.append(up)
+
     def _detach(self, job: Job) -> None:
         job._removed = True
+        self._unlink(job)
         self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
                 fut.cancel()
         job._waiters = None
 
+    def _remove_cascade(self, name: str) -> None:
+        self.get(name)
+        order, seen, stack = [], {name}, [name]  # every job below, removed deepest first
+        while stack:
+            current = stack.pop()
+            order.append(current)
+            for down in self._downstream.get(current, ()):
+                if down not in seen and down in self._jobs:
+                    seen.add(down)
+                    stack.append(down)
+        for current in self._bottom_up(order):
+            self._remove(current)
+
+    def _bottom_up(self, names: list[str]) -> list[str]:
+        """``names`` ordered so every job comes after all the jobs that run after it."""
+        members, placed, out = set(names), set(), []
+        pending = list(names)
+        while pending:
+            rest = []
+            for n in pending:
+                if all(d in placed or d not in members for d in self._downstream.get(n, ())):
+                    placed.add(n)
+                    out.append(n)
+                else:
+                    rest.append(n)
+            if len(rest) == len(pending):  # cannot happen without a cycle; never loop forever
+                out.extend(rest)
+                break
+            pending = rest
+        return out
+
     def _remove(self, name: str) -> None:
         job = self.get(name)
+        downs = [d for d in self._downstream.get(name, ()) if d in self._jobs]
+        if downs:
+            raise PolicyError(f"cannot remove {name!r}: {', '.join(map(repr, downs))} run(s) after it; remove those "
+                              f"first, or remove({name!r}, cascade=True) (%schedule remove {name} --cascade) for all")
         del self._jobs[name]
         self._detach(job)
         self._version += 1
@@ -520,6 +638,8 @@ class Scheduler:
         if job._paused:
             job._paused = False
             self._changed(job)
+            if name in self._gates:  # an after-job resumes from now: a new round
+                self._gates[name] = Gate(job.trigger.upstreams, job.policy.trigger_rule)
             if not job._finished:
                 self._schedule_from_now(job)
             self._emit_job(ev.JobResumed, name)
@@ -533,11 +653,13 @@ class Scheduler:
         return stopped
 
     def _schedule_from_now(self, job: Job) -> None:
+        if isinstance(job.trigger, After):
+            return  # after-jobs have no fire times: they wait for deliveries
         nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
         else:
-            self._finish(job)
+            self._mark_finished(job)
 
     def _pause_all(self) -> None:
         if not self._paused:
@@ -564,7 +686,9 @@ class Scheduler:
                 self._schedule_from_now(job)
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
+        self._unlink(job)
         job.trigger = trig
+        self._link(job)
         job._finished = False
         job._key = None
         self._changed(job)
@@ -575,25 +699,28 @@ class Scheduler:
 
     def _modify(self, job: Job, policy: JobPolicy) -> Job:
         job.policy = policy
+        gate = self._gates.get(job.name)
+        if gate is not None:
+            gate.rule = policy.trigger_rule
         job.log.set_retention(policy.history_rows, policy.history_age)
         job.log.set_results_retention(policy.results_rows, policy.results_age)
         self._changed(job)
         self._emit_job(ev.JobModified, job.name)
         return job
 
-    def _finish(self, job: Job) -> None:
+    def _mark_finished(self, job: Job) -> None:
         self._wheel.take(job)
         if not job._finished:
             job._finished = True
             self._changed(job)
             self._emit_job(ev.JobFinished, job.name)
 
-    def _run_now(self, name: str) -> RunHandle:
+    def _run_now(self, name: str, downstream: bool = True) -> RunHandle:
         job = self.get(name)
         t0 = self._time()
         runs = self._runs
         runs.expect(runs.run_ids + 1)
-        run_id = runs.start_runs(job, [t0], t0, scheduled=False)
+        run_id = runs.start_runs(job, [t0], t0, scheduled=False, deliver=downstream)
         return RunHandle(self, name, run_id)
 
     # ======================================================================== internals: time
@@ -609,7 +736,7 @@ class Scheduler:
         planned = job._planned
         plan = plan_fire(job.trigger, job.policy, job._runs, nominal, planned, now)
         if plan.next is None:
-            self._finish(job)
+            self._mark_finished(job)
         else:
             self._schedule(job, plan.next)
         runs = self._runs
@@ -624,6 +751,79 @@ class Scheduler:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
+
+    # ======================================================================== internals: workflows
+    def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
+                   branch: tuple | None) -> None:
+        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
+        flow = self._flow
+        upstream = job.name
+        for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
+            out, note = outcome, None
+            if branch is not None and name not in branch:
+                out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
+            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note)))
+        if not self._flowing:
+            self._drain_flow()
+
+    def _drain_flow(self) -> None:
+        """Hand deliveries to downstream gates for at most a slice, then give the loop back.
+
+        One loop, not recursion: a chain of 1,000 plain functions runs inline here without growing
+        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires."""
+        self._flowing = True
+        flow = self._flow
+        deadline = perf_counter() + SLICE_SECONDS
+        try:
+            while flow:
+                self._deliver_one(*flow.popleft())
+                if perf_counter() > deadline and flow:
+                    self._binding.loop.call_soon(self._drain_flow)
+                    return
+        except BaseException:
+            log.exception("nbsched: internal error while handing runs to downstream jobs")
+        self._flowing = False
+        self._maybe_idle()
+
+    def _deliver_one(self, name: str, delivery: Delivery) -> None:
+        job = self._jobs.get(name)
+        gate = self._gates.get(name)
+        if job is None or gate is None or job._paused or gate.upstreams != job.trigger.upstreams:
+            return  # gone, paused (a paused downstream consumes nothing), or no longer after this upstream
+        runs = self._runs
+        decisions, overflow = gate.offer(delivery)
+        for lost in overflow:
+            runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
+                                f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
+        for what, scheduled, consumed in decisions:
+            if what == "run":
+                values = {up: d.value for up, d in consumed.items()}
+                if job._running < job.policy.max_instances and not gate.ready:
+                    runs.start_upstream_run(job, scheduled, values)
+                else:
+                    gate.ready.append((scheduled, values))  # waits for a free instance, in order
+                    if len(gate.ready) > MAX_PENDING:
+                        lost_at = gate.ready.popleft()[0]
+                        runs.record_not_run(job, lost_at, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
+                                            f"{name!r} waited for a free instance", deliver=False)
+            else:
+                runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed))
+
+    def _start_ready(self, job: Job) -> None:
+        """A downstream job has a free instance: start the oldest run waiting for one."""
+        gate = self._gates.get(job.name)
+        if gate is not None and gate.ready and job._running < job.policy.max_instances:
+            scheduled, values = gate.ready.popleft()
+            self._runs.start_upstream_run(job, scheduled, values)
+
+    def _check_branch(self, job: Job, branch: Any) -> Exception | None:
+        """A Branch naming jobs that do not run after ``job`` is the run's error (never ignored)."""
+        downs = self._downstream.get(job.name, [])
+        unknown = [t for t in branch.targets if t not in downs]
+        if not unknown:
+            return None
+        return ValueError(f"{branch!r} from job {job.name!r} names {', '.join(map(repr, unknown))}, which do not run "
+                          f"after it; its downstream jobs are {', '.join(map(repr, downs)) or 'none'}")
 
     def _maybe_idle(self) -> None:
         """Wake ``wait_idle()`` callers once nothing runs and nothing is due."""
@@ -657,7 +857,10 @@ class Scheduler:
             job._paused = item.paused
             policy = item.policy
             ts = item.resume_at
-            if item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
+            if isinstance(item.trigger, After):
+                self._link(job)
+                job._finished = item.finished
+            elif item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
             elif not item.paused:
@@ -758,6 +961,15 @@ class Scheduler:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else ("paused" if self._paused else "running")
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
+
+
+def _why(what: str, consumed: dict) -> str:
+    """The error column of a downstream run its rule did not let run."""
+    if what == "upstream_failed":
+        failed = [f"{up!r} ended {d.outcome}" for up, d in consumed.items() if d.outcome in FAILED]
+        return "upstream " + ", ".join(failed)
+    notes = [d.note or f"upstream {up!r} ended {d.outcome}" for up, d in consumed.items()]
+    return "; ".join(notes)
 
 
 _default: Scheduler | None = None

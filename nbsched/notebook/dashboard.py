@@ -60,15 +60,11 @@ from ..clock import zone_name
 from ..errors import NbschedError
 from ..history import Outcome
 
-try:
-    import anywidget
-    import ipywidgets
-    import traitlets
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"the nbsched dashboard needs ipywidgets and anywidget ({exc}): "
-        "pip install 'nbsched[notebook]' (or pip install anywidget ipywidgets)"
-    ) from exc
+# ipywidgets and anywidget are dependencies of nbsched (pyproject.toml): the card and the dashboard
+# are the notebook front end, not an add-on.  Only this package imports them, and only lazily.
+import anywidget
+import ipywidgets
+import traitlets
 
 __all__ = ["Dashboard", "DashboardStatistics", "ROW_FIELDS"]
 
@@ -709,11 +705,11 @@ def _static_rows(sched: Any, jobs: list, now: float):
 def _history_html(rows: list[tuple], tz: tzinfo, now: float) -> str:
     if not rows:
         return "<i>no runs yet</i>"
-    remote = any(r[8] is not None for r in rows)  # a worker column only for jobs that ran on a cluster
+    remote = any(r[9] is not None for r in rows)  # a worker column only for jobs that ran on a cluster
     out = ["<table class='nbsched-history'><thead><tr><th>run</th><th>scheduled</th><th>started</th>"
            "<th>duration</th><th>outcome</th><th>attempt</th>" + ("<th>worker</th>" if remote else "")
            + "<th>error</th></tr></thead><tbody>"]
-    for run_id, scheduled, started, finished, _lateness, outcome, attempt, err, worker in reversed(rows):
+    for run_id, scheduled, started, finished, _lateness, outcome, attempt, err, _reason, worker in reversed(rows):
         duration = None if started is None or finished is None else finished - started
         error = "" if err is None else f"{err.type}: {err.message}"
         where = f"<td>{escape(worker or '')}</td>" if remote else ""

@@ -20,7 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from .. import events as ev
 from .._durations import parse_duration
 from ..errors import NbschedError
-from ..job import COALESCE_CHOICES, Job
+from ..job import COALESCE_CHOICES, TRIGGER_RULES, Job
 from ..engine import Scheduler, get_scheduler
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
@@ -195,7 +195,7 @@ def _until(value: str, sched: Scheduler, tz: Any) -> float:
 class ScheduleMagics(Magics):
     @magic_arguments()
     @argument("SPEC", nargs="*", help="when to run: 'every 5m', 'cron 0 9 * * mon-fri', 'daily at 09:30', "
-                                       "'at 2026-12-01 09:00', 'in 10m' (see nbsched.parse_trigger)")
+                                       "'at 2026-12-01 09:00', 'in 10m', 'after prices' (see nbsched.parse_trigger)")
     @argument("--name", help="job name (default: derived from the cell, stable when the cell is re-run)")
     @argument("--tz", help="IANA time zone for cron/at/daily specs (default: the scheduler's, local)")
     @argument("--max-runs", type=int, help="stop after this many runs")
@@ -211,6 +211,8 @@ class ScheduleMagics(Magics):
                                                             "fire time (default), the earliest, or all")
     @argument("--misfire-grace", help="how late a run may start before it is recorded as missed")
     @argument("--executor", help="loop (default), thread, or a registered executor")
+    @argument("--rule", choices=TRIGGER_RULES, help="for 'after' jobs: when to run (Airflow's trigger rules; "
+                                                     "default all_success)")
     @argument("--now", action="store_true", help="also run once immediately")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
@@ -241,6 +243,8 @@ class ScheduleMagics(Magics):
                 options[key] = value
         if args.until is not None:
             options["until"] = _until(args.until, sched, args.tz)
+        if args.rule is not None:
+            options["trigger_rule"] = args.rule
         if args.into is not None and not args.into.isidentifier():
             raise UsageError(f"invalid --into {args.into!r}: give a Python variable name (e.g. --into prices)")
         if not cell.strip():
@@ -353,21 +357,26 @@ class ScheduleMagics(Magics):
         return self._card(sched, job.name)
 
     def _cmd_remove(self, sched, rest):
+        before = [j.name for j in sched.jobs]
         if rest == ["--all"]:
-            n = len(sched.jobs)
-            for name in [j.name for j in sched.jobs]:
-                sched.remove(name)
-                card = _state().cards.pop(name, None)
-                if card is not None:
-                    card.retire("removed")
-            print(f"removed {n} job(s)")
-            return None
-        job = self._one(sched, rest, "remove")
-        sched.remove(job.name)
-        card = _state().cards.pop(job.name, None)
-        if card is not None:
-            card.retire("removed")
-        print(f"removed job {job.name!r}")
+            for name in before:
+                if name in sched:
+                    sched.remove(name, cascade=True)
+        else:
+            cascade = "--cascade" in rest
+            job = self._one(sched, [r for r in rest if r != "--cascade"], "remove")
+            try:
+                sched.remove(job.name, cascade=cascade)
+            except NbschedError as exc:
+                raise UsageError(str(exc).replace(f"remove({job.name!r}, cascade=True) (%schedule remove "
+                                                  f"{job.name} --cascade)", f"%schedule remove {job.name} --cascade"))
+        gone = [name for name in before if name not in sched]
+        for name in gone:
+            card = _state().cards.pop(name, None)
+            if card is not None:
+                card.retire("removed")
+        print(f"removed {len(gone)} job(s)" if rest == ["--all"] else
+              "removed " + ", ".join(f"job {name!r}" for name in gone))
 
     def _cmd_history(self, sched, rest):
         if len(rest) > 1:

@@ -32,7 +32,7 @@ from ._leases import acquire_leases
 from ..errors import NbschedWarning, PolicyError
 from ..history import Outcome
 from ..job import JobPolicy, StoredJob
-from ..triggers import trigger_from_spec
+from ..triggers import trigger_from_dict
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -86,10 +86,10 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
             continue
         try:
             spec = json.loads(spec_json)
-            tkey = tuple(sorted(spec["trigger"].items()))
+            tkey = json.dumps(spec["trigger"], sort_keys=True)
             trig = trig_cache.get(tkey)
             if trig is None:
-                trig = trig_cache[tkey] = trigger_from_spec(spec["trigger"])
+                trig = trig_cache[tkey] = trigger_from_dict(spec["trigger"])
             pkey = tuple(sorted((k, _hashable(v)) for k, v in (spec.get("policy") or {}).items()))
             policy = policy_cache.get(pkey)
             if policy is None:  # frozen values: jobs with the same options share one

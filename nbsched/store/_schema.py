@@ -20,14 +20,17 @@ from urllib.parse import quote
 
 from ..errors import StoreError
 
-__all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES"]
+__all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES", "REASON_CODES"]
 
 #: ``PRAGMA application_id`` of nbsched stores ("nbsd"): tells our files from other SQLite files.
 APPLICATION_ID = 0x6E627364
 _MAGIC = b"SQLite format 3\x00"
 
 #: Stable integer codes for outcomes in the ``history.outcome`` column (never renumber).
-OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6}
+OUTCOME_CODES = {"success": 0, "error": 1, "missed": 2, "skipped": 3, "timeout": 4, "cancelled": 5, "interrupted": 6,
+                 "upstream_failed": 7}
+#: Stable integer codes for why a run happened, in the ``history.reason`` column (never renumber).
+REASON_CODES = {"schedule": 0, "manual": 1, "upstream": 2, "backfill": 3, "catchup": 4}
 
 
 
@@ -76,6 +79,11 @@ def _v1(conn: sqlite3.Connection) -> None:
     _execute_script(conn, script)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Version 2: why each run happened (``reason`` codes, one byte per row; NULL = all ``schedule``)."""
+    _execute_script(conn, "ALTER TABLE history ADD COLUMN reason BLOB")
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run ``;``-separated statements inside the caller's transaction (``executescript`` would COMMIT it)."""
     text = re.sub(r"--[^\n]*", "", script)
@@ -84,14 +92,14 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
-def _v2(conn: sqlite3.Connection) -> None:
-    """Version 2: which cluster worker ran each record (``executor='dask'``), as JSON {index: address}
+def _v3(conn: sqlite3.Connection) -> None:
+    """Version 3: which cluster worker ran each record (``executor='dask'``), as JSON {index: address}
     per chunk, NULL when every record of the chunk ran on this machine (older chunks read as NULL)."""
     conn.execute("ALTER TABLE history ADD COLUMN workers TEXT")
 
 
 #: One function per schema step; the file's ``user_version`` says how many have been applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 
 def schema_version() -> int:

@@ -1,4 +1,4 @@
-"""Turning a stored target (``Job.spec()["target"]``, plain JSON) back into a callable.
+"""Turning a stored target (``Job.definition()["target"]``, plain JSON) back into a callable.
 
 This is the only place where the store runs code, and it is reached only from
 :meth:`nbsched.Scheduler.restore` (an explicit call).  A target's ``kind`` picks its loader:

@@ -31,7 +31,7 @@ class Store(Protocol):
         """Start serving ``scheduler`` (one scheduler per store object)."""
 
     def on_job_saved(self, job: "Job") -> None:
-        """A persisted job was added or changed (definition via ``job.spec()``, state via its properties)."""
+        """A persisted job was added or changed (definition via ``job.definition()``, state via its properties)."""
 
     def on_job_removed(self, name: str) -> None:
         """A persisted job was removed (its history stays)."""

@@ -336,7 +336,7 @@ class SQLiteStore:
 
         import pandas as pd
 
-        from ..triggers import trigger_from_spec
+        from ..triggers import trigger_from_dict
 
         now = self._wall()
         rows = self._read("SELECT j.name, j.spec, j.paused, j.finished, j.runs, j.next_ts, "
@@ -349,7 +349,7 @@ class SQLiteStore:
             spec = json.loads(spec_json)
             target = spec.get("target") or {}
             try:
-                trigger = trigger_from_spec(spec["trigger"]).describe()
+                trigger = trigger_from_dict(spec["trigger"]).describe()
             except Exception as exc:  # shown, not raised: the listing is for looking
                 trigger = f"<unreadable trigger: {exc}>"
             out.append({"name": name, "trigger": trigger, "kind": target.get("kind"), "target": target_label(target),
@@ -401,7 +401,7 @@ class SQLiteStore:
             if len(self._targets) > 10_000:
                 self._targets.clear()
             self._targets[id(func)] = cached
-        return to_json({"name": job.name, "trigger": job.trigger.to_spec(), "policy": job.policy.to_dict(),
+        return to_json({"name": job.name, "trigger": job.trigger.to_dict(), "policy": job.policy.to_dict(),
                         "target": cached[1], "paused": job.paused, "meta": job.meta})
 
     def _take_pending_leases(self, conn: sqlite3.Connection, conn_lock: Any) -> None:
