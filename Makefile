@@ -41,6 +41,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_dask.py
 
 clean:
 	rm -rf $(VENV) $(VENV6) demo-out .pytest_cache

@@ -148,12 +148,9 @@ async def bare_steady(client, jobs: int, seconds: float) -> dict:
         nonlocal done_in_time, total
         futures = [client.submit(noop, pure=False) for _ in range(jobs)]
         total += jobs
-        try:
-            await asyncio.wait_for(client.gather(futures), 1.0)
-            done_in_time += jobs
-        except asyncio.TimeoutError:
-            done_in_time += sum(f.done() for f in futures)
-            await client.cancel(futures)
+        await asyncio.sleep(1.0)
+        done_in_time += sum(f.status == "finished" for f in futures)
+        await client.cancel([f for f in futures if f.status != "finished"], force=True)
 
     probe = Probe()
     start = loop.time()
@@ -178,7 +175,10 @@ async def steady(sched, jobs: int, seconds: float) -> dict:
     t1 = time.time()
     for i in range(jobs):
         sched.pause(f"steady-{i}")
-    await sched.wait_idle()
+    try:  # let runs started in the window finish (a saturated cluster may not: those are not counted)
+        await asyncio.wait_for(sched.wait_idle(), 5)
+    except asyncio.TimeoutError:
+        pass
     frame = sched.history()
     frame = frame[frame["job"].str.startswith("steady-")]
     scheduled = frame["scheduled_at"].map(lambda ts: ts.timestamp())
@@ -187,8 +187,6 @@ async def steady(sched, jobs: int, seconds: float) -> dict:
     started = window[window["outcome"].isin(["success", "error", "timeout"])]
     outcomes = window["outcome"].astype(str).value_counts().to_dict()
     durations = started["duration"].dt.total_seconds()
-    for i in range(jobs):
-        sched.remove(f"steady-{i}")
     return {"jobs": jobs, "seconds": round(t1 - t0, 2), "fires_pct": 100.0 * len(started) / expected,
             "outcomes": outcomes, "run_p50_ms": durations.median() * 1e3, "run_p99_ms": durations.quantile(0.99) * 1e3,
             "lateness_p99_ms": window["lateness"].dt.total_seconds().quantile(0.99) * 1e3,
@@ -214,7 +212,17 @@ async def fanout(sched, tasks: int, n: int) -> dict:
     return out
 
 
-async def _settle(client, timeout: float = 60.0) -> None:
+def _say(what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
+def _scheduler(client):
+    sched = nbsched.Scheduler()
+    sched.add_executor("dask", nbsched.DaskExecutor(client))
+    return sched
+
+
+async def _settle(client, timeout: float = 20.0) -> None:
     """Wait until the cluster has no tasks left and the client is connected."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -237,15 +245,20 @@ async def main_async(args) -> str:
     try:
         client = await Client(cluster.address, asynchronous=True, set_as_default=False)
         await client.wait_for_workers(cores)
-        sched = nbsched.Scheduler()
-        sched.add_executor("dask", nbsched.DaskExecutor(client))
         load0 = os.getloadavg()[0]
-        d = await dispatch(client, sched, 100 if args.quick else 400)
+        _say(f"cluster ready at {cluster.address}; load {load0:.2f}; dispatch overhead")
+        sched = _scheduler(client)
+        d = await dispatch(client, sched, 100 if args.quick else 200)
         jobs, seconds = (200, 5.0) if args.quick else (1000, 20.0)
+        _say(f"bare client.submit loop: {jobs} tasks every second for {seconds:g} s")
         b = await bare_steady(client, jobs, seconds)
         await _settle(client)
+        _say(f"nbsched: {jobs} jobs every 1 s on the dask executor for {seconds:g} s")
         s = await steady(sched, jobs, seconds)
+        sched.shutdown()  # cancels what still runs, here and on the cluster
         await _settle(client)  # a loaded machine may have dropped the client's connection: let it come back
+        sched = _scheduler(client)
+        _say("CPU fan-out: thread executor vs dask executor")
         f = await fanout(sched, 2 * cores, 1_500_000 if args.quick else 3_000_000)
         load1 = os.getloadavg()[0]
         sched.shutdown()
