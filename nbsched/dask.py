@@ -95,10 +95,11 @@ def run_on_worker(func: Callable[[], Any]) -> tuple[Any, str | None]:
 class DaskExecutor:
     """Runs jobs on a Dask cluster through an asynchronous ``distributed.Client``.
 
-    ``DaskExecutor(client, *, reconnect=True)``: ``client`` must be asynchronous
+    ``DaskExecutor(client, *, reconnect=True, connect_timeout=10.0)``: ``client`` must be asynchronous
     (``await Client(address, asynchronous=True)``) and created on the loop the scheduler runs on
     (in Jupyter: in a cell).  With ``reconnect`` (the default), when the client has closed itself after
-    losing the scheduler, the next run opens a new asynchronous client to the same address.
+    losing the scheduler, the next run opens a new asynchronous client to the same address (waiting at
+    most ``connect_timeout`` seconds; until then the runs are recorded as unreachable).
 
     Register it with ``sched.add_executor("dask", DaskExecutor(client))`` and pick it per job with
     ``executor="dask"``; ``resources={"GPU": 1}`` becomes a Dask resource restriction (the task waits
@@ -109,7 +110,8 @@ class DaskExecutor:
     #: Jobs on this executor may pass ``resources=``.
     supports_resources = True
 
-    def __init__(self, client: Any, *, reconnect: bool = True, address: str | None = None):
+    def __init__(self, client: Any, *, reconnect: bool = True, address: str | None = None,
+                 connect_timeout: float = 10.0):
         distributed = require_distributed("DaskExecutor")
         if not isinstance(client, distributed.Client):
             raise TypeError(
@@ -125,6 +127,7 @@ class DaskExecutor:
         self._distributed = distributed
         self.client = client
         self.reconnect = reconnect
+        self.connect_timeout = connect_timeout
         self._address = address or _scheduler_address(client)
         self._reconnecting: asyncio.Future | None = None
         self._starting: asyncio.Future | None = None
@@ -292,10 +295,8 @@ class DaskExecutor:
         raise self._unreachable(f"the client is {status!r}")
 
     async def _open_client(self) -> Any:
-        distributed = self._distributed
-        timeout = distributed.utils.parse_timedelta(distributed.config.get("distributed.comm.timeouts.connect"))
-        client = await distributed.Client(self.address, asynchronous=True, timeout=min(timeout, 5.0),
-                                          set_as_default=False)
+        client = await self._distributed.Client(self.address, asynchronous=True, timeout=self.connect_timeout,
+                                                set_as_default=False)
         self.client = client
         log.info("nbsched: reconnected to the Dask scheduler at %s", self.address)
         return client

@@ -463,12 +463,15 @@ async def test_scheduler_lost_runs_record_unreachable_and_resume_when_it_is_back
         outcome = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90  # generous: starting processes on a loaded machine takes a while
+        last = None
         while outcome is None and loop.time() < deadline:  # the next runs reach the restarted cluster
             try:
                 outcome = await sched.run_now("ping")
-            except ClusterUnreachableError:
+            except ClusterUnreachableError as exc:
+                last = exc
                 await asyncio.sleep(0.2)
-        assert isinstance(outcome, int)
+        assert isinstance(outcome, int), f"no run reached the restarted cluster; last error: {last}\n" + "\n".join(
+            f"--- {log.name}:\n" + log.read_text()[-1500:] for log in sorted(tmp_path.glob("*.log")))
         frame = sched.history("ping")
         assert list(frame["outcome"])[0] == "success" and list(frame["outcome"])[-1] == "success"
         assert set(frame["error_type"].dropna()) == {"ClusterUnreachableError"}
