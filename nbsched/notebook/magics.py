@@ -48,10 +48,23 @@ class _KernelState:
         self.subscription = None
         self.refresher = None
         self.cluster = None  # a LocalCluster started by %schedule cluster (closed with the scheduler)
+        self.client = None  # the asynchronous client %schedule cluster opened
 
     def close_cluster(self) -> None:
         """Close the cluster %schedule cluster started (an existing cluster is left running)."""
         cluster, self.cluster = self.cluster, None
+        client, self.client = self.client, None
+        if client is not None and client.status not in ("closed", "closing"):
+            import asyncio
+
+            closing = None
+            try:
+                closing = client.close()  # an asynchronous client returns the coroutine to run
+                if inspect.isawaitable(closing):
+                    asyncio.ensure_future(closing)
+            except Exception:  # noqa: BLE001 - best effort (no running loop: the kernel is going away)
+                if inspect.iscoroutine(closing):
+                    closing.close()
         if cluster is not None:
             try:
                 cluster.close()
@@ -424,7 +437,7 @@ class ScheduleMagics(Magics):
         if isinstance(old, DaskExecutor):
             old.shutdown()
         st.close_cluster()
-        st.cluster = cluster
+        st.cluster, st.client = cluster, client
         if cluster is not None:
             workers = cluster.scheduler_info.get("workers", {})
             threads = sum(w.get("nthreads", 0) for w in workers.values())
