@@ -15,6 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) --upgrade pip
 	$(PIP) -e '.[test,notebook,browser,bench]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbsched)" >/dev/null
+	touch $@ $(VENV)/.demo-installed
+
+# What the demo needs and nothing more (no test, browser or bench extras); `make setup` covers it too.
+$(VENV)/.demo-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[notebook]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbsched)" >/dev/null
 	touch $@
 
 # A second environment with ipykernel 6.29, so the kernel tests run on both major versions.
@@ -29,7 +37,7 @@ $(VENV6)/.installed: pyproject.toml
 chromium:
 	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-demo: setup
+demo: $(VENV)/.demo-installed
 	$(BIN)/nbsched run notebooks/quickstart.ipynb --for 20s --out demo-out
 
 test: setup setup-ipykernel6 chromium
@@ -41,6 +49,9 @@ test-fast: setup
 bench: setup
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_backfill.py
+	$(BIN)/python bench/bench_watch.py
+	$(BIN)/python bench/bench_flow.py
 	$(BIN)/python bench/bench_dask.py
 
 clean:

@@ -31,20 +31,22 @@ from .errors import (
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
 from .context import Branch, RunContext, Skip, current_run
 from .history import Outcome, RunRecord
+from .notebook_files import NotebookCellError, NotebookFileError
 from .job import Job, JobPolicy, JobState
 from .engine import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
-from .triggers import After, Cron, Date, Interval, Trigger, parse_trigger
+from .triggers import After, Cron, Date, Interval, OnFile, Trigger, parse_trigger
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
-    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "parse_duration",
+    "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "parse_duration",
     "current_run", "RunContext", "Branch", "Skip",
     "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
     "events",
     "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
     "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
+    "NotebookFileError", "NotebookCellError",
     "ClusterUnreachableError", "WorkerDiedError",
     "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Union
+from typing import Any, Union
 
 from .errors import DurationError
 
@@ -19,7 +19,13 @@ _UNITS = {
     "w": 604800.0, "wk": 604800.0, "week": 604800.0, "weeks": 604800.0,
 }
 UNIT_HELP = "units: ms, s, m, h, d, w (or their long names: seconds, minutes, ...), e.g. '30s', '5m', '1h30m', '250ms', '0.5s'"
-_PART = re.compile(r"\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*([a-zA-Z]+)\s*")
+_PART = re.compile(r"\s*(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([a-zA-Z]+)\s*")
+
+#: The longest duration nbsched accepts: 100 years (36,525 days).  Longer lengths cannot be turned
+#: into dates on every platform (``every 3000000000000s`` would land in the year 97092) and are
+#: certainly a typo.
+MAX_SECONDS = 36_525 * 86_400.0
+MAX_HELP = "100 years (36525d, 3155760000s)"
 
 
 def parse_duration(value: DurationLike, *, what: str = "duration", allow_zero: bool = False) -> float:
@@ -32,7 +38,10 @@ def parse_duration(value: DurationLike, *, what: str = "duration", allow_zero: b
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     elif isinstance(value, str):
         seconds = _parse_text(value, what)
     else:
@@ -40,12 +49,23 @@ def parse_duration(value: DurationLike, *, what: str = "duration", allow_zero: b
             f"invalid {what} {value!r} ({type(value).__name__}): give seconds as a number, a timedelta "
             f"or a string ({UNIT_HELP})"
         )
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise DurationError(f"invalid {what} {value!r}: must be a finite length of time ({UNIT_HELP})")
+    if math.isnan(seconds):
+        raise DurationError(f"invalid {what} {_show(value)}: must be a finite length of time ({UNIT_HELP})")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         bound = "zero or more" if allow_zero else "more than zero"
-        raise DurationError(f"invalid {what} {value!r}: must be {bound} ({UNIT_HELP})")
+        raise DurationError(f"invalid {what} {_show(value)}: must be {bound} ({UNIT_HELP})")
+    if seconds > MAX_SECONDS:
+        raise DurationError(f"invalid {what} {_show(value)}: too long; the largest allowed is {MAX_HELP}")
     return seconds
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, shortened: a 5,000-digit number must not become a 5,000-digit message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        return f"<a number of about {int(value.bit_length() * 0.30103)} digits>"
+    return text if len(text) <= 60 else text[:40] + "..." + text[-10:]
 
 
 def _parse_text(text: str, what: str) -> float:

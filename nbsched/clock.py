@@ -15,8 +15,10 @@ A clock does three things for the scheduler:
 * ``sleep(seconds)`` - an awaitable pause (retry delays, timeouts).
 
 The system clock arms timers on the running asyncio loop.  Wall time and the loop's monotonic time
-can drift apart (a laptop suspended for an hour): timers are therefore never armed more than
-:data:`MAX_TIMER_HORIZON` seconds ahead; when such a timer fires early the scheduler simply re-arms.
+can drift apart (a laptop suspended for an hour, NTP stepping the clock): a timer further ahead than
+:data:`MAX_TIMER_HORIZON` is armed for that long and re-armed for what remains of the wall time, so
+it fires at its wall time, never early.  ``elapsed()`` gives time nobody sets; the scheduler compares
+it with ``time()`` at least every ``wake_interval`` seconds to notice a step of the wall clock.
 """
 from __future__ import annotations
 
@@ -40,8 +42,15 @@ def sleep_blocking(seconds: float) -> None:
     _time.sleep(max(0.0, seconds))
 
 
-#: Timers further ahead than this are armed for this long and re-armed (wall-clock jumps).
+#: Timers further ahead than this are armed for this long, then re-armed for what remains of the wall
+#: time (so a timer follows the wall clock when it is stepped, and fires at its time, never early).
 MAX_TIMER_HORIZON = 30.0
+
+if hasattr(_time, "CLOCK_BOOTTIME"):
+    def _elapsed() -> float:
+        return _time.clock_gettime(_time.CLOCK_BOOTTIME)
+else:  # pragma: no cover - not Linux
+    _elapsed = _time.monotonic
 
 
 class TimerHandle(Protocol):
@@ -71,8 +80,16 @@ class SystemClock:
     #: an instant fires up to about a millisecond late.
     timer_slack = 0.001
 
+    #: The scheduler wakes at least this often while jobs wait, to notice a step of the wall clock.
+    wake_interval = 1.0
+
     def time(self) -> float:
         return _time.time()
+
+    def elapsed(self) -> float:
+        """Seconds on a clock nobody sets (it counts a suspended machine's sleep too, as the wall clock
+        does): ``time() - elapsed()`` changes only when the wall clock is stepped."""
+        return _elapsed()
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -82,15 +99,39 @@ class SystemClock:
         if loop is None:
             loop = asyncio.get_running_loop()
         delay = when - _time.time()
-        if delay > MAX_TIMER_HORIZON:
-            delay = MAX_TIMER_HORIZON
-        return loop.call_at(loop.time() + delay, callback)
+        if delay <= MAX_TIMER_HORIZON:
+            return loop.call_at(loop.time() + delay, callback)
+        return _WallTimer(loop, when, callback)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+class _WallTimer:
+    """A timer for a wall time more than MAX_TIMER_HORIZON ahead: re-armed until the wall clock gets
+    there (the loop's own timers count elapsed time, which a step of the wall clock does not move)."""
+
+    __slots__ = ("_loop", "_when", "_callback", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float, callback: Callable[[], None]):
+        self._loop = loop
+        self._when = when
+        self._callback = callback
+        self._arm()
+
+    def _arm(self) -> None:
+        delay = self._when - _time.time()
+        loop = self._loop
+        if delay > MAX_TIMER_HORIZON:
+            self._handle = loop.call_at(loop.time() + MAX_TIMER_HORIZON, self._arm)
+        else:
+            self._handle = loop.call_at(loop.time() + max(0.0, delay), self._callback)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 def to_timestamp(value: datetime) -> float:

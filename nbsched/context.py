@@ -13,6 +13,7 @@ import contextvars
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -29,14 +30,31 @@ class NotInRunError(NbschedError, LookupError):
 
 @dataclass(frozen=True)
 class RunContext:
-    """The run this code is part of (see :func:`current_run`)."""
+    """The run this code is part of (see :func:`current_run`).
+
+    ``scheduled_at`` is the run's logical time: its fire time (for a backfill or catch-up run, the
+    fire time it stands for), or for a downstream run the upstream runs' (the latest of a join).
+    ``data_interval`` is ``(start, end)``: from the trigger's previous fire time to this one
+    (downstream runs inherit it).  ``upstream`` maps upstream job names to what their consumed runs
+    returned (the objects themselves); ``changed`` lists the files that fired an ``on file`` job.
+    """
 
     job: str
     run_id: int
     attempt: int
-    scheduled_at: datetime  # the logical time: the fire time, or the upstream runs' (the latest of a join)
+    scheduled_at: datetime
     reason: str  # schedule, manual, upstream, backfill or catchup
-    upstream: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)  # upstream name -> its consumed run's value
+    upstream: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    changed: tuple = ()
+    _interval_source: Any = field(default=None, repr=False, compare=False)  # (trigger, start or None)
+
+    @cached_property
+    def data_interval(self) -> tuple[datetime, datetime]:
+        end = self.scheduled_at
+        trigger, start = self._interval_source or (None, None)
+        if start is None and trigger is not None:
+            start = trigger.previous_timestamp(end.timestamp())
+        return (end if start is None else datetime.fromtimestamp(start, end.tzinfo), end)
 
 
 class Branch:
@@ -67,9 +85,33 @@ _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("nbsched_r
 _inline: list = [None, 0, 0.0, "", None, 0]  # ... and the thread that is running it
 
 
+class RunInputs:
+    """What a run gets besides its function: upstream values, the data interval's source, changed files."""
+
+    __slots__ = ("values", "trigger", "interval_start", "changed")
+
+    def __init__(self, values: dict | None = None, trigger: Any = None, interval_start: float | None = None,
+                 changed: tuple = ()):
+        self.values = values
+        self.trigger = trigger  # whose previous fire time starts the data interval (None: the job's own)
+        self.interval_start = interval_start
+        self.changed = changed
+
+
+def make_context(job: Any, run_id: int, attempt: int, nominal: float, reason: str,
+                 inputs: "RunInputs | None") -> RunContext:
+    """The :class:`RunContext` of a run (built only when someone asks, or once per Task run)."""
+    when = datetime.fromtimestamp(nominal, job.scheduler.tz)
+    if inputs is None:
+        return RunContext(job.name, run_id, attempt, when, reason, _EMPTY, (), (job.trigger, None))
+    return RunContext(job.name, run_id, attempt, when, reason,
+                      MappingProxyType(inputs.values) if inputs.values else _EMPTY, inputs.changed,
+                      (inputs.trigger or job.trigger, inputs.interval_start))
+
+
 def current_run() -> RunContext:
     """The :class:`RunContext` of the run this code belongs to; :class:`NotInRunError` outside a run."""
-    job, run_id, nominal, reason, upstream, thread = _inline
+    job, run_id, nominal, reason, inputs, thread = _inline
     if job is None or (thread is not None and thread != threading.get_ident()):  # a Task's (or thread's) run?
         ctx = _current.get(None)
         if ctx is not None:
@@ -77,5 +119,4 @@ def current_run() -> RunContext:
         raise NotInRunError(
             "current_run() works only inside a run of a job (a scheduled function, coroutine or %%schedule cell); "
             "here no job is running")
-    return RunContext(job.name, run_id, 1, datetime.fromtimestamp(nominal, job.scheduler.tz), reason,
-                      MappingProxyType(upstream) if upstream else _EMPTY)
+    return make_context(job, run_id, 1, nominal, reason, inputs)

@@ -10,8 +10,17 @@ Subscribe with :meth:`nbsched.Scheduler.subscribe`::
     sub.unsubscribe()
 
 ``kinds`` takes event classes (a base class such as :class:`JobEvent` selects all its subclasses).
-A listener that raises is logged (logger ``nbsched``) and never breaks the scheduler.  Coroutine
-listeners are run as tasks on the scheduler's loop.  Events are built only when someone listens.
+Events are built only when someone listens.
+
+What a listener cannot do to the scheduler:
+
+* **Raise.**  Any exception - ``KeyboardInterrupt`` and ``SystemExit`` (``sys.exit()``) included - is
+  logged (logger ``nbsched``) and swallowed: it never ends the scheduler, ``asyncio.run`` or a kernel.
+* **Hang.**  Coroutine listeners run as tasks on the scheduler's loop, outside the scheduler's work:
+  ``wait_idle()`` and ``shutdown(wait=True)`` never wait for them (shutdown cancels them).  Each call
+  is cancelled after :data:`LISTENER_TIMEOUT` seconds (the scheduler's clock), logged.
+* **Pile up.**  At most :data:`LISTENER_MAX_PENDING` calls of one coroutine listener run at once; events
+  for it beyond that are dropped, counted in ``Subscription.dropped`` and logged with the count.
 """
 from __future__ import annotations
 
@@ -26,12 +35,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Event", "SchedulerEvent", "SchedulerStarted", "SchedulerPaused", "SchedulerResumed", "SchedulerShutdown",
+    "ClockJumped",
     "JobEvent", "JobAdded", "JobModified", "JobRemoved", "JobPaused", "JobResumed", "JobFinished",
     "JobSubmitted", "JobExecuted", "JobFailed", "JobMissed", "JobMaxInstancesReached", "JobRetried",
     "JobTimedOut", "JobCancelled", "JobInterrupted", "JobSkipped", "JobUpstreamFailed", "Subscription", "EventBus",
+    "LISTENER_TIMEOUT", "LISTENER_MAX_PENDING",
 ]
 
 log = logging.getLogger("nbsched")
+
+#: Seconds an async listener's call may take before it is cancelled (and logged).
+LISTENER_TIMEOUT = 30.0
+#: Calls of one async listener running at once; events beyond that are dropped for it (counted).
+LISTENER_MAX_PENDING = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,16 @@ class SchedulerResumed(SchedulerEvent):
 @dataclass(frozen=True)
 class SchedulerShutdown(SchedulerEvent):
     pass
+
+
+@dataclass(frozen=True)
+class ClockJumped(SchedulerEvent):
+    """The wall clock was stepped by ``by`` (negative: back), e.g. by NTP or a resumed VM.
+
+    Interval jobs keep measuring elapsed time (their fire times moved with the clock); cron and
+    ``at`` jobs follow the wall clock (a step forward makes their skipped fire times overdue)."""
+
+    by: timedelta
 
 
 @dataclass(frozen=True)
@@ -183,6 +209,12 @@ class Subscription:
         self._bus = bus
         self.callback = callback
         self.kinds = kinds
+        #: Calls of this (async) listener still running.
+        self.pending = 0
+        #: Events not delivered because :data:`LISTENER_MAX_PENDING` calls were still running.
+        self.dropped = 0
+        #: Calls cancelled after :data:`LISTENER_TIMEOUT` seconds.
+        self.timed_out = 0
 
     def unsubscribe(self) -> None:
         self._bus._remove(self)
@@ -239,8 +271,37 @@ class EventBus:
             if isinstance(event, sub.kinds):
                 try:
                     result = sub.callback(event)
-                    if inspect.isawaitable(result) and self._spawn is not None:
-                        self._spawn(result)
-                except Exception:
+                    if inspect.isawaitable(result):
+                        self._start(sub, result)
+                except BaseException:  # noqa: BLE001 - sys.exit() in a listener must not end a kernel
                     log.exception("nbsched: event listener %r failed on %s (the scheduler carries on)",
                                   sub.callback, type(event).__name__)
+
+    def _start(self, sub: Subscription, awaitable: Any) -> None:
+        if self._spawn is None or sub.pending >= LISTENER_MAX_PENDING:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: no "never awaited" warning
+            if self._spawn is not None:
+                sub.dropped += 1
+                if sub.dropped == 1 or sub.dropped % 1000 == 0:
+                    log.warning("nbsched: async listener %r still has %d calls running: %d events dropped for it "
+                                "so far (make it faster, or let it hand work to a queue)",
+                                sub.callback, sub.pending, sub.dropped)
+            return
+        sub.pending += 1
+        self._spawn(awaitable, sub)
+
+
+async def run_listener(sub: Subscription, awaitable: Any) -> None:
+    """Await one async listener call; nothing it raises escapes (see the module docstring)."""
+    try:
+        await awaitable
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: never ends the loop
+        import asyncio
+
+        if isinstance(exc, asyncio.CancelledError):
+            return  # timed out (logged by whoever cancelled it) or shut down
+        log.error("nbsched: async event listener %r failed (the scheduler carries on)", sub.callback,
+                  exc_info=exc)
+    finally:
+        sub.pending -= 1

@@ -175,7 +175,15 @@ class RunLog:
                worker: str | None = None) -> tuple:
         """Append one row (the only place rows are built); returns the stored tuple."""
         row = (run_id, scheduled, started, finished, lateness, outcome, attempt, error, reason, worker)
-        self.append(row)
+        rows = self._rows  # append() inlined: this runs on every fire
+        if rows is None:
+            rows = self._rows = deque(maxlen=self._max_rows)
+        rows.append(row)
+        self._frame = None
+        if self.max_age is not None:
+            horizon = scheduled - self.max_age
+            while rows and rows[0][1] < horizon:
+                rows.popleft()
         return row
 
     def prepend(self, rows: list[tuple]) -> None:

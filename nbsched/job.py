@@ -57,6 +57,9 @@ class JobPolicy:
     - ``resources``: what one run needs on a cluster worker, e.g. ``{"GPU": 1}`` (executors that
       support it, such as ``dask``: a Dask resource restriction).  Held as sorted ``(name, amount)`` pairs.
     - ``history_rows``/``history_age``, ``results_rows``/``results_age``: retention.
+    - ``catchup``: with a ``start`` in the past, run every fire time from ``start`` to now first
+      (reason ``catchup``, oldest first, ``max_active_runs`` at a time); after a restore, run the fire
+      times missed while the kernel was down instead of recording them missed.
     - ``trigger_rule``: for jobs that run after other jobs, when they run (one of :data:`TRIGGER_RULES`,
       Airflow's names and meanings; default ``all_success``).
     """
@@ -79,6 +82,8 @@ class JobPolicy:
     results_rows: int | None = 10_000
     results_age: float | None = None
     trigger_rule: str = "all_success"
+    catchup: bool = False
+    max_active_runs: int = 1
 
     @classmethod
     def names(cls) -> list[str]:
@@ -151,8 +156,12 @@ def _check(key: str, value: Any) -> Any:
     from .errors import DurationError
 
     try:
-        if key == "max_instances":
+        if key in ("max_instances", "max_active_runs"):
             return _int(key, value, 1, False)
+        if key == "catchup":
+            if not isinstance(value, bool):
+                raise PolicyError(f"invalid catchup {value!r}: True or False")
+            return value
         if key in ("max_runs",):
             return _int(key, value, 1, True)
         if key in ("retries",):
@@ -217,7 +226,7 @@ class Job:
         "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed", "_persist",
         "_running", "_runs", "_successes", "_failures", "_missed", "_skipped",
         "_last_outcome", "_last_started", "_last_finished", "_last_error",
-        "_backlog", "_run_tasks", "_waiters", "output", "__weakref__",
+        "_backlog", "_run_tasks", "_waiters", "_batch_running", "output", "__weakref__",
     )
 
     def __init__(self, scheduler: "Scheduler", name: str, func: Callable[[], Any], trigger: "Trigger",
@@ -252,6 +261,7 @@ class Job:
         self._backlog: list[float] | None = None
         self._run_tasks: set | None = None
         self._waiters: list | None = None
+        self._batch_running = 0  # runs of a backfill or catch-up in progress (outside max_instances)
         #: Where the job's output goes in a kernel (set by the %%schedule magic; None for API jobs).
         #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched.notebook.kernel.OutputSink.
         self.output: Any = None

@@ -39,16 +39,26 @@ class _FakeTimer:
 class FakeClock:
     """A clock that only moves when told to (:meth:`advance`, :meth:`set`)."""
 
-    def __init__(self, start: datetime | float | None = None):
+    def __init__(self, start: datetime | float | None = None, *, wake_interval: float | None = None):
+        #: Like ``SystemClock.wake_interval``: the scheduler wakes at least this often while jobs wait
+        #: (to notice :meth:`step`).  None (default): it wakes only when something is due.
+        self.wake_interval = wake_interval
         if start is None:
             start = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
         self._now = to_timestamp(start) if isinstance(start, datetime) else float(start)
+        self._offset = self._now  # wall time minus elapsed time: changes only on step()
+        # timers wait in elapsed time (as the loop's timers do): (elapsed deadline, seq, timer)
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._seq = itertools.count()
 
     # -- the Clock protocol ------------------------------------------------------------------------
     def time(self) -> float:
         return self._now
+
+    def elapsed(self) -> float:
+        """Elapsed seconds (see :meth:`nbsched.clock.SystemClock.elapsed`): moved by advance() and
+        jump(), not by step()."""
+        return self._now - self._offset
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now, timezone.utc)
@@ -57,8 +67,11 @@ class FakeClock:
     timer_slack = 0.0
 
     def call_at(self, when: float, callback: Callable[[], None], loop: object = None) -> _FakeTimer:
-        timer = _FakeTimer(when, callback)
-        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        # like a loop timer: armed for a delay, so it fires after that much elapsed time whatever the
+        # wall clock does meanwhile
+        deadline = when - self._offset
+        timer = _FakeTimer(deadline, callback)
+        heapq.heappush(self._timers, (deadline, next(self._seq), timer))
         return timer
 
     async def sleep(self, seconds: float) -> None:
@@ -79,17 +92,17 @@ class FakeClock:
     async def advance(self, seconds: DurationLike) -> None:
         """Move time forward by ``seconds`` (``"5m"``, ``90``, a timedelta), firing due timers in order."""
         step = parse_duration(seconds, what="advance", allow_zero=True)
-        target = self._now + step
+        target = self.elapsed() + step  # in elapsed time: a step() meanwhile does not move it
         await self._settle()
         while True:
             timer = self._pop_due(target)
             if timer is None:
                 break
-            if timer.when > self._now:
-                self._now = timer.when
+            if timer.when > self.elapsed():
+                self._now = timer.when + self._offset
             timer.callback()
             await self._settle()
-        self._now = target
+        self._now = target + self._offset
         await self._settle()
 
     async def set(self, when: datetime) -> None:
@@ -102,6 +115,12 @@ class FakeClock:
     def jump(self, seconds: float) -> None:
         """Move time forward WITHOUT firing timers (simulates a loop blocked by a cell, or a suspend)."""
         self._now += seconds
+
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (negative: back) without any time elapsing - what NTP or a
+        resumed VM does to the real clock.  Timers keep waiting in elapsed time."""
+        self._now += seconds
+        self._offset += seconds
 
     def _pop_due(self, target: float) -> _FakeTimer | None:
         timers = self._timers

@@ -40,11 +40,17 @@ from ._durations import UNIT_HELP, format_duration, parse_duration
 from .clock import resolve_zone, to_timestamp, zone_name
 from .errors import DurationError, TriggerError
 
-__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "trigger_from_dict", "trigger_from_spec", "TriggerLike", "SPEC_HELP"]
+__all__ = ["Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "trigger_from_dict",
+           "trigger_from_spec", "TriggerLike", "SPEC_HELP", "MIN_INTERVAL"]
+
+#: The shortest interval: the scheduler keeps due jobs in 1 ms buckets (its timing wheel), so a
+#: shorter interval could not be honoured - it would fire every bucket and record the rest missed.
+MIN_INTERVAL = 0.001
 
 SPEC_HELP = (
     "valid forms: 'every 5m', 'every 1h30m', 'every 250ms', 'cron */5 * * * *', 'cron 0 9 * * mon-fri', "
-    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00', 'after prices'"
+    "'@daily', 'at 2026-12-01 09:00', 'in 10m', 'daily at 09:30', 'weekdays at 18:00', 'after prices', "
+    "'on file data/*.csv'"
 )
 
 
@@ -73,6 +79,23 @@ class Trigger:
         """This trigger with relative parts fixed to ``now`` (POSIX seconds).  Most triggers are absolute."""
         return self
 
+    def previous_timestamp(self, before: float) -> float | None:
+        """The last fire time strictly before ``before`` (POSIX seconds), or None (a data interval's start).
+
+        Found by looking back over a window that doubles (a minute, two, ... up to about two years)
+        and stepping forward with :meth:`next_timestamp`, so it follows the same DST policy."""
+        window = 60.0
+        while window <= 2 * 366 * 86400.0:
+            ts = self.next_timestamp(before - window)
+            last = None
+            while ts is not None and ts < before:
+                last = ts
+                ts = self.next_timestamp(ts)
+            if last is not None:
+                return last
+            window *= 2
+        return None
+
     def preview(self, n: int, after: datetime) -> list[datetime]:
         """The next ``n`` fire times after ``after``."""
         out: list[datetime] = []
@@ -84,6 +107,19 @@ class Trigger:
             out.append(datetime.fromtimestamp(nxt, self.tz))
             ts = nxt
         return out
+
+    def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
+        """How many fire times fall in ``(after, until]``, and the last ``keep`` of them (oldest first)."""
+        from collections import deque
+
+        last: deque = deque(maxlen=keep)
+        count = 0
+        ts = self.next_timestamp(after)
+        while ts is not None and ts <= until:
+            count += 1
+            last.append(ts)
+            ts = self.next_timestamp(ts)
+        return count, list(last)
 
     def describe(self) -> str:
         """The trigger in words (for cards and the dashboard)."""
@@ -129,6 +165,11 @@ class Interval(Trigger):
 
     def __post_init__(self) -> None:
         secs = parse_duration(self.seconds, what="interval")
+        if secs < MIN_INTERVAL:
+            raise TriggerError(
+                f"invalid interval {self.seconds!r} ({format_duration(secs)}): shorter than the scheduler's "
+                f"resolution; the smallest allowed interval is {format_duration(MIN_INTERVAL)} (e.g. 'every 1ms', 'every 0.5s')"
+            )
         object.__setattr__(self, "seconds", secs)
         object.__setattr__(self, "_start", None if self.start is None else to_timestamp(self.start))
         object.__setattr__(self, "_end", None if self.end is None else to_timestamp(self.end))
@@ -150,6 +191,15 @@ class Interval(Trigger):
         set_(copy, "_end", self._end)
         return copy
 
+    def previous_timestamp(self, before: float) -> float | None:
+        start = self._start
+        if start is None:
+            return before - self.seconds
+        if before <= start:
+            return start - self.seconds  # the first fire's interval starts one period before it
+        k = math.ceil((before - start) / self.seconds - 1e-9) - 1
+        return start + k * self.seconds
+
     def next_timestamp(self, after: float) -> float | None:
         start = self._start
         every = self.seconds
@@ -168,6 +218,33 @@ class Interval(Trigger):
         if end is not None and nxt > end:
             return None
         return nxt
+
+    def shifted(self, seconds: float) -> "Interval":
+        """This interval with its rhythm moved by ``seconds`` (the scheduler keeps intervals in elapsed
+        time when the wall clock is stepped); ``end`` stays a wall-clock bound."""
+        if self._start is None:
+            return self
+        return Interval(self.seconds, start=datetime.fromtimestamp(self._start + seconds, self.tz), end=self.end,
+                        tz=self.tz)
+
+    def fires_between(self, after: float, until: float, keep: int) -> tuple[int, list[float]]:
+        """:meth:`Trigger.fires_between` by arithmetic: a day of 'every 1ms' costs no more than one fire."""
+        first = self.next_timestamp(after)
+        if self._end is not None:
+            until = min(until, self._end)
+        if first is None or first > until:
+            return 0, []
+        every = self.seconds
+        if self._start is None:  # unanchored: fires every `seconds` from `after`
+            base, k0 = after, 1
+        else:
+            base = self._start
+            k0 = round((first - base) / every)
+        k1 = math.floor((until - base) / every + 1e-9)
+        while base + k1 * every > until + 1e-9:
+            k1 -= 1
+        count = max(0, k1 - k0 + 1)
+        return count, [base + k * every for k in range(max(k0, k1 - keep + 1), k1 + 1)]
 
     def describe(self) -> str:
         text = f"every {format_duration(self.seconds)}"
@@ -250,6 +327,43 @@ class After(Trigger):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "after", "upstreams": list(self.upstreams)}
+
+
+# ------------------------------------------------------------------------------------------- files
+@dataclass(frozen=True, eq=True, slots=True)
+class OnFile(Trigger):
+    """When new data lands: files matching ``pattern`` (a glob, ``**`` allowed) created or modified and
+    then unchanged for ``debounce`` seconds, once per batch (see :mod:`nbsched.watch`).  A relative
+    pattern is made absolute against the working directory when the trigger is made.  It has no fire
+    times of its own: ``next_timestamp`` is always None."""
+
+    pattern: str
+    debounce: float = 1.0
+    tz: tzinfo = field(default=timezone.utc, compare=False)
+    kind: ClassVar[str] = "file"
+
+    def __post_init__(self) -> None:
+        from .watch import check_pattern  # the watcher owns what a pattern may be
+
+        object.__setattr__(self, "pattern", check_pattern(self.pattern))
+        try:
+            debounce = parse_duration(self.debounce, what="debounce", allow_zero=True)
+        except DurationError as exc:
+            raise TriggerError(str(exc)) from None
+        object.__setattr__(self, "debounce", debounce)
+
+    def next_timestamp(self, after: float) -> float | None:
+        return None
+
+    def describe(self) -> str:
+        return f"when files matching {self.pattern} land (quiet for {format_duration(self.debounce)})"
+
+    @property
+    def spec(self) -> str:
+        return f"on file {self.pattern}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "file", "pattern": self.pattern, "debounce": self.debounce}
 
 
 # ------------------------------------------------------------------------------------------- cron
@@ -518,7 +632,10 @@ def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now:
             seconds = parse_duration(rest, what="interval")
         except DurationError as exc:
             raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
-        return Interval(seconds, start=start, end=end, tz=zone)
+        try:
+            return Interval(seconds, start=start, end=end, tz=zone)
+        except TriggerError as exc:
+            raise TriggerError(f"invalid interval {spec!r}: {_reason(exc)}") from None
     if head_l == "cron":
         if not rest:
             raise TriggerError(f"invalid cron spec {spec!r}: missing the fields; e.g. 'cron */5 * * * *'")
@@ -536,6 +653,14 @@ def parse_trigger(spec: "str | Trigger", *, tz: str | tzinfo | None = None, now:
         return Date(datetime.fromtimestamp(base + delay, zone), tz=zone)
     if head_l == "at":
         return Date(_parse_at(rest, spec, zone, now), tz=zone)
+    if head_l == "on":
+        kind, _, pattern = rest.partition(" ")
+        if kind.lower() not in ("file", "files"):
+            raise TriggerError(f"unknown trigger spec {spec!r}: the event trigger is 'on file PATTERN', "
+                               "e.g. 'on file data/*.csv'")
+        if not pattern.strip():
+            raise TriggerError(f"invalid 'on file' trigger {spec!r}: give a glob, e.g. 'on file data/*.csv'")
+        return OnFile(spec.strip().split(None, 2)[2].strip(), tz=zone)  # the pattern as written (spaces kept)
     if head_l == "after":
         if not rest:
             raise TriggerError(f"invalid 'after' trigger {spec!r}: name the upstream jobs, e.g. 'after prices'")
@@ -647,6 +772,8 @@ def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
         return Date(datetime.fromisoformat(spec["run_at"]), tz=zone)
     if kind == "after":
         return After(tuple(spec["upstreams"]))
+    if kind == "file":
+        return OnFile(spec["pattern"], spec.get("debounce", 1.0))
     raise TriggerError(f"unknown trigger kind {kind!r} in stored spec: expected interval, cron, date or after")
 
 

@@ -21,6 +21,8 @@ import pytest
 from comm.base_comm import BaseComm
 from ipywidgets.widgets.widget import _instances as widget_instances
 
+from datetime import datetime, timezone
+
 import nbsched
 from nbsched import JobState
 from nbsched.notebook.dashboard import ROW_FIELDS, Dashboard
@@ -221,7 +223,10 @@ async def test_selecting_a_job_shows_history_results_chart_and_next_fire_times(s
     html = detail["html"]
     assert "Next 5 fire times" in html and html.count("<li>") == 5
     assert "2026-01-05 09:00:40 UTC" in html
-    assert "<svg class='nbsched-chart'" in html and html.count("<rect") == 3
+    chart = html[html.index("<svg class='nbsched-chart'"):]
+    assert chart[:chart.index("</svg>")].count("<rect") == 3  # one bar per run
+    timeline = html[html.index("<div class='nbsched-timeline'"):]
+    assert timeline[:timeline.index("</svg>")].count("class='nbsched-run ") == 3  # one mark per run
     assert "History" in html and html.count("nbsched-outcome-success") == 3
     assert "nbsched-results" in html and "value" in html  # the results frame preview
     # an API job has no output area: a note is shown in the slot instead
@@ -440,7 +445,7 @@ async def test_text_fallback_for_terminals(sched, clock, dashboards):
     lines = text.splitlines()
     assert lines[0] == "nbsched dashboard: 2 jobs, 1 failing, scheduler running"
     assert lines[1].split() == ["job", "trigger", "state", "next", "run", "last", "run", "duration", "outcome",
-                                "runs", "errors"]
+                                "runs", "errors", "last", "output"]
     assert lines[2].split()[:5] == ["ok", "every", "10s", "scheduled", "in"]
     assert "failing" in lines[3] and lines[4].strip() == "! ValueError: boom"
     from IPython.lib.pretty import pretty
@@ -474,3 +479,31 @@ def test_the_dashboard_reads_no_wall_clock():
     source = (ROOT / "nbsched" / "notebook" / "dashboard.py").read_text()
     for forbidden in ("datetime.now(", "time.time(", "asyncio.sleep(", "time.monotonic("):
         assert forbidden not in source
+
+
+async def test_workflow_jobs_show_their_place_and_backfills_are_marked(clock, dashboards, sent):
+    await clock.set(datetime(2026, 1, 20, 12, 0, tzinfo=timezone.utc))
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+
+    async def slow():
+        await clock.sleep(3600)
+
+    sched.add(slow, "daily at 02:00", name="daily")
+    sched.add(ok, "after daily", name="report", trigger_rule="all_done")
+    dash = dashboards(sched)
+    handle = sched.backfill("daily", "2026-01-01", "2026-01-03")
+    await clock.advance(1)
+    assert dash.rows()[0]["trigger"] == "daily at 02:00 (UTC) \u00b7 backfill 0/3"
+    dash.select("daily")
+    await clock.advance(0.5)
+    html = custom(sent, dash)[-1]["detail"]["html"]
+    assert "runs after: none (a root) &middot; rule all_success &middot; jobs after it: report" in html
+    assert "<h4>Backfill in progress</h4><div class='nbsched-backfill'>0 of 3 runs, 0 failed, 1 running</div>" in html
+    graph = html[html.index("<div class='nbsched-graph'>"):]
+    assert ">daily<" in graph and ">report<" in graph and "all_done" in graph  # both nodes, the rule on the edge
+    await clock.advance(3 * 3600)
+    await handle
+    await clock.advance(1)
+    assert dash.rows()[0]["trigger"] == "daily at 02:00 (UTC)"
+    sched.remove("report")
+    sched.remove("daily")

@@ -1,4 +1,5 @@
 """Events: past tense, typed, filtered by kind; a failing listener never breaks the scheduler."""
+import asyncio
 import logging
 
 import dataclasses
@@ -96,3 +97,108 @@ def test_events_are_frozen():
     e = ev.JobAdded(datetime.now(timezone.utc), "x")
     with pytest.raises(dataclasses.FrozenInstanceError):
         e.job = "y"
+
+
+# ------------------------------------------------------------------------ listeners that misbehave
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit, GeneratorExit])
+async def test_a_listener_raising_base_exceptions_is_logged_and_harmless(sched, clock, caplog, exc_type):
+    def rude(event):
+        raise exc_type("from a listener")
+
+    async def rude_async(event):
+        raise exc_type("from an async listener")
+
+    sched.subscribe(rude, kinds=ev.JobExecuted)
+    sched.subscribe(rude_async, kinds=ev.JobExecuted)
+    sched.add(lambda: None, "every 10s", name="a")
+    with caplog.at_level(logging.ERROR, logger="nbsched"):
+        await clock.advance(20)
+        await clock.advance(0)  # the async listener's tasks run
+    assert list(sched.history("a")["outcome"]) == ["success", "success"]
+    name = exc_type.__name__
+    assert caplog.text.count(f"{name}: from a listener\n") == 2
+    assert caplog.text.count(f"{name}: from an async listener\n") == 2
+    assert sched.running
+
+
+def test_an_async_listener_calling_sys_exit_does_not_end_asyncio_run():
+    from nbsched.testing import FakeClock
+
+    async def main():
+        clock = FakeClock()
+        s = nbsched.Scheduler(clock=clock, tz="UTC")
+
+        async def leave(event):
+            raise SystemExit(7)
+
+        async def stop(event):
+            raise KeyboardInterrupt
+
+        s.subscribe(leave, kinds=ev.JobExecuted)
+        s.subscribe(stop, kinds=ev.JobExecuted)
+        s.add(lambda: 1, "every 1s", name="a")
+        await clock.advance(3)
+        await clock.advance(0)
+        s.shutdown()
+        return len(s.history("a"))
+
+    assert asyncio.run(main()) == 3
+
+
+async def test_a_hung_async_listener_is_not_work_in_progress(sched, clock):
+    forever = asyncio.Event()
+    started = []
+
+    async def hang(event):
+        started.append(event)
+        await forever.wait()
+
+    sched.subscribe(hang, kinds=ev.JobExecuted)
+    sched.add(lambda: None, "every 10s", name="a")
+    await clock.advance(10)
+    await clock.advance(0)
+    assert len(started) == 1
+    idle = asyncio.ensure_future(sched.wait_idle())
+    await clock.advance(0)
+    assert idle.done()  # the hung listener is not a run in progress
+    assert sched.shutdown(wait=True) is None  # nothing to wait for
+    await clock.advance(0)
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("nbsched:listener")] == []
+
+
+async def test_async_listener_calls_time_out(sched, clock, caplog):
+    from nbsched.events import LISTENER_TIMEOUT
+
+    async def hang(event):
+        await asyncio.Event().wait()
+
+    sub = sched.subscribe(hang, kinds=ev.JobExecuted)
+    sched.add(lambda: None, "every 1h", name="a")
+    await clock.advance(3600)
+    await clock.advance(0)
+    assert (sub.pending, sub.timed_out) == (1, 0)
+    with caplog.at_level(logging.ERROR, logger="nbsched"):
+        await clock.advance(LISTENER_TIMEOUT)
+        await clock.advance(0)
+    assert (sub.pending, sub.timed_out) == (0, 1)
+    assert f"took longer than {LISTENER_TIMEOUT:g}s: cancelled" in caplog.text
+
+
+async def test_async_listener_calls_are_bounded_and_drops_counted(sched, clock, caplog):
+    from nbsched.events import LISTENER_MAX_PENDING
+
+    async def hang(event):
+        await asyncio.Event().wait()
+
+    sub = sched.subscribe(hang, kinds=ev.JobExecuted)
+    for i in range(LISTENER_MAX_PENDING + 50):
+        sched.add(lambda: None, "every 1h", name=f"j{i}")
+    with caplog.at_level(logging.WARNING, logger="nbsched"):
+        await clock.advance(3600)
+        await clock.advance(0)
+    assert (sub.pending, sub.dropped) == (LISTENER_MAX_PENDING, 50)
+    assert len([t for t in asyncio.all_tasks() if t.get_name().startswith("nbsched:listener")]) == LISTENER_MAX_PENDING
+    assert f"still has {LISTENER_MAX_PENDING} calls running: 1 events dropped" in caplog.text
+    sched.shutdown()
+    await clock.advance(0)
+    assert sub.pending == 0

@@ -41,10 +41,19 @@ def test_output_goes_only_to_the_jobs_area(kernel):
     other = kernel.run("import asyncio\nfor i in range(5):\n    print('CELL', i)\n    await asyncio.sleep(0.1)")
     assert other.stdout == "".join(f"CELL {i}\n" for i in range(5))
     kernel.poll_until(lambda: kernel.value("globals().get('k', [0])[0]") >= 8, timeout=15)
+    # the card's static summary (the job's own cell) is updated in place within about a second
+    kernel.poll_until(lambda: any("JOB-OUT" in json.dumps(m["content"]) for m in kernel.messages("update_display_data")),
+                      timeout=15, message="the card's static summary never showed the job's output")
+    card_updates = 0
     for msg in kernel.messages(("stream", "display_data", "update_display_data", "execute_result")):
         text = json.dumps(msg["content"])
+        display_id = (msg["content"].get("transient") or {}).get("display_id", "")
+        if msg["msg_type"] == "update_display_data" and display_id.startswith("nbsched-card-"):
+            card_updates += "JOB-OUT" in text  # the job's own card's static summary, updated in place
+            continue
         if "JOB-OUT" in text or "JOB-DISPLAY" in text:
             raise AssertionError(f"job output escaped to cell {parent_id(msg)}: {msg['msg_type']} {text[:200]}")
+    assert card_updates >= 1
     area = kernel.value("__import__('nbsched').get_scheduler().get('chatty').output.stream_text()")
     assert "JOB-OUT 1" in area
     assert kernel.value("any('JOB-DISPLAY' in str(o) for o in __import__('nbsched').get_scheduler().get('chatty').output.outputs)")
@@ -128,7 +137,7 @@ BAD_INPUTS = [
     ("%%schedule every 5m --retries -2\nx = 1", "retries -2"),
     ("%%schedule every 5m --max-instances 0\nx = 1", "max_instances 0"),
     ("%%schedule every 5m --timeout forever\nx = 1", "invalid timeout"),
-    ("%%schedule every 5m --colour red\nx = 1", "unrecognized arguments"),
+    ("%%schedule every 5m --colour red\nx = 1", "unknown %%schedule option '--colour': (options: --name, --tz"),
     ("%%schedule every 5m --into 2fast\nx = 1", "invalid --into"),
     ("%%schedule every 5m --executor gpu\nx = 1", "unknown executor 'gpu'"),
     ("%%schedule every 5m --executor process\nx = 1", "process executor"),
@@ -140,6 +149,15 @@ BAD_INPUTS = [
     ("%schedule results nosuchjob", "no job named 'nosuchjob'"),
     ("%schedule preview keeper zero", "invalid N"),
     ("%schedule", "needs a subcommand"),
+    ("%%schedule every 100000000000000000000s\nx = 1",
+     "invalid interval 'every 100000000000000000000s': too long; the largest allowed is 100 years"),
+    ("%%schedule every 3000000000000s\nx = 1", "the largest allowed is 100 years"),
+    ("%%schedule in 99999999999999d\nx = 1", "invalid delay 'in 99999999999999d': too long"),
+    ("%%schedule every 1e308s\nx = 1", "invalid interval 'every 1e308s': too long; the largest allowed is 100 years"),
+    ("%%schedule every 0.000000001s\nx = 1", "the smallest allowed interval is 1ms"),
+    ("%%schedule every 1h --until 1970-01-01\nx = 1", "it is in the past, so the job would never run"),
+    ("%%schedule every 1h --until 99999999999999d\nx = 1", "invalid --until '99999999999999d'"),
+    ("%%schedule every 5m --timeout 1e400s\nx = 1", "invalid timeout '1e400s': too long"),
 ]
 
 
@@ -157,6 +175,33 @@ def test_bad_inputs_raise_usage_error_and_change_nothing(kernel):
     assert len(BAD_INPUTS) >= 15
 
 
+def test_quoted_name_loses_its_shell_quotes(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run('%%schedule every 1h --name "my job" --quiet\nkept = 1')
+    kernel.run("%%schedule every 1h --name 'its job' --quiet\nkept = 2")
+    assert kernel.value(JOBS) == ["my job", "its job"]
+    kernel.run('%schedule remove "my job"')
+    assert kernel.value(JOBS) == ["its job"]
+
+
+def test_sys_exit_in_listeners_and_jobs_does_not_end_the_kernel(kernel):
+    kernel.run("%load_ext nbsched")
+    kernel.run("import sys, nbsched\n"
+               "sched = nbsched.get_scheduler()\n"
+               "sched.subscribe(lambda e: sys.exit(7))\n"
+               "async def leave(e):\n    raise SystemExit(8)\n"
+               "sched.subscribe(leave)\n"
+               "def thread_exit():\n    raise SystemExit(9)\n"
+               "sched.add(thread_exit, 'every 100ms', name='thread_exit', executor='thread')")
+    kernel.run("%%schedule every 100ms --name quitter --quiet\nimport sys\nsys.exit(3)")
+    errors = "(lambda h: h.loc[h['outcome'].astype(str) == 'error', 'error_type'].tolist())(sched.history({!r}))"
+    kernel.poll_until(lambda: len(kernel.value(errors.format("quitter"))) >= 3, timeout=15)
+    kernel.poll_until(lambda: len(kernel.value(errors.format("thread_exit"))) >= 3, timeout=15)
+    assert set(kernel.value(errors.format("quitter"))) == {"SystemExit"}
+    assert set(kernel.value(errors.format("thread_exit"))) == {"SystemExit"}
+    assert kernel.value("1 + 1") == 2 and kernel.value("sched.running") is True
+
+
 def test_line_magic_subcommands(kernel):
     kernel.run("%load_ext nbsched")
     kernel.run("%%schedule every 0.2s --name sub --quiet\n{'n': 1}")
@@ -166,7 +211,8 @@ def test_line_magic_subcommands(kernel):
                          ("%schedule pause sub", "paused"), ("%schedule resume sub", "sub"),
                          ("%schedule run sub", "sub")]:
         result = kernel.run(code)
-        shown = " ".join(m["content"]["data"].get("text/plain", "") for m in result.of_type("execute_result"))
+        shown = " ".join(m["content"]["data"].get("text/plain", "")
+                         for m in result.of_type("execute_result", "display_data"))
         assert needle in shown, (code, shown[:300])
     kernel.run("%schedule remove sub")
     assert kernel.value(JOBS) == []

@@ -36,8 +36,12 @@ CASES = [
     ("until ends it", {"until": T0 + 5}, 0, T0, T0, T0, FirePlan((T0,), (), None, 0)),
     ("until cuts overdue times", {"coalesce": "all", "until": T0 + 15}, 0, T0, T0, T0 + 25,
      FirePlan((T0, T0 + 10), (), None, 0)),
-    # retention caps the itemised list: the rest is counted
-    ("beyond retention", {"history_rows": 3}, 0, T0, T0, T0 + 95, FirePlan((T0 + 20,), (T0, T0 + 10), T0 + 100, 1)),
+    # retention caps the itemised list: the oldest and the newest are listed, the rest counted exactly
+    ("beyond retention", {"history_rows": 3}, 0, T0, T0, T0 + 95, FirePlan((T0 + 90,), (T0, T0 + 80), T0 + 100, 7)),
+    ("beyond retention, earliest", {"history_rows": 3, "coalesce": "earliest"}, 0, T0, T0, T0 + 95,
+     FirePlan((T0,), (T0 + 80, T0 + 90), T0 + 100, 7)),
+    ("ten days of 'every 10s' blocked", {}, 0, T0, T0, T0 + 864_000,  # 86,401 fire times, 10,000 listed
+     FirePlan((T0 + 864_000,), (T0, *[T0 + 10 * k for k in range(76_402, 86_400)]), T0 + 864_010, 76_401)),
 ]
 
 
@@ -53,3 +57,24 @@ def test_a_one_shot_trigger_finishes():
 
     once = Date(datetime.fromtimestamp(T0, timezone.utc))
     assert plan_fire(once, policy(), 0, T0, T0, T0 + 1) == FirePlan((T0,), (), None, 0)
+
+
+async def test_the_engines_shortcut_and_the_planner_agree(clock):
+    """The engine skips plan_fire when nothing can change its answer; a huge misfire_grace forces the
+    planner on the same schedule, and the two histories must match (blocked loop included)."""
+    import nbsched
+
+    frames = []
+    for options in ({}, {"misfire_grace": "1000d"}):
+        sched = nbsched.Scheduler(clock=clock, tz="UTC", random_seed=1)
+        sched.add(lambda: 1, "every 10s", name="job", jitter="2s", **options)
+        await clock.advance(35)
+        clock.jump(25)  # a blocked loop: coalesce 'latest'
+        await clock.advance(20)
+        frame = sched.history("job")
+        first = frame["scheduled_at"].iloc[0]
+        frames.append((list(frame["outcome"]), [(t - first).total_seconds() for t in frame["scheduled_at"]],
+                       list(frame["lateness"])))
+        sched.shutdown()
+    assert frames[0] == frames[1]
+    assert frames[0][0].count("missed") == 2  # the 25 s block: two fire times coalesced away

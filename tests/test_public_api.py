@@ -12,12 +12,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_public_names():
     expected = {
         "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
-        "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "parse_trigger", "parse_duration",
+        "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "parse_duration",
         "current_run", "RunContext", "Branch", "Skip",
         "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
         "events", "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
         "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
-        "ClusterUnreachableError", "WorkerDiedError", "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
+        "NotebookFileError", "NotebookCellError", "ClusterUnreachableError", "WorkerDiedError",
+        "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
     }
     assert set(nbsched.__all__) == expected
     kinds = {name: type(getattr(nbsched, name)).__name__ for name in nbsched.__all__}

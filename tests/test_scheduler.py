@@ -577,6 +577,19 @@ async def test_job_spec_is_json(sched):
     assert spec["target"]["qualname"] == "len"
 
 
+async def test_until_in_the_past_is_refused_and_nothing_is_added(sched, clock):
+    with pytest.raises(PolicyError) as info:
+        sched.add(lambda: None, "every 1h", name="late", until=START - timedelta(days=1))
+    assert str(info.value) == ("invalid until 2026-01-04 09:00:00 UTC: it is in the past, so the job would never run "
+                               "(now: 2026-01-05 09:00:00 UTC); pick a later time or drop until")
+    with pytest.raises(PolicyError, match=r"invalid until 2026-01-05 09:30:00 UTC: it comes before the first fire "
+                                          r"time \(2026-01-05 10:00:00 UTC\)"):
+        sched.add(lambda: None, "every 1h", name="late", until=START + timedelta(minutes=30))
+    assert sched.jobs == [] and "late" not in sched
+    job = sched.add(lambda: None, "every 1h", name="ok", until=START + timedelta(hours=1))
+    assert job.state is JobState.SCHEDULED
+
+
 # ---------------------------------------------------------------------------------- review bugs
 async def test_interrupt_while_waiting_to_retry_records_that_attempt_and_pauses(sched, clock):
     def fails():
@@ -602,3 +615,120 @@ def test_a_long_retry_delay_raises_the_default_cap_or_is_refused():
     assert JobPolicy.build(retry_delay="1m").max_retry_delay == 300
     with pytest.raises(PolicyError, match=r"retry_delay 600s is above max_retry_delay 300s: raise max_retry_delay"):
         JobPolicy.build(retry_delay="10m", max_retry_delay="5m")
+
+
+# ---------------------------------------------------------------------- BaseExceptions from job code
+@pytest.mark.parametrize("exc_type", [GeneratorExit, SystemExit, KeyboardInterrupt])
+async def test_base_exceptions_from_loop_jobs_are_recorded_runs(sched, clock, exc_type):
+    def rude():
+        raise exc_type("from the job")
+
+    async def rude_async():
+        raise exc_type("from the async job")
+
+    sched.add(rude, "every 10s", name="plain")
+    sched.add(rude_async, "every 10s", name="async")
+    await clock.advance(10)
+    expected = "interrupted" if exc_type is KeyboardInterrupt else "error"
+    for name in ("plain", "async"):
+        rows = sched.history(name)
+        assert list(rows["outcome"]) == [expected], name
+        assert list(rows["error_type"]) == [exc_type.__name__], name
+        assert sched.get(name).running == 0
+    assert sched.running
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("exc_type", [GeneratorExit, SystemExit, KeyboardInterrupt])
+async def test_base_exceptions_from_thread_jobs_are_recorded_runs(exc_type):
+    s = nbsched.Scheduler(tz="UTC")
+    try:
+        def rude():
+            raise exc_type("from a thread")
+
+        s.add(rude, "every 30ms", name="rude", executor="thread")
+        first = await s.wait_next_run("rude")
+        assert (str(first.outcome), first.error_type) == (
+            "interrupted" if exc_type is KeyboardInterrupt else "error", exc_type.__name__)
+        assert s.get("rude").running == 0
+        if exc_type is not KeyboardInterrupt:  # an interrupted job is paused; the others go on running
+            second = await s.wait_next_run("rude")
+            assert str(second.outcome) == "error"
+            assert "skipped" not in set(s.history("rude")["outcome"].astype(str))
+        assert s.running
+    finally:
+        s.shutdown()
+
+
+async def test_a_blocked_day_gives_exact_missed_counts(sched, clock):
+    sched.add(lambda: None, "every 1s", name="a")
+    await clock.advance(1)
+    clock.jump(86400)  # the loop was blocked for a day: 86,400 fire times came due, the newest runs
+    await clock.advance(0)
+    job = sched.get("a")
+    assert (job.runs, job.missed, sched.statistics().missed) == (2, 86399, 86399)
+    rows = sched.history("a")
+    summary = rows[rows["error_type"] == "MissedFireTimes"]
+    assert len(summary) == 1
+    assert summary["error"].iloc[0] == ("MissedFireTimes: 76400 fire times from 2026-01-05 09:00:03 UTC on were "
+                                        "missed (summarised in this row: more than the job's history keeps)")
+    # 9,999 listed missed rows + the summary (76,400) = 86,399; retention (history_rows=10,000) keeps the newest
+    assert len(rows) == 10_000 and int((rows["outcome"] == "missed").sum()) == 9_999
+    assert rows["scheduled_at"].iloc[-1] == START + timedelta(seconds=86401)  # the newest fire time ran
+
+
+# ---------------------------------------------------------------------- the wall clock is stepped
+async def test_the_wall_clock_stepping_back_does_not_silence_interval_jobs(caplog):
+    from nbsched.testing import FakeClock
+
+    clock = FakeClock(start=START, wake_interval=1.0)  # wakes at least every second, as the system clock does
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+    try:
+        steps = []
+        sched.subscribe(steps.append, kinds=nbsched.events.ClockJumped)
+        sched.add(lambda: None, "every 60s", name="every")
+        sched.add(lambda: None, "cron 0 10 * * *", name="at10")  # wall clock: 10:00 UTC
+        await clock.advance(60)
+        assert len(sched.history("every")) == 1
+        clock.step(-3600)  # NTP: back one hour, no time elapses
+        await clock.advance(1)
+        assert [e.by for e in steps] == [timedelta(hours=-1)]  # noticed within a second
+        assert sched.clock_jumps() == [(START + timedelta(seconds=61 - 3600), timedelta(hours=-1))]
+        assert "the wall clock was stepped back by 1h" in caplog.text
+        await clock.advance(59)  # 60 s of elapsed time after the last run: the interval runs again
+        every = sched.history("every")
+        assert len(every) == 2 and set(every["outcome"]) == {"success"}
+        # the history is in wall-clock order: the run after the step comes first
+        assert list(every["scheduled_at"]) == [START + timedelta(seconds=120 - 3600), START + timedelta(seconds=60)]
+        await clock.advance(3600 + 60)  # cron follows the wall clock: 10:00 comes 2 h of elapsed time later
+        assert len(sched.history("at10")) == 0
+        await clock.advance(3600)
+        at10 = sched.history("at10")
+        assert list(at10["scheduled_at"]) == [START.replace(hour=10)] and set(at10["outcome"]) == {"success"}
+        assert len(sched.history("every")) == 2 + (3600 + 60 + 3600) // 60
+        assert set(sched.history("every")["outcome"]) == {"success"}
+    finally:
+        sched.shutdown()
+
+
+async def test_the_wall_clock_stepping_forward_moves_intervals_and_cron_catches_up():
+    from nbsched.testing import FakeClock
+
+    clock = FakeClock(start=START, wake_interval=1.0)
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+    try:
+        sched.add(lambda: None, "every 60s", name="every")
+        sched.add(lambda: None, "cron 30 9 * * *", name="at0930")
+        await clock.advance(60)
+        clock.step(3600)  # forward one hour (a VM resumed with a stale clock), no time elapses
+        await clock.advance(1)
+        assert sched.statistics().missed == 0
+        assert list(sched.history("every")["outcome"]) == ["success"]  # no made-up missed runs
+        at = sched.history("at0930")
+        assert list(at["outcome"]) == ["success"]  # 09:30 passed on the wall clock: it runs once, late
+        assert at["scheduled_at"].iloc[0] == START.replace(minute=30)
+        await clock.advance(59)
+        assert list(sched.history("every")["outcome"]) == ["success", "success"]
+        assert [d for _, d in sched.clock_jumps()] == [timedelta(hours=1)]
+    finally:
+        sched.shutdown()

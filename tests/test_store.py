@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 3\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 4\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,12 +340,12 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v4(conn):
+    def v5(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v4])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v5])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 5
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
 
 
@@ -362,7 +362,7 @@ async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock
     conn.close()
     again = scheduler(clock, db)
     again.restore()
-    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
     assert list(again.history("old")["reason"]) == ["schedule"] * 3
     again.run_now("old")
     await clock.advance(0)
@@ -500,18 +500,18 @@ async def test_the_worker_column_is_stored_and_restored(clock, db):
     sched2.shutdown()
 
 
-async def test_a_version_2_file_gains_the_worker_column(clock, db):
+async def test_a_version_3_file_gains_the_worker_column(clock, db):
     old = scheduler(clock, db)
     old.add(tick, "every 10s")
     await clock.advance(20)
     old.shutdown()
-    conn = sqlite3.connect(db)  # what schema 2 wrote: no workers column
+    conn = sqlite3.connect(db)  # what schema 3 wrote: no workers column
     conn.execute("ALTER TABLE history DROP COLUMN workers")
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute("PRAGMA user_version = 3")
     conn.commit()
     conn.close()
     again = scheduler(clock, db)
-    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
     again.restore()
     frame = again.history("tick")
     assert list(frame["outcome"]) == ["success", "success"] and list(frame["worker"]) == [None, None]

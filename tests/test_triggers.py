@@ -6,6 +6,8 @@ import pytest
 
 from nbsched import Cron, Date, Interval, TriggerError, parse_trigger
 
+from conftest import START
+
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 NY = ZoneInfo("America/New_York")
@@ -246,6 +248,63 @@ def test_interval_float_rounding_never_yields_a_fire_at_after():
     got = [d.timestamp() for d in trig.preview(2000, start)]
     steps = [b - a for a, b in zip(got, got[1:])]
     assert min(steps) > 0.0999 and max(steps) < 0.1001
+
+
+# ------------------------------------------------------------------------ out-of-range lengths
+TOO_LONG = "too long; the largest allowed is 100 years (36525d, 3155760000s)"
+
+
+@pytest.mark.parametrize("spec,shown", [
+    ("every 100000000000000000000s", "'every 100000000000000000000s'"),
+    ("every 3000000000000s", "'every 3000000000000s'"),
+    ("in 99999999999999d", "'in 99999999999999d'"),
+    ("every 1e308s", "'every 1e308s'"),
+    ("every 1e400s", "'every 1e400s'"),
+    ("every 5300w", "'every 5300w'"),
+])
+def test_huge_lengths_name_the_value_and_the_largest_allowed(spec, shown):
+    with pytest.raises(TriggerError) as info:
+        parse_trigger(spec)
+    assert str(info.value).startswith(f"invalid {'delay' if spec.startswith('in') else 'interval'} {shown}: ")
+    assert str(info.value).endswith(TOO_LONG)
+
+
+def test_exponent_notation_is_read_as_a_number():
+    assert parse_trigger("every 1e3s").seconds == 1000.0
+    assert parse_trigger("every 2.5e-1s").seconds == 0.25
+    assert parse_trigger("every 1.5e2ms").seconds == pytest.approx(0.15)
+
+
+def test_the_largest_allowed_length_is_accepted_and_fires():
+    trig = parse_trigger("every 36525d", tz="UTC").anchored(START.timestamp())
+    assert trig.next_fire(START) == START + timedelta(days=36525)
+
+
+def test_huge_numbers_as_durations_are_refused_without_a_huge_message():
+    from nbsched import DurationError, parse_duration
+
+    with pytest.raises(DurationError) as info:
+        parse_duration(10 ** 5000, what="timeout")
+    assert str(info.value) == f"invalid timeout <a number of about 5000 digits>: {TOO_LONG}"
+    with pytest.raises(DurationError, match=r"invalid interval 1e\+20: too long"):
+        Interval(1e20)
+
+
+@pytest.mark.parametrize("spec", ["every 0.000000001s", "every 0.5ms", "every 999e-6s"])
+def test_intervals_below_the_resolution_name_the_smallest_allowed(spec):
+    with pytest.raises(TriggerError) as info:
+        parse_trigger(spec)
+    assert str(info.value) == (f"invalid interval {spec!r}: shorter than the scheduler's resolution; the smallest "
+                               "allowed interval is 1ms (e.g. 'every 1ms', 'every 0.5s')")
+
+
+def test_the_smallest_interval_is_accepted():
+    from nbsched.triggers import MIN_INTERVAL
+
+    assert MIN_INTERVAL == 0.001
+    assert parse_trigger("every 1ms").seconds == 0.001
+    with pytest.raises(TriggerError, match="smallest allowed interval is 1ms"):
+        Interval(0.0001)
 
 
 def test_old_spec_names_warn_and_still_work():

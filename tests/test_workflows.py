@@ -1,5 +1,4 @@
 """Workflows on FakeClock: after-triggers, trigger rules, rounds, branching, data passing, bad input."""
-import asyncio
 import itertools
 
 import pandas as pd

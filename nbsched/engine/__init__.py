@@ -7,6 +7,7 @@ that records a run).  May import the bottom layer (``nbsched.clock``, ``triggers
 ``nbsched.notebook``, IPython, ipywidgets or pandas at module level.  A store is handed in as an
 object that satisfies :class:`nbsched.store.Store` (opening one from a path is a lazy call).
 """
+from ._batch import Backfill
 from .scheduler import MaxInstancesReachedError, RunHandle, Scheduler, SchedulerStatistics, get_scheduler
 
-__all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "MaxInstancesReachedError", "get_scheduler"]
+__all__ = ["Scheduler", "Backfill", "RunHandle", "SchedulerStatistics", "MaxInstancesReachedError", "get_scheduler"]

@@ -72,6 +72,8 @@ class Delivery(NamedTuple):
     outcome: str
     value: Any
     note: str | None  # why a delivery counts as skipped (a branch not taken), else None
+    trigger: Any = None  # the data interval: (trigger whose previous fire starts it, or a fixed start)
+    interval_start: float | None = None
 
 
 class Gate:
@@ -92,6 +94,12 @@ class Gate:
         ``what`` from :func:`decide` and ``round`` the deliveries it consumed; overflow lists deliveries
         pushed out of a full queue (the caller records them)."""
         queue = self.pending[delivery.upstream]
+        if not queue and not self.round and len(self.upstreams) == 1:
+            # The common case - one upstream, nothing waiting - decided directly: a round of one
+            # delivery is complete at once (the loop below would reach the same decision).
+            outcome = delivery.outcome
+            what = RUN if outcome == "success" and self.rule == DEFAULT_RULE else decide(self.rule, (outcome,), True)
+            return [(what, delivery.scheduled, {delivery.upstream: delivery})], []
         queue.append(delivery)
         overflow = [queue.popleft()] if len(queue) > MAX_PENDING else []
         decisions = []

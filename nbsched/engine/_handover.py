@@ -58,7 +58,8 @@ class LoopBinding:
                 raise NoEventLoopError(
                     f"{what} needs a running asyncio event loop and there is none in this thread. "
                     "In Jupyter, call it from a cell (the kernel's loop is running there); in a script, "
-                    "put your code in 'async def main(): ...' and run it with asyncio.run(main())."
+                    "put your code in 'async def main(): ...' and run it with asyncio.run(main()), or give "
+                    "the scheduler a loop of its own: nbsched.Scheduler(background=True)."
                 )
             self.bind(running, threading.get_ident())
             return running

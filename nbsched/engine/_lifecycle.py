@@ -17,10 +17,8 @@ import traceback as _tb
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from types import MappingProxyType
-
 from .. import events as ev
-from ..context import Branch, RunContext, Skip, _current, _inline
+from ..context import Branch, RunInputs, Skip, _current, _inline, make_context
 from ..errors import NbschedError
 from ..executors import run_worker
 from ..history import MANUAL, SCHEDULE, UPSTREAM, ErrorInfo, Outcome, RunRecord
@@ -74,6 +72,9 @@ class RunLifecycle:
         self._time = s.clock.time
         self._events = s.events
         self._loop_of = lambda: s._binding.loop
+        self._binding = s._binding
+        self._downstream = s._downstream  # the scheduler's dicts (never rebound): read on every run
+        self._batch_runs = s._batch_runs
         self.run_ids = 0
         self.tasks: set[asyncio.Task] = set()
         self._futures: dict[int, asyncio.Future] = {}
@@ -91,7 +92,7 @@ class RunLifecycle:
         row = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
         s = self._sched
         store = s._store
-        if store is not None and job._persist:
+        if job._persist and store is not None:
             store.on_row(job.name, row)
         if outcome is _MISSED_S:
             job._missed += 1
@@ -126,6 +127,22 @@ class RunLifecycle:
             self._events.emit(ev.JobMissed(self._clock.now(), job.name, datetime.fromtimestamp(scheduled, tz),
                                            timedelta(seconds=lateness)))
 
+    def record_missed_summary(self, job: Any, first: float, lateness: float, count: int) -> None:
+        """``count`` fire times from ``first`` on were missed and are not listed one by one (more than the
+        job's history keeps): one ``missed`` row whose error says how many; the counters get all of them."""
+        store = self._sched._store
+        if store is not None and job._persist and not store.claim(job.name, first):
+            return
+        self.run_ids += 1
+        when = datetime.fromtimestamp(first, self._sched.tz)
+        err = ErrorInfo("MissedFireTimes", f"{count} fire times from {when:%Y-%m-%d %H:%M:%S %Z} on were missed "
+                                           "(summarised in this row: more than the job's history keeps)", "")
+        self.record(job, self.run_ids, first, None, None, lateness, _MISSED_S, 0, err, SCHEDULE)
+        job._missed += count - 1
+        self.missed += count - 1
+        log.warning("nbsched: job %r missed %d fire times from %s on (the loop was blocked or the clock jumped); "
+                    "one summary row records them", job.name, count, when)
+
     def record_skipped(self, job: Any, run_id: int, nominal: float, reason: str = SCHEDULE) -> None:
         self.record(job, run_id, nominal, None, None, self._time() - nominal, _SKIPPED_S, 0, None, reason)
         fut = self._futures.pop(run_id, None)
@@ -155,7 +172,7 @@ class RunLifecycle:
             run_id = self.run_ids
             if scheduled and store is not None and job._persist and not store.claim(job.name, nominal):
                 continue  # another process sharing the store has this fire time: it runs and records it
-            if job._running >= job.policy.max_instances:
+            if job._running - job._batch_running >= job.policy.max_instances:
                 if i > 0 and job.policy.coalesce == "all":
                     if job._backlog is None:
                         job._backlog = []
@@ -169,13 +186,33 @@ class RunLifecycle:
                             reason, None, deliver)
         return run_id
 
-    def start_upstream_run(self, job: Any, nominal: float, upstream: dict) -> None:
+    def start_scheduled(self, job: Any, nominal: float, planned: float, now: float) -> None:
+        """One scheduled fire time (the common case of :meth:`start_runs`, without its loop)."""
+        self.run_ids += 1
+        store = self._sched._store
+        if store is not None and job._persist and not store.claim(job.name, nominal):
+            return  # another process sharing the store has this fire time: it runs and records it
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self.record_skipped(job, self.run_ids, nominal, SCHEDULE)
+            return
+        job._runs += 1
+        self._start_one(job, self.run_ids, nominal, planned, now, SCHEDULE, None, True)
+
+    def start_upstream_run(self, job: Any, nominal: float, inputs: RunInputs) -> None:
         """Start a run of downstream ``job`` for upstream runs with logical time ``nominal``."""
         self.run_ids += 1
-        self._start_one(job, self.run_ids, nominal, self._time(), None, UPSTREAM, upstream, True)
+        self._start_one(job, self.run_ids, nominal, self._time(), None, UPSTREAM, inputs, True)
+
+    def start_run(self, job: Any, nominal: float, reason: str, inputs: RunInputs | None, deliver: bool) -> int:
+        """Start one run now for logical time ``nominal`` (backfill, catch-up, data triggers).  Returns its id."""
+        self.run_ids += 1
+        run_id = self.run_ids
+        now = self._time()
+        self._start_one(job, run_id, nominal, now, now, reason, inputs, deliver)
+        return run_id
 
     def record_not_run(self, job: Any, nominal: float, outcome: Outcome, message: str, reason: str = UPSTREAM,
-                       deliver: bool = True) -> None:
+                       deliver: bool = True, inputs: RunInputs | None = None) -> None:
         """Record a downstream run that its trigger rule did not let run, and deliver that outcome on."""
         self.run_ids += 1
         run_id = self.run_ids
@@ -189,7 +226,7 @@ class RunLifecycle:
             else:
                 self._events.emit(event(self._clock.now(), job.name, RunRecord.from_row(job.name, row, self._sched.tz)))
         if deliver:
-            self._sched._delivered(job, run_id, nominal, outcome.value, None, None)
+            self._sched._delivered(job, run_id, nominal, outcome.value, None, None, inputs)
 
     def expect(self, run_id: int) -> None:
         """Keep the outcome of run ``run_id`` (about to start) for a :class:`RunHandle`."""
@@ -199,7 +236,7 @@ class RunLifecycle:
         self._futures[run_id] = fut
 
     def _start_one(self, job: Any, run_id: int, nominal: float, planned: float, now: float | None,
-                   reason: str, upstream: dict | None, deliver: bool) -> None:
+                   reason: str, inputs: RunInputs | None, deliver: bool) -> None:
         self.fires += 1
         policy = job.policy
         events = self._events
@@ -212,9 +249,9 @@ class RunLifecycle:
             started = time() if now is None else now
             job._running += 1
             slot = _inline
-            thread = self._sched._binding.thread
+            thread = self._binding.thread
             outer = slot[:] if slot[0] is not None else None  # a job that runs another job inline
-            slot[0], slot[1], slot[2], slot[3], slot[4], slot[5] = job, run_id, nominal, reason, upstream, thread
+            slot[0], slot[1], slot[2], slot[3], slot[4], slot[5] = job, run_id, nominal, reason, inputs, thread
             try:
                 value = job.func()
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a row, nothing escapes
@@ -223,25 +260,25 @@ class RunLifecycle:
                 outcome = SKIPPED if isinstance(exc, Skip) else INTERRUPTED if isinstance(exc, KeyboardInterrupt) \
                     else ERROR
                 self._attempt_failed(job, run_id, nominal, planned, started, time(), 1, exc, outcome, reason,
-                                     deliver=deliver)
+                                     deliver=deliver, inputs=inputs)
                 return
             if outer is None:
                 slot[0] = slot[4] = None
             else:
                 slot[:] = outer
             if value is not None and inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
-                self._spawn(job, run_id, nominal, planned, value, started, reason, upstream, deliver)
+                self._spawn(job, run_id, nominal, planned, value, started, reason, inputs, deliver)
                 return
             job._running -= 1
-            self._succeeded(job, run_id, nominal, planned, started, time(), 1, value, reason, deliver)
+            self._succeeded(job, run_id, nominal, planned, started, time(), 1, value, reason, deliver, inputs)
             return
         job._running += 1
-        self._spawn(job, run_id, nominal, planned, None, None, reason, upstream, deliver)
+        self._spawn(job, run_id, nominal, planned, None, None, reason, inputs, deliver)
 
     def _spawn(self, job: Any, run_id: int, nominal: float, planned: float, first: Any, started: float | None,
-               reason: str, upstream: dict | None, deliver: bool) -> None:
+               reason: str, inputs: RunInputs | None, deliver: bool) -> None:
         task = self._loop_of().create_task(self._run(job, run_id, nominal, planned, first, started, reason,
-                                                     upstream, deliver), name=f"nbsched:{job.name}:{run_id}")
+                                                     inputs, deliver), name=f"nbsched:{job.name}:{run_id}")
         self.tasks.add(task)
         if job._run_tasks is None:
             job._run_tasks = set()
@@ -265,18 +302,16 @@ class RunLifecycle:
 
     # ================================================================== attempts
     async def _run(self, job: Any, run_id: int, nominal: float, planned: float, first: Any,
-                   started: float | None, reason: str, upstream: dict | None, deliver: bool) -> None:
+                   started: float | None, reason: str, inputs: RunInputs | None, deliver: bool) -> None:
         policy = job.policy
         attempt = 1
         time = self._time
         s = self._sched
-        when = datetime.fromtimestamp(nominal, s.tz)
-        values = MappingProxyType(upstream) if upstream else MappingProxyType({})
         try:
             while True:
                 if started is None:
                     started = time()
-                _current.set(RunContext(job.name, run_id, attempt, when, reason, values))
+                _current.set(make_context(job, run_id, attempt, nominal, reason, inputs))
                 outcome, value, exc = await self._attempt(job, first)
                 first = None
                 finished = time()
@@ -285,7 +320,7 @@ class RunLifecycle:
                 if outcome is SUCCESS:
                     job._running -= 1
                     self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value, reason, deliver,
-                                    worker)
+                                    inputs, worker)
                     self._start_backlog(job)
                     return
                 retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not s._closed
@@ -293,7 +328,7 @@ class RunLifecycle:
                 if not retry:
                     job._running -= 1
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
-                                     reason, final=not retry, deliver=deliver, worker=worker)
+                                     reason, final=not retry, deliver=deliver, inputs=inputs, worker=worker)
                 if not retry:
                     self._start_backlog(job)
                     return
@@ -316,7 +351,7 @@ class RunLifecycle:
                     else:
                         outcome, exc = CANCELLED, cancel
                     self._attempt_failed(job, run_id, nominal, planned, now, now, attempt, exc, outcome, reason,
-                                         deliver=deliver)
+                                         deliver=deliver, inputs=inputs)
                     self._start_backlog(job)
                     return
                 started = None
@@ -347,9 +382,12 @@ class RunLifecycle:
             elif policy.resources:
                 awaitable = self._sched._executors[policy.executor].submit(job.func, resources=policy.resource_dict())
             else:
-                awaitable = self._sched._executors[policy.executor].submit(job.func)
+                awaitable = _relay(self._sched._executors[policy.executor].submit(job.func))
             value = await awaitable if inspect.isawaitable(awaitable) else awaitable
             return SUCCESS, value, None
+        except _Escaped as carrier:  # GeneratorExit, SystemExit, ... from the job's code in an executor
+            exc = carrier.original
+            return (INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR), None, exc
         except asyncio.CancelledError as exc:
             if timed_out:
                 task.uncancel()
@@ -372,13 +410,13 @@ class RunLifecycle:
     # ================================================================== outcomes
     def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                    finished: float, attempt: int, value: Any, reason: str, deliver: bool,
-                   worker: str | None = None) -> None:
+                   inputs: RunInputs | None = None, worker: str | None = None) -> None:
         branch = None
         if type(value) is Branch:
             problem = self._sched._check_branch(job, value)
             if problem is not None:
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, problem, ERROR,
-                                     reason, deliver=deliver, worker=worker)
+                                     reason, deliver=deliver, inputs=inputs, worker=worker)
                 return
             branch, value = value.targets, value.value
         row = self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None,
@@ -398,12 +436,16 @@ class RunLifecycle:
             self._notify(job, run_id, record, value, None)
             if listening:
                 events.emit(ev.JobExecuted(self._clock.now(), job.name, record))
-        if deliver and job.name in self._sched._downstream:
-            self._sched._delivered(job, run_id, nominal, _SUCCESS_S, value, branch)
+        if deliver and job.name in self._downstream:
+            self._sched._delivered(job, run_id, nominal, _SUCCESS_S, value, branch, inputs)
+        batches = self._batch_runs
+        if batches and run_id in batches:
+            batches.pop(run_id).ended(run_id, _SUCCESS_S)
 
     def _attempt_failed(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                         finished: float, attempt: int, exc: BaseException, outcome: Outcome, reason: str,
-                        final: bool = True, deliver: bool = True, worker: str | None = None) -> None:
+                        final: bool = True, deliver: bool = True, inputs: RunInputs | None = None,
+                        worker: str | None = None) -> None:
         if outcome is CANCELLED:
             err = _CANCELLED_INFO
         elif outcome is SKIPPED:
@@ -427,8 +469,11 @@ class RunLifecycle:
             self._events.emit(kind(self._clock.now(), job.name, record))
         if final and record is not None:
             self._notify(job, run_id, record, None, exc)
-        if final and deliver and job.name in self._sched._downstream:
-            self._sched._delivered(job, run_id, nominal, outcome.value, None, None)
+        if final and deliver and job.name in self._downstream:
+            self._sched._delivered(job, run_id, nominal, outcome.value, None, None, inputs)
+        batches = self._batch_runs
+        if final and batches and run_id in batches:
+            batches.pop(run_id).ended(run_id, outcome.value)
 
     def _notify(self, job: Any, run_id: int, record: RunRecord, value: Any, exc: BaseException | None) -> None:
         waiters, job._waiters = job._waiters or (), None
@@ -461,7 +506,7 @@ class RunLifecycle:
 
     def _start_backlog(self, job: Any) -> None:
         """A run ended: start a catch-up run (or a downstream run) waiting for a free instance, if any."""
-        if job._running >= job.policy.max_instances or job._removed or job._paused:
+        if job._running - job._batch_running >= job.policy.max_instances or job._removed or job._paused:
             return
         if job._backlog:
             nominal = job._backlog.pop(0)
@@ -476,6 +521,42 @@ class RunLifecycle:
         for task in tasks:
             task.cancel()
         return tasks
+
+
+class _Escaped(Exception):
+    """Carries a BaseException that is not an Exception (GeneratorExit, SystemExit, KeyboardInterrupt)
+    raised by job code in an executor across the await: awaiting a future that holds a GeneratorExit
+    lets it escape the awaiting coroutine's ``except`` clauses, and the run would never be recorded."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(original)
+        self.original = original
+
+
+def _relay(source: Any) -> Any:
+    """An asyncio future with ``source``'s outcome, BaseExceptions wrapped in :class:`_Escaped`;
+    cancelling it cancels ``source``."""
+    if not isinstance(source, asyncio.Future):
+        return source
+    target = source.get_loop().create_future()
+
+    def copy(src: asyncio.Future) -> None:
+        if target.done():
+            return
+        if src.cancelled():
+            target.cancel()
+            return
+        exc = src.exception()
+        if exc is None:
+            target.set_result(src.result())
+        elif isinstance(exc, Exception):
+            target.set_exception(exc)
+        else:
+            target.set_exception(_Escaped(exc))
+
+    source.add_done_callback(copy)
+    target.add_done_callback(lambda t: t.cancelled() and source.cancel())
+    return target
 
 
 def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:

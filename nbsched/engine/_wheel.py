@@ -42,12 +42,14 @@ class TimingWheel:
     """
 
     def __init__(self, clock: Clock, loop_of: Callable[[], Any], fire: Callable[[Any, float], None],
-                 on_drained: Callable[[], None]):
+                 on_drained: Callable[[], None], on_wake: Callable[[], bool] | None = None):
         self._clock = clock
         self._time = clock.time
         self._loop_of = loop_of  # the loop to arm timers and schedule slices on
         self._fire = fire
         self._on_drained = on_drained
+        self._on_wake = on_wake  # called first on every timer wake; True: it rebuilt the wheel, stop here
+        self._wake_interval = getattr(clock, "wake_interval", None) if on_wake is not None else None
         self._buckets: dict[int, list] = {}
         self._keys: list[int] = []
         self._timer = None
@@ -125,6 +127,9 @@ class TimingWheel:
         if slack and self._spin_tokens >= slack:
             # wake a little early and spin to the instant (see the module docstring)
             when = self._bucket_target(key) - slack
+        wake = self._wake_interval
+        if wake is not None and when - self._time() > wake:
+            when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
         self._timer = self._clock.call_at(when, self._on_timer, self._loop_of())
 
     def _bucket_target(self, key: int) -> float:
@@ -160,6 +165,8 @@ class TimingWheel:
         self._timer = None
         self._timer_key = None
         if self.stopped:
+            return
+        if self._on_wake is not None and self._on_wake():
             return
         if key is not None and not self._spin_to(key):
             self._arm(key)  # woke too early (long horizon, or no spin budget): wait for the instant

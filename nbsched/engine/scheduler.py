@@ -11,23 +11,30 @@ uses the public methods below.  Time comes only from ``self.clock`` (see :mod:`n
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import math
 import random
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import events as ev
+from .._durations import format_duration
 from ..clock import Clock, SystemClock, resolve_zone
 from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, TriggerError
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
-from ..history import OUTCOME, Outcome, RunLog, history_frame
+from ..graph import GraphEdge, GraphNode, JobGraph
+from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame
 from ..job import Job, JobPolicy, StoredJob
-from ..triggers import SPEC_HELP, After, Trigger, parse_trigger
+from ..context import RunInputs
+from ..notebook_files import notebook_job
+from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
+from ._batch import MAX_BATCH, Backfill, RunBatch
 from ._flow import FAILED, MAX_PENDING, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
 from ._planner import plan_fire
@@ -39,6 +46,10 @@ if TYPE_CHECKING:  # the engine talks to a store only through the protocol's met
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
+
+#: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
+#: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
+CLOCK_STEP_THRESHOLD = 1.0
 
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)
 
@@ -63,6 +74,13 @@ def _check_resources(policy: JobPolicy, executor: Any) -> None:
             f"but the job runs on {policy.executor!r}: register one with sched.add_executor('dask', "
             "nbsched.DaskExecutor(client)) and pass executor='dask'"
         )
+
+
+def _fmt(ts: float, zone: tzinfo) -> str:
+    try:
+        return f"{datetime.fromtimestamp(ts, zone):%Y-%m-%d %H:%M:%S %Z}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ts!r} (POSIX seconds)"
 
 
 class RunHandle:
@@ -95,12 +113,15 @@ class Scheduler:
 
     The scheduler binds to the event loop running when it is first used (or ``loop``, run by
     ``loop_thread``); from other threads (an ipykernel subshell, a worker) calls are handed over.
+    ``background=True`` gives it a loop of its own in a daemon thread, for places with no running
+    loop (terminal IPython, the python REPL, a plain script): jobs run while the prompt or the script
+    goes on; :meth:`shutdown` (or interpreter exit) stops the thread.
     """
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, loop_thread: int | None = None,
-                 store: Any = None, **defaults: Any):
+                 store: Any = None, background: bool = False, **defaults: Any):
         self.clock: Clock = clock or SystemClock()
         self.tz: tzinfo = resolve_zone(tz)
         self.defaults = JobPolicy.build(**defaults)
@@ -113,7 +134,12 @@ class Scheduler:
         self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
-        self._flow: deque = deque()  # (upstream job name, Delivery) waiting to be handed to downstream jobs
+        self._batch_runs: dict[int, RunBatch] = {}  # run id -> the backfill or catch-up it belongs to
+        self._watches: dict[str, Any] = {}  # 'on file' job name -> its nbsched.watch.FileWatch
+        self._landed: dict[str, set] = {}  # 'on file' job name -> files that landed while it was busy
+        self._catchups: dict[str, RunBatch] = {}
+        self._backfills: dict[str, list[RunBatch]] = {}
+        self._flow: deque = deque()  # finished runs (with the jobs after them) still being handed down
         self._flowing = False
         self._paused = False
         self._closed = False
@@ -124,9 +150,24 @@ class Scheduler:
         self._time = self.clock.time
         self._store: Any = None
         self.events = ev.EventBus(spawn=self._spawn_listener)
+        self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
-        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle)
+        self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
+                                  self._check_clock)
+        elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
+        self._elapsed: Callable[[], float] | None = elapsed
+        self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
+        self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
         self._runs = RunLifecycle(self)
+        self._background = None
+        if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
+            if loop is not None:
+                raise PolicyError("give either loop= or background=True, not both")
+            from ._background import LoopThread
+
+            self._background = LoopThread()
+            loop, loop_thread = self._background.loop, self._background.ident
+            self._background.on_exit(self.shutdown)
         if loop is not None:
             self._binding.bind(loop, loop_thread)
         else:
@@ -176,7 +217,8 @@ class Scheduler:
     def add(self, func: Callable[[], Any], trigger: "str | Trigger | None" = None, *, name: str | None = None,
             tz: str | tzinfo | None = None, now: bool = False, paused: bool = False,
             start: datetime | None = None, end: datetime | None = None, after: "str | Iterable[str] | None" = None,
-            meta: dict[str, Any] | None = None, persist: bool | None = None, **options: Any) -> Job:
+            debounce: Any = None, meta: dict[str, Any] | None = None, persist: bool | None = None,
+            **options: Any) -> Job:
         """Schedule ``func`` (a plain or ``async`` function taking no arguments) on ``trigger``.
 
         ``trigger`` is a spec string (``"every 5m"``, ``"cron 0 9 * * mon-fri"``, ``"at ..."``,
@@ -188,8 +230,14 @@ class Scheduler:
         results carry on.  ``now=True`` also runs it at once.  Other keywords are policy options (see
         :class:`~nbsched.job.JobPolicy`): ``retries``, ``timeout``, ``max_instances``, ``coalesce``,
         ``misfire_grace``, ``jitter``, ``max_runs``, ``until``, ``executor``, ``retry_delay``,
-        ``backoff``, ``max_retry_delay``, ``history_rows``, ``history_age``, ``results_rows``, ``results_age``.
+        ``backoff``, ``max_retry_delay``, ``history_rows``, ``history_age``, ``results_rows``, ``results_age``,
+        ``catchup``, ``max_active_runs``.
         ``persist`` (default: whether a store is attached) saves the job, its runs and results to the store.
+
+        ``start``/``end`` (datetimes or ISO strings; naive ones in the job's zone) bound the fire times:
+        an interval is anchored at ``start``; a cron or shorthand trigger fires from ``start`` on.  With
+        ``catchup=True`` and a past ``start``, every fire time from ``start`` to now runs first (reason
+        ``catchup``), oldest first, ``max_active_runs`` at a time; without it a past start only anchors.
 
         Everything is validated before anything changes: a bad spec or option raises and adds nothing.
         """
@@ -215,19 +263,145 @@ class Scheduler:
             trigger = After((after,) if isinstance(after, str) else tuple(after))
         elif trigger is None:
             raise TriggerError(f"add() needs a trigger: e.g. sched.add(func, 'every 5m') or after='upstream'; {SPEC_HELP}")
-        trig = self._parse(trigger, zone, t0, start, end).anchored(t0)
+        start_ts = None if start is None else _instant(start, zone, "start")
+        end_ts = None if end is None else _instant(end, zone, "end")
+        if start_ts is not None and end_ts is not None and end_ts < start_ts:
+            raise PolicyError(f"end {end!r} is before start {start!r}: swap them")
+        interval = isinstance(trigger, Interval) or (isinstance(trigger, str) and trigger.split()[:1] == ["every"]
+                                                     and parse_trigger(trigger, tz=zone, now=t0).kind == "interval")
+        if interval:
+            trig = self._parse(trigger, zone, t0, None if start is None else datetime.fromtimestamp(start_ts, zone),
+                               None if end is None else datetime.fromtimestamp(end_ts, zone)).anchored(t0)
+        else:
+            trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
+            if end_ts is not None and policy.until is None:
+                policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
+        if debounce is not None:
+            if not isinstance(trig, OnFile):
+                raise PolicyError(f"debounce={debounce!r} applies to 'on file PATTERN' triggers, not to {trig.spec!r}")
+            trig = OnFile(trig.pattern, debounce, tz=trig.tz)
+        if isinstance(trig, (After, OnFile)) and (start is not None or end is not None or policy.catchup):
+            raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}"
+                              + (": backfill or catch up its root job instead" if isinstance(trig, After) else ""))
         if isinstance(trig, After):
+            if start is not None or end is not None or policy.catchup:
+                raise PolicyError(f"start/end/catchup apply to time triggers, not to {trig.spec!r}: backfill or "
+                                  "catch up its root job instead")
             self._check_upstreams(name, trig)
         elif "trigger_rule" in options:
             raise PolicyError(f"trigger_rule={options['trigger_rule']!r} applies to jobs that run after other jobs "
                               f"('after NAME'), not to {trig.spec!r}")
-        first = trig.next_timestamp(t0)
-        if first is None and not now and not isinstance(trig, After):
+        catchup: list[float] = []
+        if policy.catchup:
+            if start_ts is None:
+                raise PolicyError("catchup=True needs a start (e.g. start='2026-11-01'): the first fire time to run")
+            catchup = list(self._fire_times(trig, start_ts, min(t0, policy.until or t0), f"catch-up of {name!r}")[0])
+        not_before = None if start_ts is None or interval else start_ts
+        first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
+        until = policy.until
+        if until is not None and not catchup and (until <= t0 or (first is not None and first > until and not now)):
+            when = "is in the past" if until <= t0 else f"comes before the first fire time ({_fmt(first, zone)})"
+            raise PolicyError(f"invalid until {_fmt(until, zone)}: it {when}, so the job would never run "
+                              f"(now: {_fmt(t0, zone)}); pick a later time or drop until")
+        if first is None and not now and not isinstance(trig, (After, OnFile)) and not catchup:
             raise TriggerError(
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
             )
-        return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist)
+        return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist,
+                                  not_before, catchup)
+
+    def _fire_times(self, trig: Trigger, start: float, end: float, what: str) -> tuple[Iterable[float], int]:
+        """Fire times of ``trig`` in ``[start, end]``, oldest first (lazily), and how many there are;
+        more than MAX_BATCH is refused.  Intervals are counted by arithmetic, other triggers by walking."""
+        first = trig.next_timestamp(start - 1e-6)
+        if isinstance(trig, Interval) and trig._start is not None:
+            every, anchor, last = trig.seconds, trig._start, trig._end
+            if first is not None and first > start:  # the grid reaches back before its anchor
+                first = anchor - math.floor((anchor - start) / every + 1e-9) * every
+            stop = end if last is None else min(end, last)
+            count = 0 if first is None or first > stop + 1e-6 else math.floor((stop - first) / every + 1e-9) + 1
+            self._check_batch(count, trig, start, end, what)
+            return (first + k * every for k in range(count)), count
+        times: list[float] = []
+        t = first
+        while t is not None and t <= end + 1e-6:
+            times.append(t)
+            self._check_batch(len(times), trig, start, end, what)
+            t = trig.next_timestamp(t)
+        return times, len(times)
+
+    def _check_batch(self, count: int, trig: Trigger, start: float, end: float, what: str) -> None:
+        if count > MAX_BATCH:
+            raise PolicyError(f"{what} from {datetime.fromtimestamp(start, self.tz):%Y-%m-%d %H:%M} to "
+                              f"{datetime.fromtimestamp(end, self.tz):%Y-%m-%d %H:%M} would run more than "
+                              f"{MAX_BATCH:,} fire times of {trig.spec!r}: pick a shorter range")
+
+    def backfill(self, name: str, start: Any, end: Any, *, max_active: int = 1, downstream: bool = True) -> Backfill:
+        """Run job ``name`` once for every fire time of its trigger in ``[start, end]`` (both inclusive;
+        naive times in the job's zone), oldest first, ``max_active`` at a time, reason ``backfill``.
+
+        Each run stands for its fire time: ``scheduled_at``, data interval and results rows carry it,
+        and (``downstream=True``) its downstream chain runs with the same logical time.  The job keeps
+        running on its schedule meanwhile.  Returns a :class:`~nbsched.engine.Backfill`: ``await`` it for
+        the history frame of the backfill's runs, ``cancel()`` to stop it.
+        """
+        job = self.get(name)
+        if isinstance(job.trigger, After):
+            roots = self._roots_of(name)
+            raise PolicyError(f"job {name!r} runs after other jobs: backfill its root instead "
+                              f"({', '.join(map(repr, roots))}); its runs bring {name!r} along")
+        if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
+            raise PolicyError(f"invalid max_active {max_active!r}: a whole number >= 1")
+        zone = job.trigger.tz
+        start_ts, end_ts = _instant(start, zone, "start"), _instant(end, zone, "end", end_of_day=True)
+        if end_ts < start_ts:
+            raise PolicyError(f"backfill end {end!r} is before its start {start!r}: swap them")
+        times, count = self._fire_times(job.trigger, start_ts, end_ts, f"backfill of {name!r}")
+        return self._binding.call("Scheduler.backfill", self._start_backfill, job, times, count, max_active,
+                                  downstream)
+
+    def backfills(self, name: str | None = None) -> list[Backfill]:
+        """Backfills in progress (of one job, or all)."""
+        return [Backfill(b) for key, batches in self._backfills.items() if name in (None, key) for b in batches]
+
+    def _roots_of(self, name: str) -> list[str]:
+        roots, seen, stack = [], set(), [name]
+        while stack:
+            current = stack.pop()
+            job = self._jobs.get(current)
+            ups = job.upstreams if job is not None else ()
+            if not ups and current != name:
+                roots.append(current)
+            for up in ups:
+                if up not in seen:
+                    seen.add(up)
+                    stack.append(up)
+        return sorted(roots)
+
+    def add_notebook(self, path: Any, trigger: "str | Trigger | None" = None, *, name: str | None = None,
+                     parameters: dict[str, Any] | None = None, output_dir: Any = None, kernel_name: str | None = None,
+                     after: "str | Iterable[str] | None" = None, **options: Any) -> Job:
+        """Schedule a notebook file: each run executes it top to bottom in a fresh kernel.
+
+        ``sched.add_notebook("etl.ipynb", "daily at 02:00", parameters={"region": "eu"})``;
+        ``sched.add_notebook("report.ipynb", "after etl")``.  ``parameters`` are injected as a cell
+        after the cell tagged ``parameters`` (as papermill does; at the top if none is tagged), the
+        executed notebook of every run is kept in ``output_dir`` (default: ``nbsched-runs/`` next to
+        the file) and its path is the run's value (the results frame lists them); a failing cell fails
+        the run (:class:`~nbsched.notebook_files.NotebookCellError`, with the kernel's traceback in
+        history).  ``name`` defaults to the file's stem; ``kernel_name`` to the notebook's own kernel.
+        Other keywords are :meth:`add`'s (``retries``, ``timeout`` - which kills the kernel -,
+        ``max_instances``, ``trigger_rule``, ...).  A missing file, a file that is not a notebook or a
+        parameter that is not JSON-able raises :class:`~nbsched.notebook_files.NotebookFileError`
+        and adds nothing.  See :mod:`nbsched.notebook_files`.
+        """
+        executor = options.get("executor", "loop")
+        if executor != "loop":
+            raise PolicyError(f"executor={executor!r}: a notebook job runs its notebook in a kernel of its own and "
+                              "awaits it on the scheduler's loop, so it takes no executor (drop executor=)")
+        func = notebook_job(path, name=name, parameters=parameters, output_dir=output_dir, kernel_name=kernel_name)
+        return self.add(func, trigger, name=func.__name__, after=after, **options)
 
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
@@ -282,6 +456,44 @@ class Scheduler:
         """The jobs that run after ``name`` (directly), in the order they were added."""
         return list(self._downstream.get(name, ()))
 
+    def graph(self, name: str | None = None) -> JobGraph:
+        """The dependency graph as a picture (an SVG that JupyterLab and nbconvert's HTML show).
+
+        Every job is a node coloured by its last outcome; an edge runs from each upstream to the job
+        after it, labelled with the trigger rule when it is not ``all_success``.  With ``name``, only
+        the jobs connected to that job (everything above and below it).  A snapshot: call again to
+        see later runs.  See :class:`nbsched.graph.JobGraph`."""
+        jobs = self._jobs
+        names: Iterable[str] = jobs
+        if name is not None:
+            self.get(name)
+            seen, stack = {name}, [name]
+            while stack:  # walk both directions, iteratively (chains may be long)
+                current = stack.pop()
+                job = jobs.get(current)
+                for other in (*(job.upstreams if job is not None else ()), *self._downstream.get(current, ())):
+                    if other not in seen and other in jobs:
+                        seen.add(other)
+                        stack.append(other)
+            names = [n for n in jobs if n in seen]
+        nodes, edges = [], []
+        for n in names:
+            job = jobs[n]
+            nodes.append(GraphNode(n, job.describe(), job.state.value, self._shown_outcome(job)))
+            for up in job.upstreams:
+                edges.append(GraphEdge(up, n, job.policy.trigger_rule))
+        return JobGraph(nodes, edges)
+
+    def _shown_outcome(self, job: Job) -> str | None:
+        """The graph's colour: the last outcome, or ``skipped`` when the job's latest row is a run its
+        upstreams did not let happen (a branch not taken, a skip propagated down)."""
+        log_ = self._logs.get(job.name)
+        rows = log_.rows if log_ is not None else ()
+        if rows and rows[-1][REASON] == "upstream" and rows[-1][OUTCOME] == Outcome.SKIPPED.value:
+            return Outcome.SKIPPED.value
+        last = job.last_outcome
+        return None if last is None else last.value
+
     def interrupt(self, name: str) -> int:
         """Stop the job's runs in progress (recorded ``interrupted``) and pause the job.
 
@@ -335,6 +547,14 @@ class Scheduler:
         if name in self._logs:
             return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name, history=True))
+
+    def timeline(self, name: str | None = None):
+        """Runs of one job (or all) as pictures: a time axis coloured by outcome, retries grouped with
+        their run, lateness and duration histograms.  Displays as inline SVG (also in nbconvert HTML
+        and on GitHub) and as text in a terminal; see :class:`nbsched.timeline.Timeline`."""
+        from ..timeline import Timeline
+
+        return Timeline(self, name)
 
     def forget(self, name: str) -> None:
         """Drop the history and results of a removed job."""
@@ -449,7 +669,8 @@ class Scheduler:
         return self._runs.future(run_id, self._binding.require("awaiting a run"))
 
     def _busy(self) -> bool:
-        return bool(self._runs.tasks) or self._wheel.busy or bool(self._flow) or self._flowing
+        return (bool(self._runs.tasks) or self._wheel.busy or bool(self._flow) or self._flowing
+                or bool(self._catchups) or bool(self._backfills))
 
     def shutdown(self, wait: bool = False) -> "asyncio.Future[None] | None":
         """Stop all timers.  ``wait=False`` cancels running jobs (recorded ``cancelled``);
@@ -459,13 +680,24 @@ class Scheduler:
             return None
         loop = self._binding.elsewhere()
         if loop is not None:  # not _binding.call(): that refuses calls once closed
-            return LoopBinding.hand_over(loop, self._shutdown_now, wait)
-        return self._shutdown_now(wait)
+            pending = LoopBinding.hand_over(loop, self._shutdown_now, wait)
+            if self._background is None:
+                return pending
+            if pending is not None:  # wait=True: block until the running jobs have finished
+                _wait_from_thread(loop, pending)
+            self._background.stop()
+            return None
+        pending = self._shutdown_now(wait)
+        if self._background is not None:  # called on the loop thread (e.g. from a job): stop after it
+            self._background.stop()
+        return pending
 
     # ======================================================================== internals: jobs
-    def _add(self, func, name, trig, policy, now, paused, meta, persist=None) -> Job:
+    def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
+        if not self._wheel.draining:
+            self._check_clock()  # a step not noticed yet must not move the new job's fire times
         log_ = self._log_for(name, policy)
         old = self._jobs.pop(name, None)
         if old is not None:
@@ -484,8 +716,10 @@ class Scheduler:
             job._paused = True
         elif isinstance(trig, After):
             pass  # runs when its upstreams deliver
+        elif isinstance(trig, OnFile):
+            self._watch(job)
         else:
-            first = trig.next_timestamp(t0)
+            first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
             if first is not None and (policy.until is None or first <= policy.until):
                 self._schedule(job, first)
             elif not now:
@@ -495,6 +729,8 @@ class Scheduler:
             self._store.on_job_saved(job)
         if now:
             self._runs.start_runs(job, [t0], t0, scheduled=True)
+        if catchup and not paused:
+            self._start_catchup(job, catchup)
         return job
 
     def _log_for(self, name: str, policy: JobPolicy) -> RunLog:
@@ -563,6 +799,7 @@ class Scheduler:
     def _detach(self, job: Job) -> None:
         job._removed = True
         self._unlink(job)
+        self._unwatch(job.name)
         self._wheel.take(job)
         for fut in job._waiters or ():
             if not fut.done():
@@ -623,6 +860,7 @@ class Scheduler:
         if not job._paused:
             job._paused = True
             self._wheel.take(job)
+            self._unwatch(name)  # a paused job consumes nothing
             job._backlog = None
             self._changed(job)
             self._emit_job(ev.JobPaused, name, reason=reason)
@@ -655,6 +893,9 @@ class Scheduler:
     def _schedule_from_now(self, job: Job) -> None:
         if isinstance(job.trigger, After):
             return  # after-jobs have no fire times: they wait for deliveries
+        if isinstance(job.trigger, OnFile):
+            self._watch(job)  # from now: files present now do not fire
+            return
         nxt = job.trigger.next_timestamp(self._time())
         if nxt is not None and (job.policy.until is None or nxt <= job.policy.until):
             self._schedule(job, nxt)
@@ -677,6 +918,48 @@ class Scheduler:
             self._rearm_all()
             self._emit_simple(ev.SchedulerResumed)
 
+    def _check_clock(self) -> bool:
+        """Has the wall clock been stepped since the last look (every timer wake, at most a second
+        apart while jobs wait)?  Then keep intervals in elapsed time and record the step.  Returns True
+        when it rebuilt the timing wheel."""
+        elapsed = self._elapsed
+        if elapsed is None:
+            return False
+        offset = self._time() - elapsed()
+        step = offset - self._clock_offset
+        self._clock_offset = offset  # slow drift (NTP slewing) is absorbed look by look
+        if -CLOCK_STEP_THRESHOLD < step < CLOCK_STEP_THRESHOLD:
+            return False
+        self._on_clock_step(step)
+        return True
+
+    def _on_clock_step(self, step: float) -> None:
+        now = self._time()
+        self._clock_jumps.append((now, step))
+        moved = 0
+        wheel = self._wheel
+        waiting = [job for job in self._jobs.values() if job._key is not None and job._next_ts is not None]
+        wheel.clear()
+        for job in waiting:
+            nominal, planned = job._next_ts, job._planned
+            if isinstance(job.trigger, Interval):  # elapsed time: the rhythm moves with the wall clock
+                job.trigger = job.trigger.shifted(step)
+                nominal += step
+                planned += step
+                moved += 1
+            job._next_ts = nominal
+            wheel.put(job, planned)
+        self._version += 1
+        direction = "back" if step < 0 else "forward"
+        log.warning("nbsched: the wall clock was stepped %s by %s; %d interval job(s) keep their rhythm in elapsed "
+                    "time, cron and 'at' jobs follow the wall clock", direction, format_duration(abs(step)), moved)
+        if self.events.wants(ev.ClockJumped):
+            self.events.emit(ev.ClockJumped(self.clock.now(), timedelta(seconds=step)))
+
+    def clock_jumps(self) -> list[tuple[datetime, timedelta]]:
+        """Steps of the wall clock this scheduler noticed: (when it noticed, by how much; negative: back)."""
+        return [(datetime.fromtimestamp(t, self.tz), timedelta(seconds=d)) for t, d in self._clock_jumps]
+
     def _rearm_all(self) -> None:
         """Reschedule every active job from now (after a scheduler pause or a move to a new loop)."""
         self._wheel.clear()
@@ -687,6 +970,7 @@ class Scheduler:
 
     def _reschedule(self, job: Job, trig: Trigger) -> Job:
         self._unlink(job)
+        self._unwatch(job.name)
         job.trigger = trig
         self._link(job)
         job._finished = False
@@ -734,35 +1018,119 @@ class Scheduler:
         """A job's (planned) fire time has come: carry out the planner's decision."""
         nominal = job._next_ts
         planned = job._planned
-        plan = plan_fire(job.trigger, job.policy, job._runs, nominal, planned, now)
+        policy = job.policy
+        if policy.until is None and policy.max_runs is None and policy.misfire_grace is None \
+                and not self._catchups:
+            # The common case, without building a plan: no bounds, no grace, the next fire time is
+            # still ahead, so the planner's answer is "run this one, wait for the next" (tests check
+            # both paths agree).  Anything else goes through plan_fire.
+            nxt = job.trigger.next_timestamp(nominal)
+            if nxt is not None and nxt > now:
+                job._next_ts = nxt
+                jitter = policy.jitter
+                self._wheel.put(job, nxt + self._random.uniform(0.0, jitter) if jitter else nxt)
+                self._runs.start_scheduled(job, nominal, planned, now)
+                return
+        plan = plan_fire(job.trigger, policy, job._runs, nominal, planned, now)
         if plan.next is None:
             self._mark_finished(job)
         else:
             self._schedule(job, plan.next)
         runs = self._runs
-        if plan.uncounted:
-            job._missed += plan.uncounted
-            log.warning("nbsched: job %r missed more fire times than its history keeps; counted, not itemised",
-                        job.name)
         for t in plan.missed:
             runs.record_missed(job, t, now - t)
+        if plan.uncounted:  # more than retention keeps: one summary row carries the exact count
+            first = job.trigger.next_timestamp(nominal)
+            runs.record_missed_summary(job, first, now - first, plan.uncounted)
+        catching_up = self._catchups.get(job.name) if self._catchups else None
+        if catching_up is not None and plan.run:  # live fires wait their turn behind the catch-up
+            for t in plan.run:
+                job._runs += 1
+                catching_up.add(t, SCHEDULE)
+            return
         if plan.run:
             if len(plan.run) == 1 and not plan.missed:
                 runs.start_runs(job, plan.run, planned, scheduled=True, now=now)
             else:
                 runs.start_runs(job, plan.run, plan.run[0], scheduled=True)
 
+    # ======================================================================== internals: data triggers
+    def _watch(self, job: Job) -> None:
+        from ..watch import FileWatch  # bottom layer; watchfiles itself is imported by it, lazily
+
+        self._unwatch(job.name)
+        name = job.name
+        trig = job.trigger
+        watch = FileWatch(trig.pattern, debounce=trig.debounce, on_batch=lambda paths: self._files_landed(name, paths),
+                          clock=self.clock, loop=self._binding.require("an 'on file' job"))
+        watch.start()
+        self._watches[name] = watch
+
+    def _unwatch(self, name: str) -> None:
+        watch = self._watches.pop(name, None)
+        self._landed.pop(name, None)
+        if watch is not None:
+            watch.stop()
+
+    def _files_landed(self, name: str, paths: list[str]) -> None:
+        """A batch of files settled: run the job with them (``current_run().changed``), or keep them for
+        its next run if it is busy (nothing that landed is lost)."""
+        job = self._jobs.get(name)
+        if job is None or job._paused or self._closed:
+            return
+        if job._running - job._batch_running >= job.policy.max_instances:
+            self._landed.setdefault(name, set()).update(paths)
+            return
+        job._runs += 1
+        self._runs.start_run(job, self._time(), SCHEDULE, RunInputs(changed=tuple(paths)), True)
+
+    def watch_backend(self, name: str) -> str | None:
+        """How an 'on file' job watches: ``"native"`` or ``"polling"`` (None when it is not watching)."""
+        watch = self._watches.get(name)
+        return None if watch is None else watch.backend
+
+    # ======================================================================== internals: batches
+    def _start_catchup(self, job: Job, times: list[float]) -> None:
+        job._runs += len(times)
+        batch = RunBatch(self, job, [(t, CATCHUP) for t in times], len(times), job.policy.max_active_runs, True)
+        self._catchups[job.name] = batch
+        batch.pump()
+
+    def _start_backfill(self, job: Job, times: Iterable[float], count: int, max_active: int,
+                        downstream: bool) -> Backfill:
+        batch = RunBatch(self, job, ((t, BACKFILL) for t in times), count, max_active, downstream)
+        self._backfills.setdefault(job.name, []).append(batch)
+        self._version += 1
+        batch.pump()
+        return Backfill(batch)
+
+    def _batch_finished(self, batch: RunBatch) -> None:
+        name = batch.job.name
+        if self._catchups.get(name) is batch:
+            del self._catchups[name]
+        batches = self._backfills.get(name)
+        if batches and batch in batches:
+            batches.remove(batch)
+            if not batches:
+                del self._backfills[name]
+        self._version += 1
+        self._maybe_idle()
+
     # ======================================================================== internals: workflows
     def _delivered(self, job: Job, run_id: int, nominal: float, outcome: str, value: Any,
-                   branch: tuple | None) -> None:
-        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow)."""
-        flow = self._flow
-        upstream = job.name
-        for name in self._downstream.get(upstream, ()):  # one item per downstream job: a fan-out is sliced
-            out, note = outcome, None
-            if branch is not None and name not in branch:
-                out, note = "skipped", f"branch taken at {upstream!r}: {', '.join(branch)}"
-            flow.append((name, Delivery(upstream, run_id, nominal, out, value if out == "success" else None, note)))
+                   branch: tuple | None, inputs: RunInputs | None = None) -> None:
+        """A run of ``job`` reached its final outcome: hand it to the jobs after it (see ._flow).
+
+        One item per finished run (with a snapshot of the jobs after it), not one per downstream job:
+        a fan-out of 10,000 is expanded inside the sliced drain, so no loop turn pays for all of it."""
+        downs = self._downstream.get(job.name)
+        if not downs:
+            return
+        if inputs is not None and (inputs.trigger is not None or inputs.interval_start is not None):
+            source, start = inputs.trigger, inputs.interval_start  # inherited further down the chain
+        else:
+            source, start = job.trigger, None
+        self._flow.append((job.name, tuple(downs), 0, run_id, nominal, outcome, value, branch, source, start))
         if not self._flowing:
             self._drain_flow()
 
@@ -770,18 +1138,33 @@ class Scheduler:
         """Hand deliveries to downstream gates for at most a slice, then give the loop back.
 
         One loop, not recursion: a chain of 1,000 plain functions runs inline here without growing
-        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires."""
+        the stack, and a fan-out of 10,000 is worked through in slices like a burst of fires (the rest
+        of a fan-out goes back to the front of the queue, so deliveries keep their order)."""
         self._flowing = True
         flow = self._flow
         deadline = perf_counter() + SLICE_SECONDS
-        try:
-            while flow:
-                self._deliver_one(*flow.popleft())
-                if perf_counter() > deadline and flow:
-                    self._binding.loop.call_soon(self._drain_flow)
-                    return
-        except BaseException:
-            log.exception("nbsched: internal error while handing runs to downstream jobs")
+        while flow:
+            upstream, downs, i, run_id, nominal, outcome, value, branch, source, start = flow.popleft()
+            n = len(downs)
+            while i < n:
+                name = downs[i]
+                i += 1
+                try:
+                    if branch is not None and name not in branch:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, "skipped", None,
+                                                         f"branch taken at {upstream!r}: {', '.join(branch)}",
+                                                         source, start))
+                    else:
+                        self._deliver_one(name, Delivery(upstream, run_id, nominal, outcome,
+                                                         value if outcome == "success" else None, None, source, start))
+                except BaseException:  # one bad delivery must not stop the others
+                    log.exception("nbsched: internal error while handing a run of %r to %r", upstream, name)
+                if perf_counter() > deadline:
+                    if i < n:
+                        flow.appendleft((upstream, downs, i, run_id, nominal, outcome, value, branch, source, start))
+                    if flow:
+                        self._binding.loop.call_soon(self._drain_flow)
+                        return
         self._flowing = False
         self._maybe_idle()
 
@@ -796,25 +1179,34 @@ class Scheduler:
             runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                 f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
-            if what == "run":
+            if len(consumed) == 1:  # one upstream (the common case): no search, no comprehension
+                (up, latest), = consumed.items()
+                values = {up: latest.value}
+            else:
+                latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
                 values = {up: d.value for up, d in consumed.items()}
-                if job._running < job.policy.max_instances and not gate.ready:
-                    runs.start_upstream_run(job, scheduled, values)
+            inputs = RunInputs(values, latest.trigger, latest.interval_start)
+            if what == "run":
+                if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
+                    runs.start_upstream_run(job, scheduled, inputs)
                 else:
-                    gate.ready.append((scheduled, values))  # waits for a free instance, in order
+                    gate.ready.append((scheduled, inputs))  # waits for a free instance, in order
                     if len(gate.ready) > MAX_PENDING:
                         lost_at = gate.ready.popleft()[0]
                         runs.record_not_run(job, lost_at, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
                                             f"{name!r} waited for a free instance", deliver=False)
             else:
-                runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed))
+                runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed), inputs=inputs)
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
+        if job.name in self._landed:  # files that landed while the job was busy: one run for all of them
+            self._files_landed(job.name, sorted(self._landed.pop(job.name)))
+            return
         gate = self._gates.get(job.name)
-        if gate is not None and gate.ready and job._running < job.policy.max_instances:
-            scheduled, values = gate.ready.popleft()
-            self._runs.start_upstream_run(job, scheduled, values)
+        if gate is not None and gate.ready and job._running - job._batch_running < job.policy.max_instances:
+            scheduled, inputs = gate.ready.popleft()
+            self._runs.start_upstream_run(job, scheduled, inputs)
 
     def _check_branch(self, job: Job, branch: Any) -> Exception | None:
         """A Branch naming jobs that do not run after ``job`` is the run's error (never ignored)."""
@@ -860,11 +1252,27 @@ class Scheduler:
             if isinstance(item.trigger, After):
                 self._link(job)
                 job._finished = item.finished
+            elif isinstance(item.trigger, OnFile):
+                if not item.paused:
+                    self._watch(job)
             elif item.finished or ts is None or (policy.until is not None and ts > policy.until) or \
                     (policy.max_runs is not None and item.runs >= policy.max_runs):
                 job._finished = True
             elif not item.paused:
-                self._schedule(job, ts)
+                now = self._time()
+                if policy.catchup and ts <= now:  # fire times missed while down: run them, in order
+                    times = []
+                    t: float | None = ts
+                    while t is not None and t <= now and len(times) < MAX_BATCH:
+                        times.append(t)
+                        t = item.trigger.next_timestamp(t)
+                    if t is not None and (policy.until is None or t <= policy.until):
+                        self._schedule(job, t)
+                    else:
+                        job._finished = True
+                    self._start_catchup(job, times)
+                else:
+                    self._schedule(job, ts)
             self._announce(job, replaced=False)
             loaded.append(job)
         for name, rows in history.items():
@@ -912,19 +1320,28 @@ class Scheduler:
         if self.events.wants(kind):
             self.events.emit(kind(self.clock.now(), name, **extra))
 
-    def _spawn_listener(self, awaitable: Any) -> None:
-        async def run() -> None:
-            try:
-                await awaitable
-            except Exception:
-                log.exception("nbsched: async event listener failed (the scheduler carries on)")
-
+    def _spawn_listener(self, awaitable: Any, sub: ev.Subscription) -> None:
+        """An async listener's call as a task of its own: not work in progress (wait_idle and
+        shutdown(wait=True) do not wait for it), cancelled after LISTENER_TIMEOUT (see nbsched.events)."""
         loop = self._binding.loop
-        if loop is not None:
-            task = loop.create_task(run())
-            tasks = self._runs.tasks
-            tasks.add(task)
-            task.add_done_callback(self._runs._task_done)
+        if loop is None or loop.is_closed():
+            sub.pending -= 1
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        task = loop.create_task(ev.run_listener(sub, awaitable), name=f"nbsched:listener:{sub.callback!r:.60}")
+        tasks = self._listener_tasks
+        tasks.add(task)
+        timeout = ev.LISTENER_TIMEOUT
+
+        def expire() -> None:
+            if not task.done():
+                sub.timed_out += 1
+                log.error("nbsched: async event listener %r took longer than %gs: cancelled", sub.callback, timeout)
+                task.cancel()
+
+        timer = self.clock.call_at(self._time() + timeout, expire, loop)
+        task.add_done_callback(lambda t: (tasks.discard(t), timer.cancel()))
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
         self._closed = True
@@ -933,7 +1350,14 @@ class Scheduler:
         self._wheel.clear()
         for job in self._jobs.values():
             self._wheel.take(job)
+        for name in list(self._watches):
+            self._unwatch(name)
+        for batch in [*self._catchups.values(), *(b for bs in self._backfills.values() for b in bs)]:
+            batch.cancelled = True  # nothing more starts; runs in progress end below like any other
+            batch.queue.clear()
         tasks = list(self._runs.tasks) if wait else self._runs.cancel_all()
+        for task in list(self._listener_tasks):
+            task.cancel()  # listeners are not work: never waited for
         for executor in self._executors.values():
             try:
                 executor.shutdown(wait=False)
@@ -963,6 +1387,38 @@ class Scheduler:
         return f"<nbsched.Scheduler {state} jobs={len(self._jobs)} tz={getattr(self.tz, 'key', self.tz)}>"
 
 
+def _wait_from_thread(loop: asyncio.AbstractEventLoop, pending: "asyncio.Future[Any]") -> None:
+    """Block this (other) thread until ``pending``, a future of ``loop``, is done."""
+    done = threading.Event()
+    loop.call_soon_threadsafe(lambda: pending.add_done_callback(lambda _: done.set()))
+    done.wait()
+
+
+def _instant(value: Any, zone: tzinfo, what: str, end_of_day: bool = False) -> float:
+    """POSIX seconds from a datetime or an ISO string; naive values are in ``zone``.  A date alone
+    means its midnight (for an ``end``: the end of that day, with ``end_of_day``)."""
+    from datetime import date as _date, time as _time
+
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:  # a date: 2026-10-31
+                day = _date.fromisoformat(text)
+                value = datetime.combine(day, _time(23, 59, 59, 999999) if end_of_day else _time())
+            else:
+                value = datetime.fromisoformat(text)
+        except ValueError:
+            raise PolicyError(f"invalid {what} {value!r}: give a date or date-time such as '2026-11-01' or "
+                              "'2026-11-01 02:00' (naive times are in the job's zone)") from None
+    elif isinstance(value, _date) and not isinstance(value, datetime):
+        value = datetime.combine(value, _time(23, 59, 59, 999999) if end_of_day else _time())
+    if not isinstance(value, datetime):
+        raise PolicyError(f"invalid {what} {value!r}: give a datetime or a string such as '2026-11-01'")
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=zone)
+    return value.timestamp()
+
+
 def _why(what: str, consumed: dict) -> str:
     """The error column of a downstream run its rule did not let run."""
     if what == "upstream_failed":
@@ -977,10 +1433,11 @@ _default_lock = threading.Lock()
 
 
 def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None = None,
-                  loop_thread: int | None = None) -> Scheduler | None:
+                  loop_thread: int | None = None, background: bool = False) -> Scheduler | None:
     """The process-wide default scheduler (the one the magics and the dashboard use).
 
-    Created on first use (on ``loop``, run by ``loop_thread``, when given); after it is shut down,
+    Created on first use (on ``loop``, run by ``loop_thread``, when given; on a loop of its own with
+    ``background=True``, as ``%load_ext nbsched`` does outside a kernel); after it is shut down,
     the next call creates a fresh one.  ``create=False`` returns None instead of creating one.
     """
     global _default
@@ -988,5 +1445,5 @@ def get_scheduler(*, create: bool = True, loop: asyncio.AbstractEventLoop | None
         if _default is None or not _default.running:
             if not create:
                 return None
-            _default = Scheduler(loop=loop, loop_thread=loop_thread)
+            _default = Scheduler(loop=loop, loop_thread=loop_thread, background=background)
         return _default

@@ -6,81 +6,38 @@ message) and on job events.  Where widgets cannot render, the card is an HTML/pl
 """
 from __future__ import annotations
 
+import logging
+import uuid
 import weakref
 from html import escape
 from typing import Any
 
-from .._durations import format_duration
-from ..history import Outcome
-from ..job import JobState
+from . import render
+from .render import job_summary, summary_html, summary_text  # noqa: F401 - the card's words live in render
 
-_STATE_COLOURS = {
-    "scheduled": "#2e7d32", "running": "#1565c0", "paused": "#8d6e00", "finished": "#616161",
-    "failing": "#c62828", "removed": "#616161",
-}
+log = logging.getLogger("nbsched")
 
-
-def _countdown(seconds: float) -> str:
-    if seconds <= 0:
-        return "due now"
-    if seconds < 120:
-        return f"in {seconds:.0f}s"
-    return "in " + format_duration(round(seconds / 60) * 60)
+#: Shown by a card's live widget: hides the static fallbacks in a frontend that renders widgets
+#: (so JupyterLab shows each card once), while nbconvert HTML, GitHub and terminals show them.
+HIDE_STATIC = (f"<style>.jp-OutputArea-child:has(.{render.STATIC_CLASS}),"
+               f".output_area:has(.{render.STATIC_CLASS}){{display:none}}</style>")
 
 
-def job_summary(sched: Any, job: Any) -> dict[str, str]:
-    now = sched.clock.time()
-    when = job.next_fire_time
-    nxt = None if when is None else when.timestamp()
-    state = job.state.value
-    last = "-" if job.last_outcome is None else job.last_outcome.value
-    if job.last_duration is not None and job.last_outcome is not None:
-        last += f" in {format_duration(job.last_duration)}"
-    note = ""
-    if job.state is JobState.PAUSED and job.last_outcome is Outcome.INTERRUPTED:
-        note = "interrupted by you and paused so it cannot freeze the kernel again - resume when fixed"
-    elif job.missed:
-        note = f"{job.missed} fire time(s) missed while the kernel was busy (see %schedule history {job.name})"
-    return {
-        "name": job.name,
-        "trigger": job.describe(),
-        "state": state,
-        "next": "-" if nxt is None else _countdown(nxt - now),
-        "next_at": "-" if job.next_fire_time is None else job.next_fire_time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "runs": str(job.runs),
-        "errors": str(job.failures),
-        "missed": str(job.missed),
-        "last": last,
-        "error": job.last_error if job.last_outcome in (Outcome.ERROR, Outcome.TIMEOUT) and job.last_error else "",
-        "note": note,
-    }
+class TextCard:
+    """What ``%%schedule`` shows where there is no kernel (terminal IPython): the job's summary as text,
+    as of when it is shown (the job's own output appears where you are, above the prompt)."""
 
+    def __init__(self, sched: Any, name: str):
+        self._sched = weakref.ref(sched)
+        self.name = name
 
-def summary_html(s: dict[str, str]) -> str:
-    colour = _STATE_COLOURS.get(s["state"], "#333")
-    html = (
-        f"<div style='font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;line-height:1.5'>"
-        f"<b>{escape(s['name'])}</b> &middot; {escape(s['trigger'])} &middot; "
-        f"<span style='color:{colour};font-weight:600'>{escape(s['state'])}</span><br>"
-        f"next run <b>{escape(s['next'])}</b> <span style='color:#777'>({escape(s['next_at'])})</span>"
-        f" &middot; runs {escape(s['runs'])} &middot; errors {escape(s['errors'])}"
-        f" &middot; missed {escape(s['missed'])} &middot; last {escape(s['last'])}"
-    )
-    if s["error"]:
-        html += f"<br><span style='color:#c62828'>last error: {escape(s['error'][:300])}</span>"
-    if s["note"]:
-        html += f"<br><span style='color:#8d6e00'>{escape(s['note'])}</span>"
-    return html + "</div>"
+    def __repr__(self) -> str:
+        sched = self._sched()
+        job = None if sched is None else sched.find(self.name)
+        return summary_text(job_summary(sched, job)) if job is not None else f"job {self.name!r} (gone)"
 
-
-def summary_text(s: dict[str, str]) -> str:
-    text = (f"job {s['name']!r}: {s['trigger']} - {s['state']}; next run {s['next']} ({s['next_at']}); "
-            f"runs {s['runs']}, errors {s['errors']}, missed {s['missed']}; last {s['last']}")
-    if s["error"]:
-        text += f"\n  last error: {s['error']}"
-    if s["note"]:
-        text += f"\n  {s['note']}"
-    return text
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
 
 
 class JobCard:
@@ -104,8 +61,16 @@ class JobCard:
         children = [self.info, w.HBox([self.pause_button, self.run_button, self.remove_button])]
         job = sched.find(name)
         sink = getattr(job, "output", None) if job is not None else None
+        self._sink = sink
         if sink is not None:
             children.append(sink.widget)
+        #: The display id of the static fallback (set when the card is displayed), kept current.
+        self.static_id: str | None = None
+        self._static_sent: tuple | None = None
+        self._note = ""
+        self._last_summary: dict[str, str] | None = None
+        self._cell_start_version = 0
+        self._cell_start_html: str | None = None
         self.widget = w.VBox(children)
         self.widget.add_class("nbsched-card")
         self.refresh(force=True)
@@ -134,43 +99,121 @@ class JobCard:
         sched = self._sched()
         if sched is None:
             return None
-        job = sched.find(self.name)
-        if job is None:
+        if self.name not in sched:
             return None
-        return job_summary(sched, job)
+        return job_summary(sched, sched.get(self.name))
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, *, cell_start: bool = False) -> None:
+        """Bring the card up to date (only changed text is sent).  ``cell_start``: called as a cell
+        starts (see ``magics._pre_run_cell``): the job's output area is re-sent if it changed since
+        the last cell start, so a notebook executor saves it even if an update fell between cells."""
         if self.retired:
             return
         s = self.summary()
         if s is None:
             self.retire("removed")
             return
+        from .kernel import in_latest_request
+
+        # widget changes and the static update are parented to the request running now, so a
+        # notebook executor (nbclient, papermill, nbconvert) keeps them (see kernel.in_latest_request)
+        in_latest_request(self._apply, s)
+        if cell_start:
+            in_latest_request(self._resync)
+
+    def _resync(self) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.flush()  # (pending output first: on the loop thread this sends at once)
+            if sink.version != self._cell_start_version:
+                self._cell_start_version = sink.version
+                sink.widget.send_state("outputs")
+        if self._last_html != self._cell_start_html:
+            self._cell_start_html = self._last_html
+            self.info.send_state("value")
+
+    def _apply(self, s: dict[str, str]) -> None:
+        self._last_summary = s
         html = summary_html(s)
         if html != self._last_html:
             self._last_html = html
-            self.info.value = html
+            self.info.value = html + HIDE_STATIC
         paused = s["state"] == "paused"
         label = "Resume" if paused else "Pause"
         if self.pause_button.description != label:
             self.pause_button.description = label
             self.pause_button.button_style = "warning" if paused else ""
+        self._update_static(s)
         self._dirty = False
+
+    # -- the static fallback -----------------------------------------------------------------
+    def _outputs(self) -> tuple:
+        sink = self._sink
+        return tuple(sink.outputs) if sink is not None else ()
+
+    def static_bundle(self, s: dict[str, str] | None = None) -> dict[str, str]:
+        """The card as text/plain and text/html: its summary and the job's last output, as of now."""
+        if s is None:
+            s = self.summary()
+        outputs = self._outputs()
+        return {"text/plain": render.card_static_text(s, outputs, self.name, self._note),
+                "text/html": render.card_static_html(s, outputs, self.name, self._note)}
+
+    def _static_key(self, s: dict[str, str] | None) -> tuple:
+        from .kernel import request_serial
+
+        # the request serial: re-sent once in each new cell, in case an update fell between two cells
+        return (None if s is None else tuple(s.values()), self._sink.version if self._sink is not None else 0,
+                self._note, request_serial())
+
+    def _update_static(self, s: dict[str, str] | None) -> None:
+        if self.static_id is None:
+            return
+        key = self._static_key(s)
+        if key == self._static_sent:
+            return
+        self._static_sent = key
+        from IPython.display import update_display
+
+        update_display(self.static_bundle(s), raw=True, display_id=self.static_id)
+
+    def _ipython_display_(self) -> None:
+        """Two outputs: the live widget, and a static summary (with the job's last output) that is
+        updated in place as the job runs - what a saved notebook, nbconvert HTML and GitHub show."""
+        from IPython.display import display
+
+        bundle = self.widget._repr_mimebundle_() or {}
+        s = self.summary()
+        bundle["text/plain"] = f"nbsched card for job {self.name!r} (a live widget; its static summary follows)"
+        display(bundle, raw=True)
+        if self.static_id is None:
+            self.static_id = f"nbsched-card-{uuid.uuid4().hex}"
+        self._static_sent = self._static_key(s)
+        display(self.static_bundle(s), raw=True, display_id=self.static_id)
 
     def retire(self, why: str) -> None:
         if self.retired:
             return
+        from .kernel import in_latest_request
+
         self.retired = True
-        self.info.value = (self._last_html or "") + f"<div style='color:#777'>({escape(why)})</div>"
+        self._note = why
+        in_latest_request(self._retire, why)
+
+    def _retire(self, why: str) -> None:
+        self.info.value = (self._last_html or "") + f"<div style='color:#777'>({escape(why)})</div>" + HIDE_STATIC
         for b in (self.pause_button, self.run_button, self.remove_button):
             b.disabled = True
+        if self.static_id is not None:
+            from IPython.display import update_display
+
+            # the last state the card knew, marked with why it stopped
+            update_display(self.static_bundle(self._last_summary), raw=True, display_id=self.static_id)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        # (IPython calls _ipython_display_ instead; this is for other renderers)
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        s = self.summary()
-        if s is not None:
-            bundle["text/plain"] = summary_text(s)
-            bundle["text/html"] = summary_html(s)
+        bundle.update(self.static_bundle())
         return bundle
 
     def __repr__(self) -> str:
@@ -188,26 +231,31 @@ def ensure_refresher(state: Any) -> None:
     if loop is None:
         return
 
-    def tick() -> None:
+    def tick() -> None:  # (each card refresh runs in the latest request's context: see JobCard.refresh)
         for card in list(state.cards.values()):
             try:
                 card.refresh()
-            except Exception:  # a broken card must not stop the others
-                pass
+            except Exception:  # a broken card must not stop the others (but is logged)
+                log.exception("nbsched: refreshing the card of %r failed", card.name)
         state.refresher = loop.call_later(1.0, tick)
 
     state.refresher = loop.call_later(1.0, tick)
 
 
 def jobs_table(sched: Any):
-    """``%schedule list``: one row per job."""
+    """``%schedule list``: one row per job; ``after`` names its upstream jobs (and a trigger rule other
+    than ``all_success`` in brackets), empty for a job on a time trigger."""
     import pandas as pd
 
     rows = []
     for job in sched.jobs:
         s = job_summary(sched, job)
-        rows.append({"job": job.name, "trigger": s["trigger"], "state": s["state"], "next_run": job.next_fire_time,
+        after = ", ".join(job.upstreams)
+        if after and job.policy.trigger_rule != "all_success":
+            after += f" ({job.policy.trigger_rule})"
+        rows.append({"job": job.name, "trigger": s["trigger"], "after": after, "state": s["state"],
+                     "next_run": job.next_fire_time,
                      "runs": job.runs, "errors": job.failures, "missed": job.missed, "skipped": job.skipped,
                      "last": s["last"], "last_error": s["error"] or None})
-    cols = ["job", "trigger", "state", "next_run", "runs", "errors", "missed", "skipped", "last", "last_error"]
+    cols = ["job", "trigger", "after", "state", "next_run", "runs", "errors", "missed", "skipped", "last", "last_error"]
     return pd.DataFrame(rows, columns=cols)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -56,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import events as ev
-from ..clock import zone_name
 from ..errors import NbschedError
 from ..history import Outcome
 
@@ -71,18 +71,11 @@ __all__ = ["Dashboard", "DashboardStatistics", "ROW_FIELDS"]
 log = logging.getLogger("nbsched")
 
 #: The fields of one row, in the order they are sent to the front end.
-ROW_FIELDS = ("name", "trigger", "state", "next", "last", "duration", "outcome", "runs", "errors", "error")
+from .render import ROW_FIELDS  # noqa: E402
 
 _HERE = Path(__file__).parent
-_ERROR_CHARS = 300  # the last error as shown in a row; the full traceback is one click away
-_TEXT_ROWS = 50  # rows in the plain-text / static HTML renderings before "... N more"
 _HISTORY_ROWS = 8  # history rows in the detail panel
 _CHART_RUNS = 40  # runs in the detail chart
-_FAILED = {Outcome.ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED}
-_OUTCOME_COLORS = {
-    "success": "#16a34a", "error": "#dc2626", "timeout": "#dc2626", "interrupted": "#d97706",
-    "cancelled": "#d97706", "missed": "#9ca3af", "skipped": "#9ca3af",
-}
 _WANTED = (
     ev.JobAdded, ev.JobModified, ev.JobRemoved, ev.JobPaused, ev.JobResumed, ev.JobFinished,
     ev.JobSubmitted, ev.JobExecuted, ev.JobFailed, ev.JobTimedOut, ev.JobCancelled, ev.JobInterrupted,
@@ -157,6 +150,9 @@ class Dashboard(ipywidgets.VBox):
         self._closed = False
         self._messages = self._bytes = self._flushes = 0
         self._slot_widget: Any = None
+        #: The display id of the static fallback (set when displayed in IPython), kept current.
+        self.static_id: str | None = None
+        self._static_version: int | None = None
 
         me = weakref.ref(self)
 
@@ -280,7 +276,7 @@ class Dashboard(ipywidgets.VBox):
         jobs = sched.jobs
         cell = "padding:2px 8px;text-align:left;border-bottom:1px solid #e5e7eb"
         parts = [
-            "<div class='nbsched-dashboard-static'>",
+            f"<div class='nbsched-dashboard-static {STATIC_CLASS}'>",
             f"<div><b>nbsched</b> &middot; {escape(_summary_text(sched, jobs))}</div>",
             "<table style='border-collapse:collapse;font-size:90%'><thead><tr>",
             *(f"<th style='{cell}'>{h.capitalize()}</th>" for h in _STATIC_HEADS),
@@ -292,7 +288,7 @@ class Dashboard(ipywidgets.VBox):
             parts.append(f"<tr class='nbsched-state-{state}'{style}>"
                          + "".join(f"<td style='{cell}'>{escape(v)}</td>" for v in values) + "</tr>")
             if failing and error:
-                parts.append(f"<tr{style}><td colspan='9' style='{cell}'>&#9888; {escape(error)}</td></tr>")
+                parts.append(f"<tr{style}><td colspan='{len(_STATIC_HEADS)}' style='{cell}'>&#9888; {escape(error)}</td></tr>")
         parts.append("</tbody></table>")
         if not jobs:
             parts.append("<div><em>no jobs yet</em></div>")
@@ -305,10 +301,53 @@ class Dashboard(ipywidgets.VBox):
         return self.to_html()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        # (IPython calls _ipython_display_ instead; this is for other renderers)
         bundle = super()._repr_mimebundle_(**kwargs) or {}
         bundle["text/plain"] = self.to_text()
         bundle["text/html"] = self.to_html()
         return bundle
+
+    def _ipython_display_(self) -> None:
+        """Two outputs: the live widget, and a static table kept current by display id (at most once
+        per ``refresh_interval``, when something was recorded) - what a saved notebook, nbconvert
+        HTML without network and GitHub show.  A rendered widget hides the static copy (CSS)."""
+        from IPython.display import display
+
+        bundle = super()._repr_mimebundle_() or {}
+        bundle["text/plain"] = "nbsched dashboard (a live widget; its static table follows)"
+        display(bundle, raw=True)
+        if self.static_id is None:
+            self.static_id = f"nbsched-dashboard-{uuid.uuid4().hex}"
+        self._static_version = self._static_key()
+        display({"text/plain": self.to_text(), "text/html": self.to_html()}, raw=True, display_id=self.static_id)
+
+    def _static_key(self) -> Any:
+        """What the static table depends on (besides countdowns): cheap to compare once a second."""
+        sched = self.scheduler
+        if sched is None:
+            return None
+        jobs = sched.jobs
+        shown = jobs[:_TEXT_ROWS]
+        from .kernel import request_serial
+
+        # the request serial: re-sent once in each new cell, in case an update fell between two cells
+        return (sched.version, sched.running, sched.paused, len(jobs), tuple(_row(job) for job in shown),
+                tuple(getattr(getattr(job, "output", None), "version", 0) for job in shown), request_serial())
+
+    def _update_static(self) -> None:
+        if self.static_id is None:
+            return
+        version = self._static_key()
+        if version == self._static_version:
+            return
+        self._static_version = version
+        from IPython.display import update_display
+
+        from .kernel import in_latest_request
+
+        # parented to the request running now, so notebook executors keep it
+        in_latest_request(update_display, {"text/plain": self.to_text(), "text/html": self.to_html()},
+                          raw=True, display_id=self.static_id)
 
     def __repr__(self) -> str:
         return self.to_text()
@@ -363,6 +402,10 @@ class Dashboard(ipywidgets.VBox):
         if sched.version != self._seen_version:
             self._full = True
             self._request_flush()
+        try:
+            self._update_static()
+        except Exception:  # the fallback must never stop the live view
+            log.exception("nbsched dashboard: updating the static fallback failed")
         if sched.running:  # after a shutdown nothing changes any more: the last flush says so
             self._arm_tick()
 
@@ -580,8 +623,19 @@ class Dashboard(ipywidgets.VBox):
         parts.append(f"<div><h4>Next 5 fire times</h4>{upcoming}</div>")
         parts.append(f"<div><h4>Recent runs</h4>{_chart_svg(rows[-_CHART_RUNS:])}</div>")
         parts.append("</div>")
+        parts.append(f"<h4>Timeline</h4>{timeline_svg(name, rows[-_TIMELINE_ROWS:], tz, width=640)}")
         parts.append(f"<h4>History (last {_HISTORY_ROWS})</h4>{_history_html(rows[-_HISTORY_ROWS:], tz, now)}")
         parts.append(f"<h4>Results (last 5 rows)</h4>{self._results_html(job)}")
+        downstream = sched.downstream_of(name)
+        if job.upstreams or downstream:  # a workflow: where this job sits in it
+            ups = ", ".join(map(escape, job.upstreams)) or "none (a root)"
+            downs = ", ".join(map(escape, downstream)) or "none"
+            parts.append(f"<h4>Workflow</h4><div class='nbsched-flow'>runs after: {ups} &middot; "
+                         f"rule {escape(job.policy.trigger_rule)} &middot; jobs after it: {downs}</div>"
+                         f"<div class='nbsched-graph'>{sched.graph(name).to_svg()}</div>")
+        for backfill in sched.backfills(name):
+            parts.append(f"<h4>Backfill in progress</h4><div class='nbsched-backfill'>{backfill.done} of "
+                         f"{backfill.total} runs, {backfill.failed} failed, {backfill.running} running</div>")
         if job.last_error:
             tb = self._traceback(name)
             parts.append(f"<h4>Last error</h4><div class='nbsched-error-text'>{escape(job.last_error)}</div>"
@@ -611,22 +665,19 @@ class Dashboard(ipywidgets.VBox):
 
 
 # ===================================================================== rows and formatting
-def _row(job: Any) -> tuple:
-    """One job as the dashboard shows it: see :data:`ROW_FIELDS`."""
-    nxt = job.next_fire_time
-    outcome = job.last_outcome
-    error = job.last_error if outcome in _FAILED else None
-    if error is not None and len(error) > _ERROR_CHARS:
-        error = error[:_ERROR_CHARS - 1] + "\u2026"
-    duration = job.last_duration
-    return (
-        job.name, job.describe(), job.state.value,
-        None if nxt is None else round(nxt.timestamp(), 3),
-        None if job.last_started is None else round(job.last_started, 3),
-        None if duration is None else round(duration, 6),
-        None if outcome is None else outcome.value,
-        job.successes + job.failures, job.failures, error,
-    )
+# (shared with the card and the fallbacks: nbsched/notebook/render.py)
+from .render import (  # noqa: E402
+    ERROR_CHARS as _ERROR_CHARS, FAILED as _FAILED, OUTCOME_COLOURS as _OUTCOME_COLORS, STATIC_CLASS,
+    STATIC_HEADS as _STATIC_HEADS, TEXT_ROWS as _TEXT_ROWS, chart_svg, clock_time as _clock_time,
+    duration as _duration, history_html as _history_html, job_row as _row, relative as _relative,
+    scheduler_line as _summary_text, static_rows as _static_rows, timeline_svg, zone_name as _zone_name,
+)
+
+_TIMELINE_ROWS = 400  # history rows drawn in the detail panel's timeline
+
+
+def _chart_svg(rows: list[tuple]) -> str:
+    return chart_svg(rows, slots=_CHART_RUNS)
 
 
 def _sched_summary(sched: Any, rows: dict[str, tuple]) -> dict:
@@ -638,108 +689,4 @@ def _sched_summary(sched: Any, rows: dict[str, tuple]) -> dict:
             running += 1
     stats = sched.statistics()
     return {"paused": sched.paused, "shutdown": not sched.running, "jobs": len(rows), "failing": failing,
-            "running": running, "fires": stats.fires, "errors": stats.errors, "tz": zone_name(sched.tz)}
-
-
-def _summary_text(sched: Any, jobs: list) -> str:
-    failing = sum(1 for j in jobs if j.state.value == "failing")
-    state = "shut down" if not sched.running else ("paused" if sched.paused else "running")
-    return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}, {failing} failing, scheduler {state}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} \u00b5s"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
-
-
-def _span(seconds: float) -> str:
-    s = int(-(-seconds // 1))  # ceil: "in 1s" until it fires
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
-def _relative(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "-"
-    delta = ts - now
-    if delta > 0:
-        return f"in {_span(delta)}"
-    if delta > -1:
-        return "due"
-    return f"overdue {_span(-delta)}"
-
-
-def _clock_time(ts: float | None, tz: tzinfo, now: float) -> str:
-    if ts is None:
-        return "-"
-    when = datetime.fromtimestamp(ts, tz)
-    if abs(now - ts) < 20 * 3600:
-        return when.strftime("%H:%M:%S")
-    return when.strftime("%Y-%m-%d %H:%M")
-
-
-_STATIC_HEADS = ("job", "trigger", "state", "next run", "last run", "duration", "outcome", "runs", "errors")
-
-
-def _static_rows(sched: Any, jobs: list, now: float):
-    """(cells as text, state, last error) for the first _TEXT_ROWS jobs: the text and HTML fallbacks."""
-    for job in jobs[:_TEXT_ROWS]:
-        r = _row(job)
-        values = (r[0], r[1], r[2], _relative(r[3], now), _clock_time(r[4], sched.tz, now),
-                  _duration(r[5]), r[6] or "-", str(r[7]), str(r[8]))
-        yield values, r[2], r[9]
-
-
-def _history_html(rows: list[tuple], tz: tzinfo, now: float) -> str:
-    if not rows:
-        return "<i>no runs yet</i>"
-    remote = any(r[9] is not None for r in rows)  # a worker column only for jobs that ran on a cluster
-    out = ["<table class='nbsched-history'><thead><tr><th>run</th><th>scheduled</th><th>started</th>"
-           "<th>duration</th><th>outcome</th><th>attempt</th>" + ("<th>worker</th>" if remote else "")
-           + "<th>error</th></tr></thead><tbody>"]
-    for run_id, scheduled, started, finished, _lateness, outcome, attempt, err, _reason, worker in reversed(rows):
-        duration = None if started is None or finished is None else finished - started
-        error = "" if err is None else f"{err.type}: {err.message}"
-        where = f"<td>{escape(worker or '')}</td>" if remote else ""
-        out.append(
-            f"<tr class='nbsched-outcome-{outcome}'><td>{run_id}</td><td>{_clock_time(scheduled, tz, now)}</td>"
-            f"<td>{_clock_time(started, tz, now)}</td><td>{_duration(duration)}</td><td>{outcome}</td>"
-            f"<td>{attempt}</td>{where}<td>{escape(error[:200])}</td></tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
-def _chart_svg(rows: list[tuple], width: int = 280, height: int = 56) -> str:
-    """Bars of recent run durations (height, relative to the longest), coloured by outcome."""
-    if not rows:
-        return "<i>no runs yet</i>"
-    durations = [None if r[2] is None or r[3] is None else r[3] - r[2] for r in rows]
-    longest = max((d for d in durations if d is not None), default=0.0) or 1e-9
-    slot = width / _CHART_RUNS
-    first = _CHART_RUNS - len(rows)  # the newest run at the right edge
-    bars = []
-    for i, (row, d) in enumerate(zip(rows, durations), start=first):
-        outcome = str(row[5])
-        h = 3.0 if d is None else max(3.0, (height - 4) * d / longest)
-        x = i * slot
-        bars.append(
-            f"<rect x='{x:.1f}' y='{height - h:.1f}' width='{max(1.0, slot - 1.5):.1f}' height='{h:.1f}' "
-            f"fill='{_OUTCOME_COLORS.get(outcome, '#9ca3af')}'><title>run {row[0]}: {outcome}, "
-            f"{escape(_duration(d))}</title></rect>")
-    return (f"<svg class='nbsched-chart' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
-            f"role='img' aria-label='recent run durations'>{''.join(bars)}</svg>"
-            f"<div class='nbsched-muted'>longest {escape(_duration(longest))}; "
-            "<span style='color:#16a34a'>&#9632;</span> success <span style='color:#dc2626'>&#9632;</span> "
-            "error <span style='color:#9ca3af'>&#9632;</span> missed/skipped</div>")
+            "running": running, "fires": stats.fires, "errors": stats.errors, "tz": _zone_name(sched.tz)}

@@ -46,6 +46,8 @@ from typing import Any, TypeVar
 
 __all__ = [
     "OutputSink",
+    "in_latest_request",
+    "remember_request",
     "current_sink",
     "install_interrupt_handler",
     "install_router",
@@ -90,6 +92,52 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# The request running now
+#
+# Notebook executors (nbclient, so nbconvert --execute and papermill) keep only iopub messages whose
+# parent is the request they are executing now; everything else is dropped from the saved notebook.
+# ipykernel 7 keeps the parent header in context variables, so a widget update or display update
+# made from a job (a task created while an earlier cell ran, or a timer armed then) is parented to
+# that earlier, finished cell and is lost.  (6.29 keeps one global parent: the latest request.)
+# So the kernel-side updates that must survive - the job's output area, the card, the static
+# fallbacks - are made inside a copy of the context of the latest cell, captured when it starts.
+
+
+# An update sent between two cells is parented to the finished one and dropped by the executor:
+# static fallbacks are therefore re-sent once per request (their keys include request_serial()).
+
+
+class _LatestRequest:
+    context: contextvars.Context | None = None
+    serial = 0
+
+
+_latest = _LatestRequest()
+
+
+def remember_request(*_info: Any) -> None:
+    """IPython ``pre_run_cell`` hook: remember the context of the cell that starts now."""
+    _latest.context = contextvars.copy_context()
+    _latest.serial += 1
+
+
+def request_serial() -> int:
+    """How many cells have started (changes with every new request)."""
+    return _latest.serial
+
+
+def in_latest_request(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn(*args, **kwargs)`` with the parent request of the latest cell (so its messages are kept).
+
+    Outside a kernel, or before any cell ran, just calls it.
+    """
+    context = _latest.context
+    if context is None:
+        return fn(*args, **kwargs)
+    return context.copy().run(fn, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +197,8 @@ class OutputSink:
         self._dirty = False
         self._flush_scheduled = False
         self._flush_handle: asyncio.TimerHandle | None = None
+        #: Increases every time the widget is sent new outputs (cheap change detection for the card).
+        self.version = 0
 
     # -- writing (any thread) ---------------------------------------------------------------
 
@@ -282,7 +332,8 @@ class OutputSink:
             self._dirty = False
             self._trim()
             outputs = self._snapshot()
-        self.widget.outputs = outputs
+            self.version += 1
+        in_latest_request(setattr, self.widget, "outputs", outputs)
 
     # -- internals (lock held) ----------------------------------------------------------------
 

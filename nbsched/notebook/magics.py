@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
 import shlex
 import threading
@@ -15,7 +16,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import events as ev
 from .._durations import parse_duration
@@ -23,8 +24,10 @@ from ..errors import NbschedError
 from ..job import COALESCE_CHOICES, TRIGGER_RULES, Job
 from ..engine import Scheduler, get_scheduler
 
-SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "preview", "stop",
-               "dashboard", "store", "restore", "cluster", "help")
+log = logging.getLogger("nbsched")
+
+SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "timeline", "preview", "stop",
+               "dashboard", "store", "restore", "backfill", "notebook", "graph", "cluster", "help")
 
 
 def _state() -> "_KernelState":
@@ -78,7 +81,9 @@ class _KernelState:
         if sched is None:
             loop = kernel_loop()
             # the kernel's main loop runs on the main thread; calls from subshells are handed over
-            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None)
+            # outside a kernel (terminal IPython) there is no running loop: the scheduler gets its own
+            sched = get_scheduler(loop=loop, loop_thread=threading.main_thread().ident if loop is not None else None,
+                                  background=loop is None)
             self._watch(sched)
         elif self.subscription is None or self.subscription._bus is not sched.events:
             self._watch(sched)
@@ -123,8 +128,7 @@ class CellJob:
             with route_output(sink), sync_job_running():
                 value = self.compiled()
         except BaseException as exc:
-            if sink is not None:
-                sink.show_exception(exc)
+            self._show(exc)
             raise
         if inspect.isawaitable(value):
             return self._await(value)
@@ -144,9 +148,19 @@ class CellJob:
             try:
                 return await interruptible(coro)
             except BaseException as exc:
-                if sink is not None:
-                    sink.show_exception(exc)
+                self._show(exc)
                 raise
+
+    def _show(self, exc: BaseException) -> None:
+        """Show a failure where the job's output goes: its area in a kernel, stderr in a terminal."""
+        if self.sink is not None:
+            self.sink.show_exception(exc)
+        elif isinstance(exc, Exception):  # (a cancellation or interrupt is recorded, not shouted)
+            import sys
+            import traceback
+
+            sys.stderr.write(f"[nbsched] job {self.__name__!r} failed:\n"
+                             + "".join(traceback.format_exception(exc)))
 
 
 def _default_name(body: str, cell_id: str | None) -> str:
@@ -204,9 +218,29 @@ def _until(value: str, sched: Scheduler, tz: Any) -> float:
         ) from None
 
 
+def _parse_options(magic: Any, tokens: list[str]) -> Any:
+    """Parse the ``--options`` of ``%%schedule``; a mistyped option gets a "did you mean" hint."""
+    try:
+        # the tokens are already split the shell's way (quotes removed): parse them as they are
+        # (IPython's parse_argstring would split again without POSIX rules and keep the quotes)
+        return magic.parser.parse_args(tokens)
+    except UsageError as exc:
+        import difflib
+
+        known = [opt for action in magic.parser._actions for opt in action.option_strings if opt.startswith("--")]
+        for token in tokens:
+            option = token.split("=", 1)[0]
+            if option.startswith("--") and option not in known:
+                close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise UsageError(f"unknown %%schedule option {option!r}: {hint}(options: {', '.join(known)}; "
+                                 "see '%%schedule?')") from None
+        raise UsageError(f"{exc} (see '%%schedule?')") from None
+
+
 @magics_class
 class ScheduleMagics(Magics):
-    @magic_arguments()
+    @magic_arguments(name="%schedule")  # the usage line then reads '%%schedule' (IPython adds one '%')
     @argument("SPEC", nargs="*", help="when to run: 'every 5m', 'cron 0 9 * * mon-fri', 'daily at 09:30', "
                                        "'at 2026-12-01 09:00', 'in 10m', 'after prices' (see nbsched.parse_trigger)")
     @argument("--name", help="job name (default: derived from the cell, stable when the cell is re-run)")
@@ -227,6 +261,11 @@ class ScheduleMagics(Magics):
     @argument("--rule", choices=TRIGGER_RULES, help="for 'after' jobs: when to run (Airflow's trigger rules; "
                                                      "default all_success)")
     @argument("--now", action="store_true", help="also run once immediately")
+    @argument("--start", help="first fire time ('2026-11-01', '2026-11-01 02:00'): anchors the schedule")
+    @argument("--end", help="no fire times after this ('2026-12-31')")
+    @argument("--catchup", action="store_true", help="with a past --start: run every fire time since then first")
+    @argument("--debounce", help="for 'on file' jobs: how long files must stay unchanged (default 1s)")
+    @argument("--max-active-runs", type=int, help="catch-up runs at once (default 1)")
     @argument("--into", metavar="VAR", help="after each run, bind the job's results frame to VAR")
     @argument("--quiet", action="store_true", help="show no card")
     @argument("--persist", action="store_true", help="save the job, its history and results to the store")
@@ -244,7 +283,7 @@ class ScheduleMagics(Magics):
         if not spec:
             raise UsageError("%%schedule needs a SPEC, e.g. '%%schedule every 5m' or '%%schedule cron 0 9 * * mon-fri' "
                              "(see '%%schedule?')")
-        args = parse_argstring(self.schedule, shlex.join(option_tokens))
+        args = _parse_options(self.schedule, option_tokens)
         if args.SPEC:
             raise UsageError(f"unexpected words after the options: {' '.join(args.SPEC)!r}; put the SPEC first")
         sched = st.scheduler()
@@ -258,6 +297,10 @@ class ScheduleMagics(Magics):
             options["until"] = _until(args.until, sched, args.tz)
         if args.rule is not None:
             options["trigger_rule"] = args.rule
+        if args.catchup:
+            options["catchup"] = True
+        if args.max_active_runs is not None:
+            options["max_active_runs"] = args.max_active_runs
         if args.into is not None and not args.into.isidentifier():
             raise UsageError(f"invalid --into {args.into!r}: give a Python variable name (e.g. --into prices)")
         if not cell.strip():
@@ -281,13 +324,15 @@ class ScheduleMagics(Magics):
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
         from .kernel import OutputSink, kernel_loop
 
+        in_kernel = kernel_loop() is not None
         old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
-        if sink is None:
+        if sink is None and in_kernel:  # outside a kernel (terminal IPython) jobs print where you are
             sink = OutputSink(loop=kernel_loop())
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
+                            start=args.start, end=args.end, debounce=args.debounce,
                             persist=True if args.persist else None, **options)
         except NbschedError as exc:
             raise UsageError(str(exc)) from None
@@ -297,8 +342,10 @@ class ScheduleMagics(Magics):
             self.shell.user_ns[args.into] = sched.results(name)
         else:
             st.into.pop(name, None)
-        from .card import JobCard, ensure_refresher
+        from .card import JobCard, TextCard, ensure_refresher
 
+        if not in_kernel:
+            return None if args.quiet else TextCard(sched, name)
         card = JobCard(sched, name)
         old_card = st.cards.get(name)
         if old_card is not None:
@@ -311,8 +358,11 @@ class ScheduleMagics(Magics):
 
     @line_magic("schedule")
     def schedule_line(self, line: str) -> Any:
-        """%schedule list | pause NAME | resume NAME | run NAME | remove NAME | remove --all |
-        history [NAME] | results NAME | preview NAME [N] | stop | dashboard | store [PATH] | restore [PATH] |
+        """%schedule list | pause NAME | resume NAME | run NAME | remove NAME [--cascade] | remove --all |
+        history [NAME] | results NAME | timeline [NAME] | preview NAME [N] | stop | dashboard | store [PATH] |
+        restore [PATH] | backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream] |
+        notebook PATH SPEC [--param k=v ...] [--name N] [--output-dir DIR] [--kernel K] [--rule R] [--retries N]
+        [--timeout T] ... | graph [NAME] |
         cluster [ADDRESS]  (a Dask cluster as executor 'dask': a local one sized to this machine, or tcp://host:8786)"""
         st = _state()
         try:
@@ -338,7 +388,11 @@ class ScheduleMagics(Magics):
         return sched.get(rest[0])
 
     def _card(self, sched: Scheduler, name: str) -> Any:
-        from .card import JobCard
+        from .card import JobCard, TextCard
+        from .kernel import kernel_loop
+
+        if kernel_loop() is None:
+            return TextCard(sched, name)
 
         card = _state().cards.get(name)
         if card is None or card.retired:
@@ -391,10 +445,55 @@ class ScheduleMagics(Magics):
         print(f"removed {len(gone)} job(s)" if rest == ["--all"] else
               "removed " + ", ".join(f"job {name!r}" for name in gone))
 
+    def _cmd_notebook(self, sched, rest):
+        """%schedule notebook PATH SPEC [options]: run a notebook file in a fresh kernel on SPEC."""
+        if not rest or rest[0].startswith("--"):
+            raise UsageError("usage: %schedule notebook PATH SPEC [--param name=value ...] [--name N] "
+                             "[--output-dir DIR], e.g. %schedule notebook etl.ipynb daily at 02:00 --param region=eu")
+        path, words = rest[0], rest[1:]
+        cut = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+        spec, option_words = " ".join(words[:cut]), words[cut:]
+        if not spec:
+            raise UsageError(f"%schedule notebook {path} needs a SPEC after the path, e.g. 'daily at 02:00', "
+                             "'every 1h' or 'after etl'")
+        args = _notebook_parser().parse_args(option_words)
+        parameters = dict(_parse_param(p) for p in args.param or ())
+        options: dict[str, Any] = {}
+        for key in ("retries", "retry_delay", "timeout", "max_instances", "coalesce", "misfire_grace", "max_runs"):
+            value = getattr(args, key)
+            if value is not None:
+                options[key] = value
+        if args.until is not None:
+            options["until"] = _until(args.until, sched, args.tz)
+        if args.rule is not None:
+            options["trigger_rule"] = args.rule
+        job = sched.add_notebook(path, spec, name=args.name, parameters=parameters, output_dir=args.output_dir,
+                                 kernel_name=args.kernel, tz=args.tz, now=args.now, paused=args.paused,
+                                 persist=True if args.persist else None, **options)
+        from .card import JobCard, ensure_refresher
+
+        st = _state()
+        old_card = st.cards.get(job.name)
+        if old_card is not None:
+            old_card.retire("replaced")
+        card = st.cards[job.name] = JobCard(sched, job.name)
+        ensure_refresher(st)
+        return None if args.quiet else card
+
+    def _cmd_graph(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule graph [NAME]  (NAME: only the jobs connected to it)")
+        return sched.graph(rest[0] if rest else None)
+
     def _cmd_history(self, sched, rest):
         if len(rest) > 1:
             raise UsageError("%schedule history takes at most one job name")
         return sched.history(rest[0] if rest else None)
+
+    def _cmd_timeline(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule timeline [NAME]  (every job when no name is given)")
+        return sched.timeline(rest[0] if rest else None)
 
     def _cmd_results(self, sched, rest):
         if len(rest) != 1:
@@ -459,6 +558,29 @@ class ScheduleMagics(Magics):
         st.cards.clear()
         print(f"scheduler stopped ({n} job(s) ended); the next %%schedule starts a new one")
 
+    def _cmd_backfill(self, sched, rest):
+        import argparse
+
+        from .progress import BackfillProgress
+
+        parser = argparse.ArgumentParser(prog="%schedule backfill", add_help=False, exit_on_error=False)
+        parser.add_argument("name")
+        parser.add_argument("--start", required=True)
+        parser.add_argument("--end", required=True)
+        parser.add_argument("--max-active", type=int, default=1)
+        parser.add_argument("--no-downstream", action="store_true")
+        try:
+            args, extra = parser.parse_known_args(rest)
+        except (argparse.ArgumentError, SystemExit) as exc:
+            raise UsageError(f"{exc}; usage: %schedule backfill NAME --start 2026-10-01 --end 2026-10-31 "
+                             "[--max-active 2] [--no-downstream]") from None
+        if extra:
+            raise UsageError(f"unexpected {' '.join(extra)!r}; usage: %schedule backfill NAME --start DATE --end DATE "
+                             "[--max-active N] [--no-downstream]")
+        handle = sched.backfill(args.name, args.start, args.end, max_active=args.max_active,
+                                downstream=not args.no_downstream)
+        return BackfillProgress(handle, sched.clock)
+
     def _cmd_dashboard(self, sched, rest):
         from .dashboard import Dashboard
 
@@ -515,6 +637,47 @@ def _check_scheduler_address(address: str) -> str:
     return text
 
 
+def _notebook_parser() -> Any:
+    from IPython.core.magic_arguments import MagicArgumentParser
+
+    p = MagicArgumentParser(prog="%schedule notebook PATH SPEC")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter injected after the cell tagged 'parameters' (VALUE is read as JSON when it "
+                        "parses - 3, true, [1, 2] - else as text); repeat for more")
+    p.add_argument("--name", help="job name (default: the file's stem)")
+    p.add_argument("--output-dir", help="where executed notebooks are kept (default: nbsched-runs/ next to the file)")
+    p.add_argument("--kernel", help="kernel to run it with (default: the notebook's own)")
+    p.add_argument("--rule", choices=TRIGGER_RULES, help="for 'after' specs: the trigger rule (default all_success)")
+    p.add_argument("--tz", help="IANA time zone for cron/at/daily specs")
+    p.add_argument("--retries", type=int)
+    p.add_argument("--retry-delay")
+    p.add_argument("--timeout", help="stop (and kill the kernel of) a run after this long, e.g. 10m")
+    p.add_argument("--max-instances", type=int)
+    p.add_argument("--coalesce", choices=COALESCE_CHOICES)
+    p.add_argument("--misfire-grace")
+    p.add_argument("--max-runs", type=int)
+    p.add_argument("--until")
+    p.add_argument("--now", action="store_true")
+    p.add_argument("--paused", action="store_true")
+    p.add_argument("--persist", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """``--param name=value``: the value as JSON when it parses (numbers, true/false, lists), else text."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise UsageError(f"invalid --param {text!r}: write NAME=VALUE, e.g. --param region=eu or --param days=7")
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value
+
+
 def _load_cell_target(target: dict, namespace: dict) -> CellJob:
     """Rebuild a stored ``%%schedule`` cell (for ``%schedule restore``) with its own output area."""
     from .cell import compile_cell
@@ -527,7 +690,18 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
 
 
 def _pre_run_cell(info: Any) -> None:
-    _state().cell_id = getattr(info, "cell_id", None)
+    from .kernel import remember_request
+
+    st = _state()
+    st.cell_id = getattr(info, "cell_id", None)
+    remember_request()
+    # bring every card's static summary up to date in the cell starting now (a notebook executor
+    # keeps what is parented to it), so a saved notebook has each job's state as of its last cell
+    for card in list(st.cards.values()):
+        try:
+            card.refresh(cell_start=True)
+        except Exception:  # noqa: BLE001 - a broken card must not stop the cell
+            log.exception("nbsched: refreshing the card of %r failed", card.name)
 
 
 def load(ipython: Any) -> None:

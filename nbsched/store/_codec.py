@@ -11,6 +11,11 @@ What JSON cannot hold is converted, and comes back in the converted form after a
 * ``timedelta`` / pandas ``Timedelta`` -> seconds (float);
 * ``NaN`` / ``NaT`` / ``pd.NA`` -> ``null``; ``Decimal`` -> float; sets and tuples -> lists;
 * anything else -> ``str(value)``.
+
+A value that cannot be converted at all (``10**5000`` is beyond JSON's integer limit, an object whose
+``__str__``/``__repr__`` raises) costs that one value: it is stored as the marked placeholder
+``"<nbsched: not stored: TYPE: REASON>"`` (see :func:`unencodable`), and the rest of the row, the run
+record and every later write go on as usual.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from typing import Any, Iterable
 from ._schema import OUTCOME_CODES, REASON_CODES
 from ..history import ErrorInfo, Outcome
 
-__all__ = ["encode_value_rows", "encode_chunk", "decode_chunk", "CHUNK_COLUMNS", "CODE_OF",
+__all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "decode_chunk",
+           "CHUNK_COLUMNS", "CODE_OF",
            "OUTCOME_BY_CODE", "to_json"]
 
 #: Outcome -> stored integer code, and back.  History rows hold the plain outcome strings (the
@@ -59,7 +65,10 @@ def _fallback(value: Any) -> Any:
             return value.total_seconds()
         if hasattr(value, "tolist"):  # numpy scalars and arrays
             return value.tolist()
-    return str(value)
+    try:
+        return str(value)
+    except Exception as exc:
+        return unencodable(value, exc)
 
 
 def _is_missing(value: Any) -> bool:
@@ -88,12 +97,48 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, default=_fallback, ensure_ascii=False, allow_nan=False)
 
 
-def _dumps_row(row: dict) -> str:
-    return to_json({str(k): _clean(v) for k, v in row.items()})
+#: How a value the store could not encode is stored (and comes back after a restore).
+UNENCODABLE_PREFIX = "<nbsched: not stored: "
 
 
-def encode_value_rows(value: Any) -> tuple[int, list[str]]:
-    """(frame flag, JSON rows) for a value a job returned (the same shapes as the results frame)."""
+def unencodable(value: Any, exc: BaseException) -> str:
+    """The marked placeholder stored instead of ``value`` (which ``exc`` kept from being encoded)."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if len(reason) > 200:
+        reason = reason[:200] + "..."
+    return f"{UNENCODABLE_PREFIX}{type(value).__module__}.{type(value).__qualname__}: {reason}>"
+
+
+def _safe_key(key: Any) -> str:
+    try:
+        return str(key)
+    except Exception as exc:
+        return unencodable(key, exc)
+
+
+def json_safe(value: Any, problems: list | None = None) -> Any:
+    """``value`` when :func:`to_json` can encode it, else its marked placeholder (and the error is
+    appended to ``problems``)."""
+    try:
+        to_json(value)
+        return value
+    except Exception as exc:
+        if problems is not None:
+            problems.append(exc)
+        return unencodable(value, exc)
+
+
+def _dumps_row(row: dict, problems: list | None = None) -> str:
+    try:
+        return to_json({str(k): _clean(v) for k, v in row.items()})
+    except Exception:  # find the values at fault: each costs itself only
+        return to_json({_safe_key(k): json_safe(_clean(v), problems) for k, v in row.items()})
+
+
+def encode_value_rows(value: Any, problems: list | None = None) -> tuple[int, list[str]]:
+    """(frame flag, JSON rows) for a value a job returned (the same shapes as the results frame).
+
+    Values that cannot be encoded become placeholders; their errors are appended to ``problems``."""
     module = type(value).__module__
     if module.startswith("pandas"):
         import pandas as pd
@@ -102,12 +147,13 @@ def encode_value_rows(value: Any) -> tuple[int, list[str]]:
             named = any(n is not None for n in value.index.names)
             flat = value.reset_index(drop=not named)
             columns = [str(c) for c in flat.columns]
-            return 1, [_dumps_row(dict(zip(columns, rec))) for rec in flat.itertuples(index=False, name=None)]
+            return 1, [_dumps_row(dict(zip(columns, rec)), problems)
+                       for rec in flat.itertuples(index=False, name=None)]
         if isinstance(value, pd.Series):
-            return 0, [_dumps_row(dict(value.items()))]
+            return 0, [_dumps_row(dict(value.items()), problems)]
     if isinstance(value, dict):
-        return 0, [_dumps_row(value)]
-    return 0, [_dumps_row({"value": value})]
+        return 0, [_dumps_row(value, problems)]
+    return 0, [_dumps_row({"value": value}, problems)]
 
 
 # ------------------------------------------------------------------------------------ history chunks

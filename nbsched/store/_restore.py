@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._codec import CHUNK_COLUMNS, decode_chunk
 from ._schema import StoreError
-from ._targets import load_target
+from ._targets import code_hash, load_target, target_code
 from ._leases import acquire_leases
 from ..errors import NbschedWarning, PolicyError
 from ..history import Outcome
@@ -81,11 +81,20 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
     trig_cache: dict[str, Any] = {}
     func_cache: dict[str, Any] = {}
     policy_cache: dict[str, JobPolicy] = {}
+    specs = {}
     for jid, name, spec_json, paused, finished, next_ts, runs in jobs:
         if spec_json is None or name in sched:
             continue
         try:
-            spec = json.loads(spec_json)
+            specs[name] = json.loads(spec_json)
+        except ValueError as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    _name_unfamiliar_code(store, specs)  # before any stored code is executed
+    for jid, name, spec_json, paused, finished, next_ts, runs in jobs:
+        if name not in specs:
+            continue
+        try:
+            spec = specs[name]
             tkey = json.dumps(spec["trigger"], sort_keys=True)
             trig = trig_cache.get(tkey)
             if trig is None:
@@ -131,11 +140,41 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
     return restored
 
 
+def _name_unfamiliar_code(store: "SQLiteStore", specs: dict[str, dict]) -> None:
+    """Warn, naming each job and the code it is about to execute, when the stored code is not what
+    this notebook (``store.writer``) last saved for that job - another notebook, another process or
+    someone editing the file changed it, or this notebook never wrote it."""
+    mine = dict(store._read("SELECT job, code_hash FROM code_writes WHERE writer = ?", (store.writer,)))
+    last = {job: writer for job, writer in store._read(
+        "SELECT job, writer FROM code_writes c WHERE at = (SELECT max(at) FROM code_writes d WHERE d.job = c.job)")}
+    notes = []
+    for name, spec in specs.items():
+        target = spec.get("target")
+        code = target_code(target)
+        if not code and not (isinstance(target, dict) and target.get("kind") == "cell"):
+            continue  # an importable function with no stored source: the module's own code runs
+        digest = code_hash(target)
+        if mine.get(name) == digest:
+            continue
+        why = ("this notebook never saved it" if name not in mine else
+               f"this notebook last saved code {mine[name]}")
+        shown = "\n    ".join(code.splitlines()[:12]) + ("\n    ..." if code.count("\n") >= 12 else "")
+        notes.append(f"{name!r} (code {digest}, saved by {last.get(name) or 'an unknown writer'}; {why}):\n    {shown}")
+    if notes:
+        warnings.warn(NbschedWarning(
+            f"restore() is about to execute stored code from {str(store.path)!r} that this notebook "
+            f"({store.writer}) did not write:\n" + "\n".join(notes) +
+            "\nSee the full code with store.code(name) or store.listing(); if it is not yours, stop, and "
+            "remove the job from the file"), stacklevel=4)
+
+
 def _target_key(target: Any) -> Any:
     if isinstance(target, dict):
         try:
-            return tuple(sorted(target.items()))
-        except TypeError:  # unhashable parts: compare the JSON text
+            key = tuple(sorted(target.items()))
+            hash(key)
+            return key
+        except TypeError:  # unhashable parts (a notebook job's parameters dict): compare the JSON text
             return json.dumps(target, sort_keys=True, default=str)
     return repr(target)
 

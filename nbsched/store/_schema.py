@@ -10,6 +10,7 @@ version 1 into 2, ...).  A file newer than this nbsched knows is refused, never 
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sqlite3
@@ -93,18 +94,57 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 def _v3(conn: sqlite3.Connection) -> None:
-    """Version 3: which cluster worker ran each record (``executor='dask'``), as JSON {index: address}
+    """Version 3: which code each writer (a notebook or script, see ``SQLiteStore.writer``) last saved
+    for each job, so ``restore()`` can name stored code that this notebook did not write."""
+    _execute_script(conn, """
+        CREATE TABLE IF NOT EXISTS code_writes (
+            job TEXT NOT NULL, writer TEXT NOT NULL,
+            code_hash TEXT NOT NULL,         -- sha256 of the stored target (see _targets.code_hash)
+            owner INTEGER, at REAL,
+            PRIMARY KEY (job, writer));
+    """)
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    """Version 4: which cluster worker ran each record (``executor='dask'``), as JSON {index: address}
     per chunk, NULL when every record of the chunk ran on this machine (older chunks read as NULL)."""
     conn.execute("ALTER TABLE history ADD COLUMN workers TEXT")
 
 
 #: One function per schema step; the file's ``user_version`` says how many have been applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def schema_version() -> int:
     """The schema version this nbsched writes (and the newest it can read)."""
     return len(MIGRATIONS)
+
+
+def diagnose(exc: BaseException, path: Path) -> tuple[str, str]:
+    """(what is wrong, what to do) for an error from the file system or SQLite while using ``path``."""
+    text = str(exc)
+    if isinstance(exc, StoreError):  # already says what is wrong and what to do
+        return text, ""
+    low = text.lower()
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "disk is full" in low or "no space" in low:
+        return f"the disk is full ({text})", "Free some space on that disk or pass a path on another disk"
+    if code == errno.EROFS or "read-only file system" in low or _read_only_fs(path):
+        return ("it is on a read-only file system",
+                "Remount the file system read-write, or pass a path on a writable disk")
+    if code in (errno.EACCES, errno.EPERM) or "readonly database" in low or "permission denied" in low:
+        return (f"it cannot be written ({text}): check the permissions of the file and its folder",
+                "Fix the permissions or pass another path")
+    return text, "Check the disk and the path"
+
+
+def _read_only_fs(path: Path) -> bool:
+    for probe in (path, path.parent):
+        try:
+            return bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
 
 
 def _fail(path: Path, problem: str, todo: str) -> StoreError:
@@ -187,7 +227,63 @@ def _create_private(path: Path) -> None:
     except PermissionError:
         raise StoreError(f"cannot create the store {str(path)!r}: permission denied. "
                          "Pass a path in a folder you can write to") from None
+    except OSError as exc:  # read-only file system, disk full, ...
+        problem, todo = diagnose(exc, path)
+        raise StoreError(f"cannot create the store {str(path)!r}: {problem}. {todo}") from None
     os.close(fd)
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def check_ownership(path: Path) -> None:
+    """Refuse a store another user could have written (as ssh does for its keys).
+
+    The file - and its ``-wal``/``-shm`` siblings, when they exist - must belong to the current user
+    and be writable by nobody else; a symbolic link is followed only to a file of the current user.
+    Stored code runs on :meth:`Scheduler.restore`: a file someone else can write is their code.
+    """
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # not a POSIX system: no owners to compare
+        return
+    uid = getuid()
+    for suffix in ("", "-wal", "-shm"):
+        name = Path(str(path) + suffix)
+        try:
+            link = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        shown = repr(str(name))
+        if stat.S_ISLNK(link.st_mode):
+            if suffix:
+                raise StoreError(f"refusing the store {str(path)!r}: its {suffix} file is a symbolic link "
+                                 f"(to {os.path.realpath(name)!r}). Remove the link; SQLite recreates the file")
+            try:
+                info = os.stat(name)
+            except FileNotFoundError:
+                raise StoreError(f"refusing the store {shown}: it is a symbolic link to a missing file "
+                                 f"({os.path.realpath(name)!r}). Remove the link or pass another path") from None
+            if link.st_uid != uid:
+                raise StoreError(f"refusing the store {shown}: it is a symbolic link owned by "
+                                 f"{_owner_name(link.st_uid)}, not by you ({_owner_name(uid)}); it could point "
+                                 "anywhere. Pass a path of your own")
+            shown = f"{shown} (a symbolic link to {os.path.realpath(name)!r})"
+        else:
+            info = link
+        if info.st_uid != uid:
+            raise StoreError(f"refusing the store {shown}: the file belongs to {_owner_name(info.st_uid)}, not to "
+                             f"you ({_owner_name(uid)}); its stored code would run as you on restore(). "
+                             "Pass a path of your own")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise StoreError(f"refusing the store {shown}: other users can write to it (mode "
+                             f"{stat.S_IMODE(info.st_mode):#o}); its stored code would run as you on restore(). "
+                             f"If you trust its contents, run `chmod go-w {str(name)!r}`, then open it again")
 
 
 def connect(path: Path, *, durable: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -205,9 +301,13 @@ def open_database(path: Path, *, durable: bool = False) -> sqlite3.Connection:
     application's database, a damaged file or a newer schema.
     """
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         _create_private(path)
+    check_ownership(path)
     empty, version = _check_header(path)
+    if not empty and _read_only_fs(path):
+        raise _fail(path, "it is on a read-only file system, so nbsched cannot record runs in it",
+                    "Remount the file system read-write, or copy the file to a writable disk and pass that path")
     if not empty:
         tables = _probe(path)
         if version == 0 and tables:
@@ -217,7 +317,8 @@ def open_database(path: Path, *, durable: bool = False) -> sqlite3.Connection:
     try:
         conn = connect(path, durable=durable)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the store {str(path)!r}: {exc}. Check the path and its permissions") from None
+        problem, todo = diagnose(exc, path)
+        raise StoreError(f"cannot open the store {str(path)!r}: {problem}. {todo}") from None
     try:
         if empty:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table
@@ -229,8 +330,8 @@ def open_database(path: Path, *, durable: bool = False) -> sqlite3.Connection:
         _migrate(conn, path)
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"cannot use {str(path)!r} as an nbsched store: {exc}. "
-                         "Check that the disk is writable and not full") from None
+        problem, todo = diagnose(exc, path)
+        raise StoreError(f"cannot use {str(path)!r} as an nbsched store: {problem}. {todo}") from None
     except BaseException:
         conn.close()
         raise

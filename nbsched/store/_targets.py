@@ -9,18 +9,25 @@ This is the only place where the store runs code, and it is reached only from
   function taken from there.  Lambdas and nested functions cannot be rebuilt from source.
 * ``"cell"``: the ``%%schedule`` magic's cells; the default loader compiles the body with
   :func:`nbsched._cell.compile_cell` (the magic may register its own loader).
+* ``"notebook_file"``: :meth:`nbsched.Scheduler.add_notebook`'s jobs, rebuilt (and checked again:
+  the file must still be there) by :func:`nbsched.notebook_files.load_notebook_target`.
 
 Other kinds are added with :func:`register_target_loader`.
 """
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import importlib
 import linecache
 import textwrap
 from typing import Any, Callable
 
-__all__ = ["register_target_loader", "load_target", "TargetLoader", "source_preview", "target_label"]
+from ..notebook_files import load_notebook_target
+
+__all__ = ["register_target_loader", "load_target", "TargetLoader", "source_preview", "target_label", "code_hash",
+           "target_code"]
 
 TargetLoader = Callable[[dict, dict], Callable[[], Any]]
 _LOADERS: dict[str, TargetLoader] = {}
@@ -115,6 +122,7 @@ def _load_cell(target: dict, namespace: dict) -> Callable[[], Any]:
 
 register_target_loader("function", _load_function)
 register_target_loader("cell", _load_cell)
+register_target_loader("notebook_file", load_notebook_target)  # Scheduler.add_notebook's jobs
 
 
 # ---------------------------------------------------------------------------------- for listings
@@ -135,3 +143,15 @@ def source_preview(target: Any, width: int = 72) -> str:
     lines = [ln for ln in lines if ln and not ln.startswith(("#", "@"))]
     text = " ⏎ ".join(lines[:3])
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def code_hash(target: Any) -> str:
+    """A fingerprint of what a stored target runs: sha256 of its canonical JSON (first 16 hex digits)."""
+    text = json.dumps(target, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def target_code(target: Any) -> str:
+    """The full stored code of a target - what restore() would execute (empty when none is stored)."""
+    source = target.get("source") if isinstance(target, dict) else None
+    return str(source) if source else ""

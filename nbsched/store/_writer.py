@@ -29,9 +29,9 @@ from itertools import repeat
 from operator import call
 from typing import TYPE_CHECKING, Any
 
-from ._codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows
+from ._codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows, to_json, unencodable
 from ._leases import acquire_leases
-from ._schema import connect
+from ._schema import StoreError, connect
 from ..clock import perf_counter
 from ..history import Outcome
 
@@ -106,12 +106,14 @@ class BatchWriter:
         store = self.store
         owner = store.owner_id
         after = []
+        if store._detached is not None:
+            raise StoreError(store._detached)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
                 kind = op[0]
                 if kind == "save":
-                    self._save(op[1], op[2])
+                    self._save(op[1], op[2], op[3])
                 elif kind == "result":
                     _, name, run_id, scheduled, value = op
                     self._result(name, run_id, scheduled, value)
@@ -139,10 +141,14 @@ class BatchWriter:
             raise
         return after
 
-    def _save(self, job: Any, spec_json: str) -> None:
+    def _save(self, job: Any, spec_json: str, code_hash: str) -> None:
         store = self.store
         name = job.name
         self.job_id(name)
+        self.conn.execute("INSERT INTO code_writes(job, writer, code_hash, owner, at) VALUES (?,?,?,?,?) "
+                          "ON CONFLICT(job, writer) DO UPDATE SET code_hash = excluded.code_hash, "
+                          "owner = excluded.owner, at = excluded.at",
+                          (name, store.writer, code_hash, store.owner_id, store._wall()))
         state = _state(job)
         if name in store._leases:
             self.conn.execute(
@@ -154,11 +160,16 @@ class BatchWriter:
                               (spec_json, store.owner_id, store._wall(), name))
 
     def _result(self, name: str, run_id: int, scheduled: float, value: Any) -> None:
+        problems: list = []
         try:
-            frame, datas = encode_value_rows(value)
-        except Exception:  # an odd value must not break the writer: recorded as its text
-            log.exception("nbsched: could not encode the value returned by job %r for the store", name)
-            frame, datas = 0, [encode_value_rows({"value": repr(value)})[1][0]]
+            frame, datas = encode_value_rows(value, problems)
+        except Exception as exc:  # an odd value costs itself, never the writer: a marked placeholder
+            problems.append(exc)
+            frame, datas = 0, [to_json({"value": unencodable(value, exc)})]
+        if problems:
+            exc = problems[0]
+            log.error("nbsched: the value returned by job %r (run %s) cannot be stored (%s: %s); a marked "
+                      "placeholder was stored instead", name, run_id, type(exc).__name__, str(exc)[:200])
         jid = self.job_id(name)
         owner = self.store.owner_id
         self.conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",
@@ -392,8 +403,24 @@ class BatchWriter:
         return lo
 
 
+#: Run records kept in memory while the file cannot be written (disk full, I/O errors); beyond this
+#: many the oldest are dropped, counted, and reported by ``flush()`` and the log.
+MAX_UNWRITTEN_ROWS = 100_000
+#: Returned values kept in memory the same way (they are larger than run records).
+MAX_UNWRITTEN_RESULTS = 10_000
+#: Longest wait between two attempts to write records held back by a failure.
+MAX_RETRY_WAIT = 5.0
+
+
 class WriterThread(threading.Thread):
-    """Runs a :class:`BatchWriter` until the store closes (see the module docstring)."""
+    """Runs a :class:`BatchWriter` until the store closes (see the module docstring).
+
+    Nothing a batch does can end the thread: a failed write (disk full, read-only, I/O error) keeps
+    the batch in memory (bounded by :data:`MAX_UNWRITTEN_ROWS` / :data:`MAX_UNWRITTEN_RESULTS`) and
+    retries with a growing wait (at most :data:`MAX_RETRY_WAIT`); ``flush()`` raises a
+    :class:`StoreError` saying what is not written, and the records go to the file once it can be
+    written again.
+    """
 
     def __init__(self, store: "SQLiteStore"):
         super().__init__(name=f"nbsched-store-writer:{store.path.name}", daemon=True)
@@ -401,10 +428,16 @@ class WriterThread(threading.Thread):
         self.writer: BatchWriter | None = None
         self.stopping = False
         self._failures = 0
+        self._retry_at = 0.0
 
     def run(self) -> None:
         store = self.store
-        conn = connect(store.path, durable=store.durable)
+        try:
+            conn = connect(store.path, durable=store.durable)
+        except sqlite3.Error as exc:  # the store opened a moment ago: the file vanished or the disk broke
+            store._set_write_problem(exc)
+            log.error("nbsched: the store writer cannot open %s (%s); nothing more is written", store.path, exc)
+            return
         self.writer = writer = BatchWriter(store, conn)
         now = perf_counter()
         next_lease = now + store.renew_every
@@ -415,21 +448,28 @@ class WriterThread(threading.Thread):
         last_commit = 0.0
         try:
             while True:
-                if not store._rows and not store._ops and not self.stopping:
+                backoff = self._retry_at - perf_counter() if self._failures else 0.0
+                if backoff > 0 and not self.stopping and not _call_waiting(store):
+                    # records are held back by a failure: retry later (a flush() wakes us at once)
+                    wake.wait(min(backoff, max(0.0, min(next_lease, next_ckpt) - perf_counter())))
+                    wake.clear()
+                elif not store._rows and not store._ops and not self.stopping:
                     sleeping[0] = True  # from now on, on_row() wakes us; check once more, then wait
                     if not store._rows and not store._ops:
                         wake.wait(max(0.0, min(next_lease, next_ckpt, next_compact) - perf_counter()))
                     wake.clear()
                     sleeping[0] = False
                 gap = last_commit + store.commit_interval - perf_counter()
-                if gap > 0 and not self.stopping and not any(op[0] == "call" for op in list(store._ops)):
+                if gap > 0 and not self.stopping and not _call_waiting(store):
                     store._stop_wait.wait(gap)  # busy: let a group of rows gather
                 now = perf_counter()
-                if self._commit_once():
+                if (not self._failures or now >= self._retry_at or self.stopping or _call_waiting(store)) \
+                        and self._commit_once():
                     now = last_commit = perf_counter()
                 try:
                     if now >= next_lease:
                         next_lease = now + store.renew_every
+                        store._check_file(writer)
                         writer.maintain_leases()
                         writer.fetch_foreign()
                     if now >= next_ckpt:
@@ -439,42 +479,48 @@ class WriterThread(threading.Thread):
                         writer.compact()
                         took = perf_counter() - now
                         next_compact = now + max(store.compact_every, 50 * took)  # at most ~2% of a core
-                except sqlite3.Error:
+                except Exception:
                     log.exception("nbsched: store maintenance on %s failed (will retry)", store.path)
                 if self.stopping and not store._rows and not store._ops:
                     break
+                if self.stopping and self._failures:
+                    store._give_up_unwritten()
+                    break
             try:
                 writer.checkpoint()
-                conn.execute("BEGIN IMMEDIATE")
+                writer.conn.execute("BEGIN IMMEDIATE")
                 writer.release_all()
-                conn.execute("COMMIT")
-                conn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                log.exception("nbsched: closing the store %s cleanly failed", store.path)
+                writer.conn.execute("COMMIT")
+                writer.conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:
+                log.error("nbsched: closing the store %s: the last job states and lease releases were not written "
+                          "(%s); other processes take the leases over after lease_ttl", store.path, exc)
         finally:
-            conn.close()
+            writer.conn.close()
 
     def _commit_once(self) -> bool:
         store = self.store
         writer = self.writer
         if store._pending_leases:  # new jobs: take their leases first, so their state is saved with them
-            store._take_pending_leases(writer.conn, _NULL_LOCK)
+            try:
+                store._take_pending_leases(writer.conn, _NULL_LOCK)
+            except Exception:
+                log.exception("nbsched: taking new leases in %s failed (will retry)", store.path)
         ops = _drain(store._ops)
         rows = drain_rows(store._rows)
         if not ops and not rows:
             return False
         try:
             after = writer.write(ops, rows)
-            self._failures = 0
-        except sqlite3.Error as exc:
+        except Exception as exc:  # disk full, read-only, I/O error - or a bug: keep everything, retry
             self._failures += 1
-            keep = self._failures < 5
-            log.error("nbsched: writing %d run records to the store %s failed (%s); %s", len(rows) // 2, store.path,
-                      exc, "will retry" if keep else "dropping them")
-            if keep:
-                store._rows.extendleft(reversed(rows))
-                store._ops.extendleft(reversed([op for op in ops if op[0] != "call"]))
+            self._retry_at = perf_counter() + min(MAX_RETRY_WAIT, 0.05 * 2 ** self._failures)
+            store._hold_unwritten(exc, rows, [op for op in ops if op[0] != "call"])
             after = [op for op in ops if op[0] == "call"]
+        else:
+            if self._failures:
+                store._write_recovered()
+            self._failures = 0
         for op in after:
             _, fn, done = op
             try:
@@ -483,6 +529,10 @@ class WriterThread(threading.Thread):
                 done.error = exc
             done.set()
         return True
+
+
+def _call_waiting(store: "SQLiteStore") -> bool:
+    return any(op[0] == "call" for op in list(store._ops))
 
 
 def _state(job: Any) -> tuple:

@@ -28,7 +28,11 @@ Guarantees
     * **Retention**: each job's ``history_rows``/``history_age`` and ``results_rows``/``results_age``
       apply to the file as well (compaction every minute, or :meth:`SQLiteStore.compact`).
     * A file that is not an nbsched store, is damaged, or was written by a newer nbsched raises
-      :class:`StoreError` and is left untouched.  New files are created readable by their owner only.
+      :class:`StoreError` and is left untouched.  New files are created readable by their owner only;
+      a file another user owns or could write is refused (stored code runs on restore()).
+    * **Faults**: a value that cannot be encoded is stored as a marked placeholder; records the file
+      does not take (disk full, file deleted) stay in memory, bounded, and ``flush()`` says what is
+      not written (README, "Promises under faults").
 
 Non-goals: live syncing of job *definitions* between kernels (a restore reads them), and network
 file systems (SQLite's WAL mode needs a local disk).
@@ -36,6 +40,7 @@ file systems (SQLite's WAL mode needs a local disk).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import sqlite3
@@ -47,11 +52,11 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._codec import CHUNK_COLUMNS, decode_chunk, to_json
-from ._schema import MIGRATIONS, StoreError, open_database, schema_version
-from ._targets import TargetLoader, register_target_loader, source_preview, target_label
+from ._codec import CHUNK_COLUMNS, decode_chunk, json_safe, to_json
+from ._schema import MIGRATIONS, StoreError, diagnose, open_database, schema_version
+from ._targets import TargetLoader, code_hash, register_target_loader, target_code, target_label
 from ._leases import acquire_leases
-from ._writer import BatchWriter, WriterThread, drain_rows
+from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, WriterThread, drain_rows
 from .protocol import Store
 from ..clock import SystemClock, local_zone
 from ..history import ResultLog, history_frame
@@ -61,7 +66,9 @@ if TYPE_CHECKING:
     from ..job import Job
     from ..engine import Scheduler
 
-__all__ = ["SQLiteStore", "StoreError", "open_store", "register_target_loader", "TargetLoader",
+log = logging.getLogger("nbsched")
+
+__all__ = ["SQLiteStore", "StoreError", "open_store", "writer_identity", "register_target_loader", "TargetLoader",
            "MIGRATIONS", "schema_version", "DEFAULT_PATH"]
 
 #: The file used when no path is given (in the working directory).
@@ -93,12 +100,13 @@ class SQLiteStore:
     ``SQLiteStore(path, *, lease_ttl=10.0, renew_every=None, checkpoint_every=30.0,
     compact_every=60.0, commit_interval=0.1, durable=False)`` - ``lease_ttl``: seconds after which
     a dead process's jobs may be taken over (renewed every ``renew_every``, default ``lease_ttl/4``);
-    ``durable=True`` syncs every commit to disk (survives power loss, costs more).
+    ``durable=True`` syncs every commit to disk (survives power loss, costs more).  ``writer`` names
+    this notebook in the file (default: :func:`writer_identity`).
     """
 
     def __init__(self, path: str | os.PathLike, *, lease_ttl: float = 10.0, renew_every: float | None = None,
                  checkpoint_every: float = 30.0, compact_every: float = 60.0, commit_interval: float = 0.1,
-                 durable: bool = False):
+                 durable: bool = False, writer: str | None = None):
         if not lease_ttl > 0:
             raise ValueError(f"invalid lease_ttl {lease_ttl!r}: a number of seconds > 0 (default 10)")
         self.path = Path(os.fspath(path)).expanduser().absolute()
@@ -110,6 +118,9 @@ class SQLiteStore:
         self.commit_interval = float(commit_interval)
         self.durable = durable
         self.persist_all = True
+        #: Who saves job definitions through this store: ``user@host:notebook`` (the notebook path from
+        #: ``$JPY_SESSION_NAME``, else the main script).  restore() names stored code another writer saved.
+        self.writer = writer or writer_identity()
         self._wall = SystemClock().time
         self._sched_now: Callable[[], float] = self._wall
         self._sched: Any = None
@@ -117,18 +128,31 @@ class SQLiteStore:
         conn.close()
         from ._schema import connect
 
-        self._fg = connect(self.path, durable=durable, check_same_thread=False)
         self._fg_lock = threading.RLock()
         self._lease_lock = threading.Lock()
         self.token = uuid.uuid4().hex
-        with self._fg_lock:
-            t = self._wall()
-            self._valid_until = t + self.lease_ttl - self.lease_margin
-            cur = self._fg.execute("INSERT INTO owners(token, pid, host, started, heartbeat, expires, fence) "
-                                   "VALUES (?,?,?,?,?,?,?)", (self.token, os.getpid(), socket.gethostname(), t, t,
-                                                              t + self.lease_ttl, t + self.lease_ttl))
-            self.owner_id: int = cur.lastrowid
-            top = self._fg.execute("SELECT max(id) FROM history").fetchone()[0] or 0
+        try:
+            self._fg = connect(self.path, durable=durable, check_same_thread=False)
+            with self._fg_lock:
+                t = self._wall()
+                self._valid_until = t + self.lease_ttl - self.lease_margin
+                cur = self._fg.execute("INSERT INTO owners(token, pid, host, started, heartbeat, expires, fence) "
+                                       "VALUES (?,?,?,?,?,?,?)", (self.token, os.getpid(), socket.gethostname(), t,
+                                                                  t, t + self.lease_ttl, t + self.lease_ttl))
+                self.owner_id: int = cur.lastrowid
+                top = self._fg.execute("SELECT max(id) FROM history").fetchone()[0] or 0
+        except sqlite3.Error as exc:  # e.g. the disk is full: no raw sqlite3 error escapes
+            fg = getattr(self, "_fg", None)
+            if fg is not None:
+                fg.close()
+            problem, todo = diagnose(exc, self.path)
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {problem}. {todo}") from None
+        self._file_id = _file_id(self.path)
+        #: Why the file cannot be written right now (None when all is well); see flush().
+        self._write_problem: str | None = None
+        self._dropped_rows = 0
+        self._dropped_results = 0
+        self._detached: str | None = None  # set when the file was replaced under us (see _check_file)
         self._fetch_cursor = self._applied_cursor = self._session_start = top
         self._rows: deque = deque()  # job name, row, job name, row, ... (appended by the loop thread)
         self._ops: deque = deque()
@@ -140,7 +164,7 @@ class SQLiteStore:
         self._leases: dict[str, float] = {}
         self._jobs: dict[str, "Job"] = {}  # persisted jobs registered here
         self._pending_leases: set[str] = set()
-        self._targets: dict[int, tuple[Any, dict]] = {}  # id(func) -> (func, target description)
+        self._targets: dict[int, tuple[Any, dict, str]] = {}  # id(func) -> (func, target, code hash)
         self._history_loaded: set[str] = set()
         self._closed = False
         #: Jobs the last restore() could not rebuild: name -> reason.
@@ -173,7 +197,8 @@ class SQLiteStore:
             return
         name = job.name
         self._jobs[name] = job
-        self._ops.append(("save", job, self._spec_json(job)))
+        spec_json = self._spec_json(job)
+        self._ops.append(("save", job, spec_json, self._targets[id(job.func)][2]))
         if name not in self._leases:
             self._pending_leases.add(name)  # the writer takes it within milliseconds (claim() if sooner)
         self._kick()
@@ -274,8 +299,19 @@ class SQLiteStore:
 
     # ================================================================== public API
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until everything recorded so far is committed to the file."""
-        self._call_writer(lambda writer: None, timeout)
+        """Wait until everything recorded so far is committed to the file.
+
+        Raises :class:`StoreError` saying what is not written and why (the disk is full, the file was
+        deleted, ...): those records stay in memory - at most ``MAX_UNWRITTEN_ROWS`` run records and
+        ``MAX_UNWRITTEN_RESULTS`` values, the oldest dropped beyond that and counted - and are
+        written as soon as the file can be written again.
+        """
+        self._call_writer(lambda writer: self._raise_unwritten(), timeout)
+
+    @property
+    def write_problem(self) -> str | None:
+        """Why records are waiting in memory instead of the file (``None`` when everything is written)."""
+        return self._write_problem
 
     def compact(self, vacuum: bool = False) -> dict[str, int]:
         """Apply every job's retention to the file now; ``vacuum=True`` also rewrites the file to its
@@ -329,8 +365,11 @@ class SQLiteStore:
     def listing(self):
         """The jobs in the file and what they would run - read only, nothing is executed.
 
-        Columns: name, trigger, kind, target, source (a preview), paused, finished, runs, next_fire,
-        held_by (pid of the process whose lease is live, if any).
+        Columns: name, trigger, kind, target, source (the full stored code: what restore() executes
+        when the target cannot be imported, and always for cells), code_hash (a fingerprint of the stored
+        target; restore() names jobs whose hash this notebook did not write), saved_by (the writer that
+        last saved the definition), paused, finished, runs, next_fire, held_by (pid of the process whose
+        lease is live, if any).  ``store.code(name)`` returns one job's code as text.
         """
         import json
 
@@ -342,10 +381,12 @@ class SQLiteStore:
         rows = self._read("SELECT j.name, j.spec, j.paused, j.finished, j.runs, j.next_ts, "
                           "(SELECT o.pid FROM leases l JOIN owners o ON o.id = l.owner WHERE l.job = j.name "
                           "AND l.released IS NULL "
-                          "AND o.closed IS NULL AND o.expires > ?) FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.id",
+                          "AND o.closed IS NULL AND o.expires > ?), "
+                          "(SELECT c.writer FROM code_writes c WHERE c.job = j.name ORDER BY c.at DESC LIMIT 1) "
+                          "FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.id",
                           (now,))
         out = []
-        for name, spec_json, paused, finished, runs, next_ts, holder in rows:
+        for name, spec_json, paused, finished, runs, next_ts, holder, saved_by in rows:
             spec = json.loads(spec_json)
             target = spec.get("target") or {}
             try:
@@ -353,14 +394,26 @@ class SQLiteStore:
             except Exception as exc:  # shown, not raised: the listing is for looking
                 trigger = f"<unreadable trigger: {exc}>"
             out.append({"name": name, "trigger": trigger, "kind": target.get("kind"), "target": target_label(target),
-                        "source": source_preview(target), "paused": bool(paused), "finished": bool(finished),
+                        "source": target_code(target), "code_hash": code_hash(target), "saved_by": saved_by,
+                        "paused": bool(paused), "finished": bool(finished),
                         "runs": int(runs), "next_fire": next_ts, "held_by": holder})
-        frame = pd.DataFrame(out, columns=["name", "trigger", "kind", "target", "source", "paused", "finished",
-                                           "runs", "next_fire", "held_by"])
+        frame = pd.DataFrame(out, columns=["name", "trigger", "kind", "target", "source", "code_hash", "saved_by",
+                                           "paused", "finished", "runs", "next_fire", "held_by"])
         next_fire = pd.to_datetime(frame["next_fire"].astype("float64"), unit="s", utc=True)
         frame["next_fire"] = next_fire.dt.tz_convert(self._zone(None))
         frame["held_by"] = frame["held_by"].astype("Int64")
         return frame
+
+    def code(self, name: str) -> str:
+        """The full stored code of job ``name`` - exactly what restore() would execute for it."""
+        import json
+
+        row = self._read("SELECT spec FROM jobs WHERE name = ? AND spec IS NOT NULL", (name,))
+        if not row:
+            names = [r[0] for r in self._read("SELECT name FROM jobs WHERE spec IS NOT NULL ORDER BY id")]
+            raise StoreError(f"no job named {name!r} in the store {str(self.path)!r}; its jobs: "
+                             f"{', '.join(map(repr, names)) or 'none'}")
+        return target_code(json.loads(row[0][0]).get("target"))
 
     @property
     def closed(self) -> bool:
@@ -374,6 +427,8 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._jobs)} jobs, {len(self._leases)} leases held"
+        if self._write_problem is not None and not self._closed:
+            state += f"; NOT WRITING: {self._write_problem}"
         return f"<nbsched.SQLiteStore {str(self.path)!r} ({state})>"
 
     # ================================================================== internals
@@ -397,12 +452,18 @@ class SQLiteStore:
         func = job.func
         cached = self._targets.get(id(func))
         if cached is None or cached[0] is not func:
-            cached = (func, describe_target(func))  # inspect.getsource is slow: once per function
+            target = describe_target(func)  # inspect.getsource is slow: once per function
+            cached = (func, target, code_hash(target))
             if len(self._targets) > 10_000:
                 self._targets.clear()
             self._targets[id(func)] = cached
-        return to_json({"name": job.name, "trigger": job.trigger.to_dict(), "policy": job.policy.to_dict(),
-                        "target": cached[1], "paused": job.paused, "meta": job.meta})
+        spec = {"name": job.name, "trigger": job.trigger.to_dict(), "policy": job.policy.to_dict(),
+                "target": cached[1], "paused": job.paused, "meta": job.meta}
+        try:
+            return to_json(spec)
+        except ValueError as exc:  # e.g. a 5,000-digit int in meta: that value is lost, not the job
+            spec["meta"] = {str(k): json_safe(v) for k, v in job.meta.items()}
+            return to_json(spec)
 
     def _take_pending_leases(self, conn: sqlite3.Connection, conn_lock: Any) -> None:
         """Take the leases of newly saved jobs (on the writer's connection, or ours from claim())."""
@@ -458,6 +519,88 @@ class SQLiteStore:
             raise done.error
         return done.result
 
+    # ------------------------------------------------------------ records the file did not take
+    def _unwritten_counts(self) -> tuple[int, int]:
+        results = sum(1 for op in list(self._ops) if op[0] == "result")
+        return len(self._rows) // 2, results
+
+    def _raise_unwritten(self) -> None:
+        problem = self._write_problem
+        if problem is None:
+            return
+        rows, results = self._unwritten_counts()
+        dropped = ""
+        if self._dropped_rows or self._dropped_results:
+            dropped = (f"; {self._dropped_rows} older run records and {self._dropped_results} older values were "
+                       f"dropped to stay within {MAX_UNWRITTEN_ROWS} / {MAX_UNWRITTEN_RESULTS}")
+        raise StoreError(f"not written to the store {str(self.path)!r}: {rows} run records and {results} returned "
+                         f"values, because {problem}. They are kept in memory and written when the file can be "
+                         f"written again{dropped}")
+
+    def _set_write_problem(self, exc: BaseException) -> None:
+        problem, todo = diagnose(exc, self.path)
+        text = f"{problem}; {todo[0].lower()}{todo[1:]}" if todo else problem
+        if text != self._write_problem:
+            self._write_problem = text
+            rows, results = self._unwritten_counts()
+            log.error("nbsched: cannot write to the store %s: %s. %d run records and %d values are kept in "
+                      "memory and retried; %s", self.path, problem, rows, results, todo)
+
+    def _hold_unwritten(self, exc: BaseException, rows: list, ops: list) -> None:
+        """Writer thread: a batch failed - put it back in front of newer records, within the bounds."""
+        if not isinstance(exc, (sqlite3.Error, OSError)):
+            log.error("nbsched: writing to the store %s failed unexpectedly", self.path, exc_info=exc)
+        self._rows.extendleft(reversed(rows))
+        self._ops.extendleft(reversed(ops))
+        over = len(self._rows) // 2 - MAX_UNWRITTEN_ROWS
+        if over > 0:
+            for _ in range(2 * over):
+                self._rows.popleft()
+            self._dropped_rows += over
+        results = [i for i, op in enumerate(self._ops) if op[0] == "result"]
+        over = len(results) - MAX_UNWRITTEN_RESULTS
+        if over > 0:
+            drop = set(results[:over])
+            kept = [op for i, op in enumerate(list(self._ops)) if i not in drop]
+            self._ops.clear()
+            self._ops.extend(kept)
+            self._dropped_results += over
+        self._set_write_problem(exc)
+
+    def _write_recovered(self) -> None:
+        if self._write_problem is not None:
+            log.warning("nbsched: the store %s can be written again; the records kept in memory are written%s",
+                        self.path, f" ({self._dropped_rows} run records and {self._dropped_results} values "
+                                   "were dropped meanwhile)" if self._dropped_rows or self._dropped_results else "")
+        self._write_problem = None
+
+    def _give_up_unwritten(self) -> None:
+        """Closing while the file still cannot be written: say exactly what is lost."""
+        rows, results = self._unwritten_counts()
+        log.error("nbsched: closing the store %s: %d run records and %d values could not be written (%s) and are "
+                  "lost", self.path, rows + self._dropped_rows, results + self._dropped_results, self._write_problem)
+        self._rows.clear()
+        self._ops.clear()
+
+    def _check_file(self, writer: BatchWriter) -> None:
+        """Writer thread, every lease renewal: is the file we write still the file at ``path``?
+
+        Deleted or replaced while attached, every later row would go to a file nobody can open again.
+        This process then stops writing and says so (log error, :attr:`write_problem`, ``flush()``
+        raises); its records stay in memory (bounded).  It does not recreate the file: the old
+        ``-wal`` file next to it belongs to the deleted database, and another process may still be
+        writing to it - a new database beside it would read those pages as its own.
+        """
+        if self._detached is not None:
+            return
+        now_id = _file_id(self.path)
+        if now_id == self._file_id:
+            return
+        self._detached = (f"the store file was {'deleted' if now_id is None else 'replaced by another file'} "
+                          "while in use, so this process stopped writing to it (records since then are kept in "
+                          "memory only). Attach a store again, e.g. sched.attach_store(path), to go on persisting")
+        self._set_write_problem(StoreError(self._detached))
+
     def _ops_drain(self):
         while self._ops:
             yield self._ops.popleft()
@@ -481,6 +624,32 @@ class SQLiteStore:
     def _applied(self, upto: int) -> None:
         """On the loop, after the scheduler merged other processes' rows up to chunk ``upto``."""
         self._applied_cursor = max(self._applied_cursor, upto)
+
+
+def writer_identity() -> str:
+    """``user@host:notebook`` - the notebook path from ``$JPY_SESSION_NAME`` (set by Jupyter for the
+    kernel of a notebook), else the main script's path, else ``<interactive>``."""
+    import sys
+
+    notebook = os.environ.get("JPY_SESSION_NAME")
+    if not notebook:
+        main = sys.modules.get("__main__")
+        notebook = getattr(main, "__file__", None) or "<interactive>"
+    try:
+        import getpass
+
+        user = getpass.getuser()
+    except Exception:
+        user = str(getattr(os, "getuid", lambda: "?")())
+    return f"{user}@{socket.gethostname()}:{notebook}"
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _result_chunks(rows: list[tuple], loads: Callable[[str], Any], pd: Any):

@@ -101,6 +101,10 @@ def test_dashboard_in_jupyterlab(lab, browser_context, artifacts):
     assert "VBox(" not in outputs, "the widget did not render (text fallback shown)"
     rows = dash.locator("tr.nbsched-row")
     wait_for(lambda: rows.count() == 4, what="four job rows")
+    # the static fallback (what nbconvert HTML and GitHub show) is in the page but hidden by the live widget
+    static = page.locator(".nbsched-dashboard-static")
+    wait_for(lambda: static.count() == 1, what="the static fallback in the DOM")
+    assert not static.is_visible()
 
     session = next(s for s in lab.api("/api/sessions") if s["path"].endswith("dashboard.ipynb"))
     probe = KernelProbe(lab, session["kernel"]["id"])

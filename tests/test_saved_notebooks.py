@@ -1,0 +1,139 @@
+"""Executed notebooks keep each job's output in its own cell: nbclient, papermill and nbconvert, on
+ipykernel 7.x and 6.29, read back from the saved JSON (and exported to HTML without network).
+
+A notebook executor keeps only messages parented to the cell it is executing now; a job's output
+arrives while a *later* cell runs, so nbsched parents its updates to that cell (see
+nbsched.notebook.kernel.in_latest_request) and updates its own cell's outputs by display id.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kernel_harness import REPO_ROOT
+
+pytestmark = pytest.mark.kernel
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def make_notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbsched"),
+        nbformat.v4.new_code_cell("%%schedule every 0.4s --name ticker --max-runs 3\n"
+                                  "n = globals().get('n', 0) + 1\nprint('TICK', n)\nn"),
+        nbformat.v4.new_code_cell("%%schedule every 0.5s --name broken --max-runs 1\n"
+                                  "raise ValueError('BROKEN-JOB')"),
+        nbformat.v4.new_code_cell("import nbsched\nnbsched.dashboard()"),
+        nbformat.v4.new_code_cell("import asyncio\nawait asyncio.sleep(3.5)"),
+        nbformat.v4.new_code_cell("'done'"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "nbsched-test", "display_name": "nbsched test", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def kernelspec(kernel_python, tmp_path, monkeypatch):
+    """A kernelspec 'nbsched-test' for the interpreter under test, found through JUPYTER_PATH."""
+    spec = tmp_path / "jupyter" / "kernels" / "nbsched-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "nbsched test", "language": "python",
+        "env": {"PYTHONPATH": str(REPO_ROOT)},
+    }))
+    path = str(tmp_path / "jupyter") + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+    monkeypatch.setenv("JUPYTER_PATH", path)
+    return "nbsched-test"
+
+
+def execute_with(tool: str, source: Path, target: Path, kernel_name: str) -> None:
+    if tool == "nbclient":
+        from nbclient import NotebookClient
+
+        nb = nbformat.read(str(source), as_version=4)
+        NotebookClient(nb, kernel_name=kernel_name, timeout=120).execute()
+        nbformat.write(nb, str(target))
+    elif tool == "papermill":
+        import papermill
+
+        papermill.execute_notebook(str(source), str(target), kernel_name=kernel_name, progress_bar=False)
+    else:
+        done = subprocess.run(
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+             f"--ExecutePreprocessor.kernel_name={kernel_name}", "--output", str(target), str(source)],
+            capture_output=True, text=True, timeout=180, env=os.environ.copy())
+        assert done.returncode == 0, done.stderr
+
+
+def text_of(output: dict) -> str:
+    if output["output_type"] == "stream":
+        return output["text"]
+    return json.dumps(output.get("data", {})) + json.dumps(output.get("evalue", ""))
+
+
+@pytest.mark.parametrize("tool", ["nbclient", "papermill", "nbconvert"])
+def test_each_jobs_output_is_saved_in_its_own_cell(tool, kernelspec, tmp_path):
+    source, target = tmp_path / "jobs.ipynb", tmp_path / "jobs.out.ipynb"
+    make_notebook(source)
+    execute_with(tool, source, target, kernelspec)
+    nb = nbformat.read(str(target), as_version=4)  # (multi-line strings joined)
+    cells = nb["cells"]
+
+    # the ticker's cell: the live widget, then the static summary kept current by display id
+    widget, static = cells[1]["outputs"]
+    assert widget["output_type"] == static["output_type"] == "display_data"
+    assert "application/vnd.jupyter.widget-view+json" in widget["data"]
+    plain, html = static["data"]["text/plain"], static["data"]["text/html"]
+    assert "job 'ticker': every 400ms - finished" in plain
+    assert "runs 3, errors 0" in plain
+    assert plain.endswith("output:\n    TICK 1\n    TICK 2\n    TICK 3")
+    assert "TICK 1\nTICK 2\nTICK 3\n" in html and "nbsched-static" in html
+
+    # the broken job's cell shows its error
+    assert "ValueError: BROKEN-JOB" in cells[2]["outputs"][1]["data"]["text/plain"]
+    assert "errors 1" in cells[2]["outputs"][1]["data"]["text/plain"]
+
+    # the dashboard's static table has the last state of every job (not the creation snapshot)
+    dash_widget, dash_static = cells[3]["outputs"]
+    assert "application/vnd.jupyter.widget-view+json" in dash_widget["data"]
+    table = dash_static["data"]["text/plain"].splitlines()
+    assert table[0] == "nbsched dashboard: 2 jobs, 0 failing, scheduler running"
+    ticker_row = next(line.split() for line in table if line.startswith("ticker"))
+    assert ticker_row[:4] == ["ticker", "every", "400ms", "finished"]
+    assert ticker_row[-4:] == ["3", "0", "TICK", "3"]  # runs, errors, last output
+    assert "<td style='padding:2px 8px;text-align:left;border-bottom:1px solid #e5e7eb'>TICK 3</td>" in \
+        dash_static["data"]["text/html"]
+
+    # nothing of any job anywhere else
+    assert cells[4]["outputs"] == []
+    assert [o["data"]["text/plain"] for o in cells[5]["outputs"]] == ["'done'"]
+    for i, cell in enumerate(cells):
+        if i not in (1, 2, 3):
+            assert not any("TICK" in text_of(o) or "BROKEN-JOB" in text_of(o) for o in cell.get("outputs", [])), i
+
+    # the widget state saved with the notebook has the job's output area, up to date
+    state = nb["metadata"]["widgets"][WIDGET_STATE]["state"]
+    areas = [m["state"]["outputs"] for m in state.values() if m["model_name"] == "OutputModel"]
+    ticker_area = [a for a in areas if any("TICK" in o.get("text", "") for o in a)]
+    assert ticker_area == [[{"output_type": "stream", "name": "stdout", "text": "TICK 1\nTICK 2\nTICK 3\n"}]]
+
+
+def test_html_export_offline_shows_the_cards(kernelspec, tmp_path):
+    source, target = tmp_path / "jobs.ipynb", tmp_path / "jobs.out.ipynb"
+    make_notebook(source)
+    execute_with("nbclient", source, target, kernelspec)
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(target)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "jobs.out.html").read_text()
+    # without network the widget scripts render nothing; the static summaries are plain HTML
+    assert page.count("nbsched-card-static") == 2
+    assert page.count("nbsched-dashboard-static") == 1
+    assert "TICK 1\nTICK 2\nTICK 3\n" in page
+    assert "finished" in page and "ValueError: BROKEN-JOB" in page
