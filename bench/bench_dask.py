@@ -6,7 +6,8 @@
 
 The cluster is started the way a user starts one: ``dask scheduler`` and ``dask worker`` as separate
 processes on this machine (one worker process per core, one thread each), so the benchmark process -
-the "kernel" - runs only the scheduler loop and Dask's asynchronous client, as a notebook does.
+the "kernel" - runs only the scheduler loop and Dask's asynchronous client, as a notebook does.  Each
+scenario gets a fresh cluster, so a backlog one leaves behind cannot slow the next.
 
 1. **Dispatch overhead**: the round trip of one run of a trivial function, ``await sched.run_now(job)``
    on the ``dask`` executor vs a bare ``await client.submit(func, pure=False)`` of the same function,
@@ -241,30 +242,33 @@ async def main_async(args) -> str:
     from distributed import Client
 
     cores = os.cpu_count() or 1
-    cluster = Cluster(workers=cores)
-    try:
-        client = await Client(cluster.address, asynchronous=True, set_as_default=False)
-        await client.wait_for_workers(cores)
-        load0 = os.getloadavg()[0]
-        _say(f"cluster ready at {cluster.address}; load {load0:.2f}; dispatch overhead")
-        sched = _scheduler(client)
-        d = await dispatch(client, sched, 100 if args.quick else 200)
-        jobs, seconds = (200, 5.0) if args.quick else (1000, 20.0)
-        _say(f"bare client.submit loop: {jobs} tasks every second for {seconds:g} s")
-        b = await bare_steady(client, jobs, seconds)
-        await _settle(client)
-        _say(f"nbsched: {jobs} jobs every 1 s on the dask executor for {seconds:g} s")
-        s = await steady(sched, jobs, seconds)
-        sched.shutdown()  # cancels what still runs, here and on the cluster
-        await _settle(client)  # a loaded machine may have dropped the client's connection: let it come back
-        sched = _scheduler(client)
-        _say("CPU fan-out: thread executor vs dask executor")
-        f = await fanout(sched, 2 * cores, 1_500_000 if args.quick else 3_000_000)
-        load1 = os.getloadavg()[0]
-        sched.shutdown()
-        await client.close()
-    finally:
-        cluster.close()
+    jobs, seconds = (200, 5.0) if args.quick else (1000, 20.0)
+
+    async def on_fresh_cluster(what: str, run):
+        """Each scenario on a cluster of its own: a backlog left by one cannot slow the next."""
+        cluster = Cluster(workers=cores)
+        try:
+            client = await Client(cluster.address, asynchronous=True, set_as_default=False)
+            await client.wait_for_workers(cores)
+            _say(f"{what} (cluster {cluster.address}, load {os.getloadavg()[0]:.2f})")
+            sched = _scheduler(client)
+            try:
+                return await run(client, sched)
+            finally:
+                sched.shutdown()
+                await client.close()
+        finally:
+            cluster.close()
+
+    load0 = os.getloadavg()[0]
+    d = await on_fresh_cluster("dispatch overhead", lambda c, s: dispatch(c, s, 100 if args.quick else 200))
+    s = await on_fresh_cluster(f"nbsched: {jobs} jobs every 1 s on the dask executor for {seconds:g} s",
+                               lambda c, sched: steady(sched, jobs, seconds))
+    b = await on_fresh_cluster(f"bare client.submit loop: {jobs} tasks every second for {seconds:g} s",
+                               lambda c, sched: bare_steady(c, jobs, seconds))
+    f = await on_fresh_cluster("CPU fan-out: thread executor vs dask executor",
+                               lambda c, sched: fanout(sched, 2 * cores, 1_500_000 if args.quick else 3_000_000))
+    load1 = os.getloadavg()[0]
     lines = [
         "# nbsched on a Dask cluster",
         "",
