@@ -34,7 +34,7 @@ setup-ipykernel6: $(VENV6)/.installed
 
 $(VENV6)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV6)
-	$(VENV6)/bin/python -m pip install --disable-pip-version-check -q 'ipykernel==6.29.5' 'jupyter_client>=8' -e '.[notebook]'
+	$(VENV6)/bin/python -m pip install --disable-pip-version-check -q 'ipykernel==6.29.5' 'jupyter_client>=8' -e '.[notebook,dask]'
 	touch $@
 
 # Debian's Chromium for the browser test (Playwright's own download does not work offline).
@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python bench/bench_flow.py
 	$(BIN)/python bench/bench_history.py --json bench/results_history.json
 	$(BIN)/python bench/bench_kernel.py
+	$(BIN)/python bench/bench_dask.py
 
 clean:
 	rm -rf $(VENV) $(VENV6) $(VENV13) demo-out .pytest_cache

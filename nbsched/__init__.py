@@ -14,7 +14,9 @@ from __future__ import annotations
 from . import events
 from ._durations import parse_duration
 from .clock import Clock, SystemClock
+from .dask import DaskExecutor
 from .errors import (
+    ClusterUnreachableError,
     DurationError,
     JobLookupError,
     NbschedError,
@@ -24,6 +26,7 @@ from .errors import (
     SchedulerShutdownError,
     StoreError,
     TriggerError,
+    WorkerDiedError,
 )
 from .executors import Executor, LoopExecutor, ProcessExecutor, ThreadExecutor
 from .context import Branch, RunContext, Skip, current_run
@@ -39,10 +42,12 @@ __all__ = [
     "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
     "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "parse_duration",
     "current_run", "RunContext", "Branch", "Skip",
-    "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
+    "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
+    "events",
     "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
     "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
     "NotebookFileError", "NotebookCellError",
+    "ClusterUnreachableError", "WorkerDiedError",
     "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]
 

@@ -10,6 +10,8 @@ __all__ = [
     "NoEventLoopError",
     "SchedulerShutdownError",
     "StoreError",
+    "ClusterUnreachableError",
+    "WorkerDiedError",
     "NbschedWarning",
 ]
 
@@ -49,6 +51,16 @@ class StoreError(NbschedError):
     """The store file cannot be used: it is not an nbsched store, it is damaged, it was written by a
     newer nbsched, or it cannot be written.  The message names the path, the problem and what to do;
     the file is left exactly as it was."""
+
+
+class ClusterUnreachableError(NbschedError, ConnectionError):
+    """The Dask scheduler could not be reached (connection refused or dropped).  Recorded as the run's
+    error; the job keeps its schedule and runs resume when the cluster is back."""
+
+
+class WorkerDiedError(NbschedError, RuntimeError):
+    """The Dask worker running the job died (killed, out of memory) and the cluster gave up on the task.
+    Recorded as the run's error; retried by the job's ``retries=`` policy."""
 
 
 class NbschedWarning(UserWarning):

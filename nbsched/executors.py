@@ -6,9 +6,13 @@
   (context variables such as nbsched's output routing in a kernel) is copied into the thread.
 * ``process`` - a process pool for importable (module-level) functions.
 
-The seam for other engines (a cluster, say) is :class:`Executor`: ``submit(func)`` returns an asyncio
-future, called on the scheduler's loop.  Register one with ``Scheduler(executors={"name": ...})`` or
-``sched.add_executor(name, executor)`` and pick it per job with ``executor="name"``.
+The seam for other engines (a cluster, say) is :class:`Executor`: ``submit(func)`` returns an
+awaitable (an asyncio future or a coroutine), called on the scheduler's loop.  Register one with
+``Scheduler(executors={"name": ...})`` or ``sched.add_executor(name, executor)`` and pick it per job
+with ``executor="name"``.  An executor that places runs on other machines (``dask``, see
+:mod:`nbsched.dask`) sets :data:`run_worker` while the run's awaitable runs; the history's ``worker``
+column shows it.  One that accepts ``resources=`` says so with ``supports_resources = True`` and
+receives ``submit(func, resources={...})``.
 """
 from __future__ import annotations
 
@@ -16,11 +20,16 @@ import asyncio
 import concurrent.futures
 import contextvars
 import multiprocessing
+from contextvars import ContextVar
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from .errors import PolicyError
 
-__all__ = ["Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "default_executors"]
+__all__ = ["Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "default_executors", "run_worker"]
+
+#: The address of the machine that ran the current attempt, set by executors that run work elsewhere
+#: (inside the run's own task, so concurrent runs do not mix); ``None`` for runs on this machine.
+run_worker: ContextVar[str | None] = ContextVar("nbsched_run_worker", default=None)
 
 
 @runtime_checkable
@@ -32,8 +41,8 @@ class Executor(Protocol):
     def check(self, func: Callable[[], Any]) -> None:
         """Raise :class:`~nbsched.errors.PolicyError` at ``add()`` time if ``func`` cannot run here."""
 
-    def submit(self, func: Callable[[], Any]) -> "asyncio.Future[Any]":
-        """Start ``func()``; called on the scheduler's loop."""
+    def submit(self, func: Callable[[], Any]) -> Any:
+        """Start ``func()``; called on the scheduler's loop.  Returns an awaitable of its value."""
 
     def shutdown(self, wait: bool = False) -> None: ...
 

@@ -88,6 +88,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("attempt", "int", "H"),  # at most JobPolicy's retries + 1 (nbsched.job.MAX_RETRIES)
     Column("error", "error"),
     Column("reason", "category", "B", REASONS),  # why the run happened: one of REASONS
+    Column("worker", "text"),  # the cluster worker that ran the attempt (its address); None: this machine
 )
 
 _FRAME_NAME = {"scheduled": "scheduled_at", "started": "started_at", "finished": "finished_at"}
@@ -150,6 +151,7 @@ class RunRecord:
     error_type: str | None = None
     traceback: str | None = None
     reason: str = "schedule"
+    worker: str | None = None  # the cluster worker's address (e.g. 'tcp://10.0.0.7:39211'); None: ran here
 
     @property
     def duration(self) -> timedelta | None:
@@ -159,7 +161,8 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, job: str, row: tuple, tz: tzinfo) -> "RunRecord":
-        run_id, sched, started, finished, lateness, outcome, attempt, err, reason = row
+        run_id, sched, started, finished, lateness, outcome, attempt, err, reason, *rest = row
+        worker = rest[0] if rest else None
         ts = datetime.fromtimestamp
         return cls(
             job=job, run_id=run_id, scheduled_at=ts(sched, tz),
@@ -168,7 +171,7 @@ class RunRecord:
             outcome=Outcome(outcome), attempt=attempt, lateness=timedelta(seconds=lateness),
             error=None if err is None else f"{err.type}: {err.message}",
             error_type=None if err is None else err.type,
-            traceback=None if err is None else err.traceback, reason=reason,
+            traceback=None if err is None else err.traceback, reason=reason, worker=worker,
         )
 
 
@@ -216,6 +219,12 @@ def _make_recorder() -> Any:
             packed.append(c.field)
     aside = "".join(f"    if {COLUMNS[i].field} is not None:\n        self._aside({i}, {COLUMNS[i].field})\n"
                     for i in _ASIDE)
+    optional = []  # trailing text columns may be left out (None): older callers and stored rows
+    for c in reversed(COLUMNS):
+        if c.kind != "text":
+            break
+        optional.append(c.field)
+    params = ", ".join(f"{c.field}=None" if c.field in optional else c.field for c in COLUMNS)
     src = (f"def record(self, {params}) -> None:\n"
            "    buf = self._buf\n"
            f"    buf += _pack({', '.join(packed)})\n"

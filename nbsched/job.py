@@ -54,6 +54,8 @@ class JobPolicy:
     - ``timeout``: async jobs are cancelled; thread/process jobs are abandoned and recorded ``timeout``.
       (A plain function on the ``loop`` executor cannot be interrupted; use ``thread`` for those.)
     - ``executor``: ``loop``, ``thread``, ``process`` or a registered name.
+    - ``resources``: what one run needs on a cluster worker, e.g. ``{"GPU": 1}`` (executors that
+      support it, such as ``dask``: a Dask resource restriction).  Held as sorted ``(name, amount)`` pairs.
     - ``history_rows``/``history_age``, ``results_rows``/``results_age``: retention.
     - ``catchup``: with a ``start`` in the past, run every fire time from ``start`` to now first
       (reason ``catchup``, oldest first, ``max_active_runs`` at a time); after a restore, run the fire
@@ -74,6 +76,7 @@ class JobPolicy:
     max_retry_delay: float = 300.0
     timeout: float | None = None
     executor: str = "loop"
+    resources: tuple[tuple[str, float], ...] | None = None
     history_rows: int | None = 10_000
     history_age: float | None = None
     results_rows: int | None = 10_000
@@ -108,10 +111,31 @@ class JobPolicy:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def resource_dict(self) -> dict[str, float] | None:
+        """``resources`` as a dict (``None`` when the job needs none)."""
+        return dict(self.resources) if self.resources else None
+
 
 _POLICY_NAMES = tuple(f.name for f in fields(JobPolicy))
 #: The most retries a policy may ask for (a history row keeps the attempt number in 16 bits).
 MAX_RETRIES = 65_534
+
+
+def _resources(value: Any) -> tuple[tuple[str, float], ...] | None:
+    if value is None or (hasattr(value, "__len__") and len(value) == 0):
+        return None
+    try:
+        pairs = list(value.items()) if isinstance(value, dict) else [tuple(p) for p in value]
+        out = []
+        for name, amount in pairs:
+            if not isinstance(name, str) or not name or isinstance(amount, bool) or float(amount) <= 0:
+                raise ValueError
+            out.append((name, float(amount)))
+    except (TypeError, ValueError):
+        raise PolicyError(
+            f"invalid resources {value!r}: a dict of resource name to a positive amount, e.g. {{'GPU': 1}}"
+        ) from None
+    return tuple(sorted(out))
 
 
 def _int(key: str, value: Any, minimum: int, allow_none: bool) -> int | None:
@@ -182,6 +206,8 @@ def _check(key: str, value: Any) -> Any:
             if value not in TRIGGER_RULES:
                 raise PolicyError(f"unknown trigger rule {value!r}: choose one of {', '.join(TRIGGER_RULES)}")
             return value
+        if key == "resources":
+            return _resources(value)
         if key == "executor":
             if not isinstance(value, str) or not value:
                 raise PolicyError(f"invalid executor {value!r}: choose 'loop', 'thread', 'process' or a registered name")

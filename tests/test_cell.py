@@ -169,3 +169,37 @@ def test_repr_and_type():
     cell = compile_cell("1", {}, filename="<schedule-cell-r>")
     assert isinstance(cell, CompiledCell)
     assert repr(cell) == "<CompiledCell <schedule-cell-r> (sync, 1 lines)>"
+
+
+def test_names_read_assigned_and_deleted_come_from_the_compiled_body():
+    from nbsched.notebook.cell import compile_cell
+
+    cell = compile_cell(
+        "import os\n"
+        "y = x + 1\n"
+        "def f(a):\n    return a * z\n"
+        "class K:\n    w = 3\n"
+        "del q\n"
+        "[v for v in items]\n"
+        "f(y)", {})
+    assert cell.names_read() == {"__name__", "f", "items", "q", "x", "y", "z"}
+    assert cell.names_assigned() == {"K", "f", "os", "y"}
+    assert cell.names_deleted() == {"q"}
+
+
+def test_a_cell_run_as_on_a_worker_sends_back_names_value_and_output():
+    from distributed.protocol.pickle import dumps, loads
+
+    from nbsched.notebook.cell import compile_cell
+    from nbsched.notebook.remote import run_cell_on_worker, shipped_values
+
+    ns = {"base": 20, "unused": object()}
+    cell = compile_cell("print('got', base)\nbase = base + 1\ndel gone\nbase * 2", ns)
+    values = shipped_values(cell, ns)
+    assert set(values) == {"base"}  # only what the body reads travels
+    reply = run_cell_on_worker(cell.source, cell.filename, {**values, "gone": dumps(1)},
+                               tuple(sorted(cell.names_assigned())), tuple(sorted(cell.names_deleted())))
+    assert reply["printed"] == [("stdout", "got 20\n")]
+    assert {k: loads(v) for k, v in reply["names"].items()} == {"base": 21}
+    assert reply["deleted"] == ("gone",)
+    assert loads(reply["value"]) == 42 and reply["error"] is None

@@ -119,12 +119,12 @@ from nbsched.history import COLUMNS, ROW_BYTES, ErrorInfo, HistoryRow, RunLog, h
 E1 = ErrorInfo("ValueError", "boom 1", "tb 1")
 E2 = ErrorInfo("KeyError", "'k'", "tb 2")
 ROWS = [
-    (1, 100.0, 100.25, 100.5, 0.25, "success", 1, None, "schedule"),
-    (2, 110.0, 110.0, 110.125, 0.0, "error", 1, E1, "schedule"),
-    (2, 110.0, 111.0, 111.5, 0.5, "error", 2, E2, "schedule"),
-    (3, 120.0, None, None, 3.0, "missed", 0, None, "schedule"),
-    (4, 130.0, None, None, 0.001, "skipped", 0, None, "schedule"),
-    (5, 140.0, 140.5, 140.75, 0.5, "timeout", 1, ErrorInfo("TimeoutError", "late", ""), "schedule"),
+    (1, 100.0, 100.25, 100.5, 0.25, "success", 1, None, "schedule", None),
+    (2, 110.0, 110.0, 110.125, 0.0, "error", 1, E1, "schedule", "tcp://10.0.0.7:39211"),
+    (2, 110.0, 111.0, 111.5, 0.5, "error", 2, E2, "schedule", None),
+    (3, 120.0, None, None, 3.0, "missed", 0, None, "schedule", None),
+    (4, 130.0, None, None, 0.001, "skipped", 0, None, "schedule", None),
+    (5, 140.0, 140.5, 140.75, 0.5, "timeout", 1, ErrorInfo("TimeoutError", "late", ""), "schedule", None),
 ]
 
 

@@ -14,10 +14,10 @@ def test_public_names():
         "Scheduler", "get_scheduler", "Job", "JobPolicy", "JobState", "RunHandle", "RunRecord", "Outcome",
         "SchedulerStatistics", "Trigger", "Interval", "Cron", "Date", "After", "OnFile", "parse_trigger", "parse_duration",
         "current_run", "RunContext", "Branch", "Skip",
-        "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "events",
-        "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
+        "Clock", "SystemClock", "Executor", "LoopExecutor", "ThreadExecutor", "ProcessExecutor", "DaskExecutor",
+        "events", "NbschedError", "TriggerError", "DurationError", "PolicyError", "JobLookupError", "NoEventLoopError",
         "SchedulerShutdownError", "MaxInstancesReachedError", "NbschedWarning", "StoreError",
-        "NotebookFileError", "NotebookCellError",
+        "NotebookFileError", "NotebookCellError", "ClusterUnreachableError", "WorkerDiedError",
         "dashboard", "load_ipython_extension", "unload_ipython_extension", "__version__",
     }
     assert set(nbsched.__all__) == expected
@@ -42,7 +42,7 @@ def test_dashboard_stays_a_function_after_use():
 
 def test_import_is_cheap_and_never_pulls_ipython_or_widgets():
     code = ("import sys, nbsched; s = nbsched.Scheduler; "
-            "bad = [m for m in ('IPython', 'ipywidgets', 'pandas', 'ipykernel') if m in sys.modules]; "
+            "bad = [m for m in ('IPython', 'ipywidgets', 'pandas', 'ipykernel', 'distributed', 'dask') if m in sys.modules]; "
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

@@ -331,7 +331,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 3\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 4\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -340,12 +340,12 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v4(conn):
+    def v5(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v4])
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v5])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 5
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
 
 
@@ -356,12 +356,13 @@ async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock
     old.shutdown()
     conn = sqlite3.connect(db)  # turn it into what round 1 wrote: no reason column, user_version 1
     conn.execute("ALTER TABLE history DROP COLUMN reason")
+    conn.execute("ALTER TABLE history DROP COLUMN workers")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
     again = scheduler(clock, db)
     again.restore()
-    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
     assert list(again.history("old")["reason"]) == ["schedule"] * 3
     again.run_now("old")
     await clock.advance(0)
@@ -458,3 +459,60 @@ async def test_runs_that_end_after_shutdown_are_still_recorded(clock, db):
     with SQLiteStore(db) as store:
         assert outcomes(store.history("slow")) == {"success": 1}
         assert list(store.results("slow")["value"]) == [7]
+
+
+class Elsewhere:
+    """An executor that says the run happened on another machine (as the dask executor does)."""
+
+    name = "elsewhere"
+
+    def check(self, func):
+        return None
+
+    def submit(self, func):
+        return self._run(func)
+
+    async def _run(self, func):
+        from nbsched.executors import run_worker
+
+        run_worker.set("tcp://10.0.0.7:39211")
+        return func()
+
+    def shutdown(self, wait=False):
+        return None
+
+
+async def test_the_worker_column_is_stored_and_restored(clock, db):
+    sched = scheduler(clock, db, executors={"elsewhere": Elsewhere()})
+    sched.add(tick, "every 10s", executor="elsewhere")
+    sched.add(failing, "every 10s", executor="elsewhere")
+    sched.add(frame_job, "every 10s")  # on this machine: no worker
+    await clock.advance(20)
+    before = sched.history()
+    assert dict(zip(before["job"], before["worker"])) == {
+        "tick": "tcp://10.0.0.7:39211", "failing": "tcp://10.0.0.7:39211", "frame_job": None}
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db, executors={"elsewhere": Elsewhere()})
+    sched2.restore()
+    after = sched2.history()
+    pd.testing.assert_frame_equal(before[["job", "run_id", "outcome", "worker"]], after[["job", "run_id", "outcome", "worker"]])
+    sched2.shutdown()
+
+
+async def test_a_version_3_file_gains_the_worker_column(clock, db):
+    old = scheduler(clock, db)
+    old.add(tick, "every 10s")
+    await clock.advance(20)
+    old.shutdown()
+    conn = sqlite3.connect(db)  # what schema 3 wrote: no workers column
+    conn.execute("ALTER TABLE history DROP COLUMN workers")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    again = scheduler(clock, db)
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
+    again.restore()
+    frame = again.history("tick")
+    assert list(frame["outcome"]) == ["success", "success"] and list(frame["worker"]) == [None, None]
+    again.shutdown()

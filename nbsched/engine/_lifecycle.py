@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from .. import events as ev
 from ..context import Branch, RunInputs, Skip, _current, _inline, make_context
 from ..errors import NbschedError
+from ..executors import run_worker
 from ..history import MANUAL, SCHEDULE, UPSTREAM, ErrorInfo, Outcome, RunRecord
 
 __all__ = ["RunLifecycle", "MaxInstancesReachedError"]
@@ -85,16 +86,19 @@ class RunLifecycle:
 
     # ================================================================== the one recorder
     def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
-               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None, reason: str) -> None:
-        """Write one history row for ``job`` (memory, then the store) and count it.
+               lateness: float, outcome: str, attempt: int, err: ErrorInfo | None, reason: str,
+               worker: str | None = None) -> None:
+        """Write one history row for ``job`` (memory, then the store) and count it.  ``worker``: the
+        cluster worker that ran the attempt (None: this machine).
 
         The job's log packs the values (no object per row, nothing the garbage collector tracks); a
         row tuple (:class:`~nbsched.history.HistoryRow` layout) is built only for a store."""
-        job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason)
+        job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
         s = self._sched
         store = s._store
         if job._persist and store is not None:
-            store.on_row(job.name, (run_id, nominal, started, finished, lateness, outcome, attempt, err, reason))
+            store.on_row(job.name, (run_id, nominal, started, finished, lateness, outcome, attempt, err, reason,
+                                    worker))
         if outcome is _MISSED_S:
             job._missed += 1
             self.missed += 1
@@ -326,10 +330,12 @@ class RunLifecycle:
                 outcome, value, exc = await self._attempt(job, first)
                 first = None
                 finished = time()
+                # where the attempt ran, when its executor placed it on another machine (executors.run_worker)
+                worker = None if policy.executor == "loop" else run_worker.get()
                 if outcome is SUCCESS:
                     job._running -= 1
                     self._succeeded(job, run_id, nominal, planned, started, finished, attempt, value, reason, deliver,
-                                    inputs)
+                                    inputs, worker)
                     self._start_backlog(job)
                     return
                 retry = (outcome in (ERROR, TIMEOUT) and attempt <= policy.retries and not s._closed
@@ -337,7 +343,7 @@ class RunLifecycle:
                 if not retry:
                     job._running -= 1
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, exc, outcome,
-                                     reason, final=not retry, deliver=deliver, inputs=inputs)
+                                     reason, final=not retry, deliver=deliver, inputs=inputs, worker=worker)
                 if not retry:
                     self._start_backlog(job)
                     return
@@ -381,11 +387,15 @@ class RunLifecycle:
                 task.cancel()
 
             handle = self._clock.call_at(self._time() + policy.timeout, on_timeout, self._loop_of())
+        if policy.executor != "loop":
+            run_worker.set(None)  # an executor placing the attempt on another machine sets it
         try:
             if first is not None:
                 awaitable = first
             elif policy.executor == "loop":
                 awaitable = job.func()
+            elif policy.resources:
+                awaitable = self._sched._executors[policy.executor].submit(job.func, resources=policy.resource_dict())
             else:
                 awaitable = _relay(self._sched._executors[policy.executor].submit(job.func))
             value = await awaitable if inspect.isawaitable(awaitable) else awaitable
@@ -415,16 +425,17 @@ class RunLifecycle:
     # ================================================================== outcomes
     def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                    finished: float, attempt: int, value: Any, reason: str, deliver: bool,
-                   inputs: RunInputs | None = None) -> None:
+                   inputs: RunInputs | None = None, worker: str | None = None) -> None:
         branch = None
         if type(value) is Branch:
             problem = self._sched._check_branch(job, value)
             if problem is not None:
                 self._attempt_failed(job, run_id, nominal, planned, started, finished, attempt, problem, ERROR,
-                                     reason, deliver=deliver, inputs=inputs)
+                                     reason, deliver=deliver, inputs=inputs, worker=worker)
                 return
             branch, value = value.targets, value.value
-        self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason)
+        self.record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason,
+                    worker)
         if value is not None:
             try:
                 job.results_log.append(run_id, nominal, value)
@@ -436,7 +447,7 @@ class RunLifecycle:
         events = self._events
         listening = events._subs and events.wants(ev.JobExecuted)
         if job._waiters or self._futures or listening:
-            row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason)
+            row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason, worker)
             record = RunRecord.from_row(job.name, row, self._sched.tz)
             self._notify(job, run_id, record, value, None)
             if listening:
@@ -449,14 +460,15 @@ class RunLifecycle:
 
     def _attempt_failed(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                         finished: float, attempt: int, exc: BaseException, outcome: Outcome, reason: str,
-                        final: bool = True, deliver: bool = True, inputs: RunInputs | None = None) -> None:
+                        final: bool = True, deliver: bool = True, inputs: RunInputs | None = None,
+                        worker: str | None = None) -> None:
         if outcome is CANCELLED:
             err = _CANCELLED_INFO
         elif outcome is SKIPPED:
             err = ErrorInfo("Skip", str(exc), "")
         else:
             err = ErrorInfo(type(exc).__name__, str(exc), format_user_traceback(exc))
-        row = (run_id, nominal, started, finished, started - planned, outcome.value, attempt, err, reason)
+        row = (run_id, nominal, started, finished, started - planned, outcome.value, attempt, err, reason, worker)
         self.record(job, *row)
         if outcome is ERROR:
             # INFO, not WARNING: in a kernel a stray stderr line lands in whatever cell ran last; the

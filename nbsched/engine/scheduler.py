@@ -68,6 +68,15 @@ class SchedulerStatistics:
     next_fire: datetime | None
 
 
+def _check_resources(policy: JobPolicy, executor: Any) -> None:
+    if policy.resources and not getattr(executor, "supports_resources", False):
+        raise PolicyError(
+            f"resources={policy.resource_dict()!r} needs an executor that places work on workers (e.g. 'dask'), "
+            f"but the job runs on {policy.executor!r}: register one with sched.add_executor('dask', "
+            "nbsched.DaskExecutor(client)) and pass executor='dask'"
+        )
+
+
 def _fmt(ts: float, zone: tzinfo) -> str:
     try:
         return f"{datetime.fromtimestamp(ts, zone):%Y-%m-%d %H:%M:%S %Z}"
@@ -250,6 +259,7 @@ class Scheduler:
         executor = self._executors.get(policy.executor)
         if executor is None:
             raise PolicyError(f"unknown executor {policy.executor!r}: choose one of {', '.join(map(repr, self._executors))}")
+        _check_resources(policy, executor)
         executor.check(func)
         if name is None:
             name = getattr(func, "__name__", None) or repr(func)
@@ -523,14 +533,16 @@ class Scheduler:
         policy = JobPolicy.build(job.policy, **options)
         if policy.executor not in self._executors:
             raise PolicyError(f"unknown executor {policy.executor!r}: choose one of {', '.join(map(repr, self._executors))}")
+        _check_resources(policy, self._executors[policy.executor])
         return self._binding.call("Scheduler.modify", self._modify, job, policy)
 
     def history(self, name: str | None = None):
         """Run history as a DataFrame: one row per run attempt (and per missed/skipped fire time).
 
         Columns: job (categorical), run_id, scheduled_at, started_at, finished_at, duration, lateness,
-        outcome (categorical), attempt, reason (categorical), error, error_type, traceback.  Times are
-        aware, in the scheduler's zone.  Built from the jobs' packed logs without a loop per row.
+        outcome (categorical), attempt, reason (categorical), worker (the cluster worker's address; empty
+        for runs on this machine), error, error_type, traceback.  Times are aware, in the scheduler's
+        zone.  Built from the jobs' packed logs without a loop per row.
         """
         if name is not None:
             if name in self._logs:

@@ -57,6 +57,26 @@ def _ends_with_semicolon(source: str, node: ast.stmt) -> bool:
     return rest.lstrip().startswith(";")
 
 
+_READ_OPS = ("LOAD_NAME", "LOAD_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS", "DELETE_NAME", "DELETE_GLOBAL")
+_STORE_OPS = ("STORE_NAME",)
+
+
+def _names(codes: list[CodeType], ops: tuple[str, ...], *, nested: bool) -> set[str]:
+    """``argval`` of the instructions ``ops`` in ``codes`` (and, if ``nested``, in code objects inside)."""
+    import dis
+
+    found: set[str] = set()
+    stack = list(codes)
+    while stack:
+        code = stack.pop()
+        for ins in dis.get_instructions(code):
+            if ins.opname in ops and isinstance(ins.argval, str):
+                found.add(ins.argval)
+        if nested:
+            stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return found
+
+
 class CompiledCell:
     """A cell body compiled once; call it to run the body again in its namespace.
 
@@ -103,6 +123,27 @@ class CompiledCell:
                 value = await value
             return value
         return None
+
+    def names_read(self) -> frozenset[str]:
+        """Global names the body (and functions, classes, comprehensions in it) may read.
+
+        Found from the compiled bytecode, so it is exactly what the code looks up by name: a name
+        the body assigns before reading is included too (it may be read before it is assigned).
+        """
+        return frozenset(_names(self._codes(), _READ_OPS, nested=True))
+
+    def names_assigned(self) -> frozenset[str]:
+        """Names the body binds in its namespace (assignments, imports, ``def``, ``class``, ``global``)."""
+        return frozenset(_names(self._codes(), _STORE_OPS, nested=False)) | frozenset(
+            _names(self._codes(), ("STORE_GLOBAL",), nested=True))
+
+    def names_deleted(self) -> frozenset[str]:
+        """Names the body deletes from its namespace (``del x`` at top level or ``global x; del x``)."""
+        return frozenset(_names(self._codes(), ("DELETE_NAME",), nested=False)) | frozenset(
+            _names(self._codes(), ("DELETE_GLOBAL",), nested=True))
+
+    def _codes(self) -> list[CodeType]:
+        return [code for code in (self._body, self._value) if code is not None]
 
     def __repr__(self) -> str:
         kind = "async" if self.is_async else "sync"

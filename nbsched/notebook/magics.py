@@ -27,7 +27,7 @@ from ..engine import Scheduler, get_scheduler
 log = logging.getLogger("nbsched")
 
 SUBCOMMANDS = ("list", "pause", "resume", "run", "remove", "history", "results", "timeline", "preview", "stop",
-               "dashboard", "store", "restore", "backfill", "notebook", "graph", "help")
+               "dashboard", "store", "restore", "backfill", "notebook", "graph", "cluster", "help")
 
 
 def _state() -> "_KernelState":
@@ -50,6 +50,29 @@ class _KernelState:
         self.cell_id: str | None = None
         self.subscription = None
         self.refresher = None
+        self.cluster = None  # a LocalCluster started by %schedule cluster (closed with the scheduler)
+        self.client = None  # the asynchronous client %schedule cluster opened
+
+    def close_cluster(self) -> None:
+        """Close the cluster %schedule cluster started (an existing cluster is left running)."""
+        cluster, self.cluster = self.cluster, None
+        client, self.client = self.client, None
+        if client is not None and client.status not in ("closed", "closing"):
+            import asyncio
+
+            closing = None
+            try:
+                closing = client.close()  # an asynchronous client returns the coroutine to run
+                if inspect.isawaitable(closing):
+                    asyncio.ensure_future(closing)
+            except Exception:  # noqa: BLE001 - best effort (no running loop: the kernel is going away)
+                if inspect.iscoroutine(closing):
+                    closing.close()
+        if cluster is not None:
+            try:
+                cluster.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; the processes end with the kernel
+                pass
 
     def scheduler(self) -> Scheduler:
         from .kernel import kernel_loop
@@ -110,6 +133,12 @@ class CellJob:
         if inspect.isawaitable(value):
             return self._await(value)
         return value
+
+    def nbsched_remote(self) -> Any:
+        """One run's shipment to a cluster worker (used by the dask executor; see nbsched.notebook.remote)."""
+        from .remote import prepare
+
+        return prepare(self.compiled, self.sink, self.__name__)
 
     async def _await(self, coro: Any) -> Any:
         from .kernel import interruptible, route_output
@@ -288,6 +317,9 @@ class ScheduleMagics(Magics):
             raise UsageError(f"syntax error in the %%schedule cell (line {exc.lineno}): {exc.msg}; "
                              "no job was created") from None
         executor = options.get("executor", "loop")
+        if executor == "dask" and "dask" not in sched.executors:
+            raise UsageError("there is no 'dask' executor yet: run '%schedule cluster' (a local Dask cluster) or "
+                             "'%schedule cluster tcp://host:8786' (an existing one) first; no job was created")
         if executor == "process":
             raise UsageError("a cell cannot run in the process executor (it is not importable): "
                              "use --executor thread, or schedule an imported function with nbsched.get_scheduler().add")
@@ -333,7 +365,8 @@ class ScheduleMagics(Magics):
         history [NAME] | results NAME | timeline [NAME] | preview NAME [N] | stop | dashboard | store [PATH] |
         restore [PATH] | backfill NAME --start DATE --end DATE [--max-active N] [--no-downstream] |
         notebook PATH SPEC [--param k=v ...] [--name N] [--output-dir DIR] [--kernel K] [--rule R] [--retries N]
-        [--timeout T] ... | graph [NAME]"""
+        [--timeout T] ... | graph [NAME] |
+        cluster [ADDRESS]  (a Dask cluster as executor 'dask': a local one sized to this machine, or tcp://host:8786)"""
         st = _state()
         try:
             words = shlex.split(line)
@@ -476,10 +509,46 @@ class ScheduleMagics(Magics):
 
         return pd.DataFrame({"fire_time": job.preview(n)})
 
+    def _cmd_cluster(self, sched, rest):
+        if len(rest) > 1:
+            raise UsageError("usage: %schedule cluster [ADDRESS]  (no address: a local Dask cluster sized to this "
+                             "machine; or an existing scheduler, e.g. %schedule cluster tcp://host:8786)")
+        from ..dask import DaskExecutor, require_distributed
+
+        try:
+            distributed = require_distributed("%schedule cluster")
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+        st = _state()
+        if rest:
+            address = _check_scheduler_address(rest[0])
+            cluster = None
+        else:
+            cluster = distributed.LocalCluster(processes=True)  # workers and threads sized to the cores
+            address = cluster.scheduler_address
+        client = distributed.Client(address, asynchronous=True, set_as_default=False)  # connects on the loop
+        old = sched.executors.get("dask")
+        sched.add_executor("dask", DaskExecutor(client, address=address))
+        if isinstance(old, DaskExecutor):
+            old.shutdown()
+        st.close_cluster()
+        st.cluster, st.client = cluster, client
+        if cluster is not None:
+            workers = cluster.scheduler_info.get("workers", {})
+            threads = sum(w.get("nthreads", 0) for w in workers.values())
+            where = f"a local Dask cluster at {address}: {len(workers)} worker processes, {threads} threads"
+            link = cluster.dashboard_link
+        else:
+            where = f"the Dask cluster at {address}"
+            link = None
+        print(f"executor 'dask' is {where}" + (f"; dashboard {link}" if link else "")
+              + "\nrun a cell there with: %%schedule every 10m --executor dask")
+
     def _cmd_stop(self, sched, rest):
         n = len(sched.jobs)
         sched.shutdown(wait=False)
         st = _state()
+        st.close_cluster()
         for card in st.cards.values():
             card.retire("scheduler stopped")
         st.cards.clear()
@@ -542,6 +611,26 @@ class ScheduleMagics(Magics):
         ensure_refresher(st)
         print(f"restored {len(jobs)} job(s) from {getattr(sched.store, 'path', path)}")
         return jobs_table(sched)
+
+
+def _check_scheduler_address(address: str) -> str:
+    """``tcp://host:port`` (or ``host:port``) of a scheduler that accepts connections, else UsageError."""
+    import socket
+
+    text = address if "://" in address else f"tcp://{address}"
+    scheme, _, rest = text.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls") or not host or not port.isdigit():
+        raise UsageError(f"invalid Dask scheduler address {address!r}: give tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot reach a Dask scheduler at {text}: {exc}. Start one there ('dask scheduler', then "
+            f"'dask worker {text}' on each worker machine) or check the address; no executor was registered"
+        ) from None
+    return text
 
 
 def _notebook_parser() -> Any:
@@ -658,6 +747,7 @@ def unload(ipython: Any) -> None:
     for card in st.cards.values():
         card.retire("extension unloaded")
     st.cards.clear()
+    st.close_cluster()
     if st.refresher is not None:
         st.refresher.cancel()
         st.refresher = None

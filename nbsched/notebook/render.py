@@ -284,15 +284,20 @@ def static_rows(sched: Any, jobs: list, now: float):
 def history_html(rows: list[tuple], tz: tzinfo, now: float) -> str:
     if not rows:
         return "<i>no runs yet</i>"
+    # a worker column only for jobs that ran on a cluster (row field 9: the worker's address)
+    remote = any(len(r) > 9 and r[9] is not None for r in rows)
     out = ["<table class='nbsched-history'><thead><tr><th>run</th><th>scheduled</th><th>started</th>"
-           "<th>duration</th><th>outcome</th><th>attempt</th><th>error</th></tr></thead><tbody>"]
-    for run_id, scheduled, started, finished, _lateness, outcome, attempt, err, *_rest in reversed(rows):
+           "<th>duration</th><th>outcome</th><th>attempt</th>" + ("<th>worker</th>" if remote else "")
+           + "<th>error</th></tr></thead><tbody>"]
+    for r in reversed(rows):
+        run_id, scheduled, started, finished, _lateness, outcome, attempt, err = r[:8]
         took = None if started is None or finished is None else finished - started
         error = "" if err is None else f"{err.type}: {err.message}"
+        where = f"<td>{escape(r[9] or '')}</td>" if remote else ""
         out.append(
             f"<tr class='nbsched-outcome-{outcome}'><td>{run_id}</td><td>{clock_time(scheduled, tz, now)}</td>"
             f"<td>{clock_time(started, tz, now)}</td><td>{duration(took)}</td><td>{outcome}</td>"
-            f"<td>{attempt}</td><td>{escape(error[:200])}</td></tr>")
+            f"<td>{attempt}</td>{where}<td>{escape(error[:200])}</td></tr>")
     out.append("</tbody></table>")
     return "".join(out)
 

@@ -163,7 +163,7 @@ def encode_value_rows(value: Any, problems: list | None = None) -> tuple[int, li
 # (NaN = no time), outcome uint8 (OUTCOME_CODES), attempt int32; errors as JSON {index: [type, msg, tb]}.
 _BIG_ENDIAN = sys.byteorder == "big"
 #: The history columns decode_chunk() takes, in order.
-CHUNK_COLUMNS = "job, run_id, scheduled, started, finished, lateness, outcome, attempt, errors, reason"
+CHUNK_COLUMNS = "job, run_id, scheduled, started, finished, lateness, outcome, attempt, errors, reason, workers"
 _G = [itemgetter(i) for i in range(9)]
 REASON_OF: dict[str, int] = dict(REASON_CODES)
 REASON_BY_CODE: list[str] = [""] * (max(REASON_CODES.values()) + 1)
@@ -196,9 +196,10 @@ def _times(values: Iterable) -> Iterable:
 
 def encode_chunk(job_ids: "list[int] | tuple[int, ...]", rows: "list[tuple] | tuple[tuple, ...]") -> tuple:
     """(n, first_scheduled, last_scheduled, job, run_id, scheduled, started, finished, lateness, outcome,
-    attempt, errors, reason) SQL values for RunLog rows and their job ids (reason NULL: all "schedule")."""
+    attempt, errors, reason, workers) SQL values for RunLog rows and their job ids (reason NULL: all
+    "schedule"; workers NULL: every row ran on this machine, else JSON {index: worker address})."""
     n = len(rows)
-    run_id, scheduled, started, finished, lateness, outcome, attempt, error, reason = zip(*rows)  # columns, in C
+    run_id, scheduled, started, finished, lateness, outcome, attempt, error, reason, worker = zip(*rows)  # columns
     codes = bytes(map(CODE_OF.__getitem__, outcome))
     errors = None
     if codes.count(_SUCCESS_CODE) != n:  # successes always have both times and no error
@@ -207,24 +208,31 @@ def encode_chunk(job_ids: "list[int] | tuple[int, ...]", rows: "list[tuple] | tu
         errors = to_json(errs) if errs else None
     times = array("d", scheduled)
     reasons = None if reason.count(_SCHEDULE) == n else bytes(map(REASON_OF.__getitem__, reason))
+    workers = None
+    if worker.count(None) != n:
+        workers = to_json({i: w for i, w in enumerate(worker) if w is not None})
     return (n, min(times), max(times), _pack("i", job_ids), _pack("q", run_id), _pack("d", times),
             _pack("d", started), _pack("d", finished), _pack("d", lateness), codes, _pack("i", attempt), errors,
-            reasons)
+            reasons, workers)
 
 
 def decode_chunk(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, finished: bytes, lateness: bytes,
-                 outcome: bytes, attempt: bytes, errors: str | None, reason: bytes | None = None
-                 ) -> tuple[array, list[tuple]]:
+                 outcome: bytes, attempt: bytes, errors: str | None, reason: bytes | None = None,
+                 workers: str | None = None) -> tuple[array, list[tuple]]:
     """(job ids, RunLog rows) from a stored chunk."""
     reasons = repeat(_SCHEDULE) if reason is None else map(REASON_BY_CODE.__getitem__, reason)
     rows = list(zip(_unpack("q", run_id), _unpack("d", scheduled), _unpack("d", started), _unpack("d", finished),
                     _unpack("d", lateness), map(OUTCOME_BY_CODE.__getitem__, outcome), _unpack("i", attempt),
-                    repeat(None), reasons))
+                    repeat(None), reasons, repeat(None)))
     if outcome.count(_SUCCESS_CODE) != len(outcome):
         errs = {int(k): ErrorInfo(*v) for k, v in json.loads(errors).items()} if errors else {}
         for i, code in enumerate(outcome):
             if code != _SUCCESS_CODE:
                 r = rows[i]
                 rows[i] = (r[0], r[1], None if r[2] != r[2] else r[2], None if r[3] != r[3] else r[3], r[4], r[5],
-                           r[6], errs.get(i), r[8])
+                           r[6], errs.get(i), r[8], None)
+    if workers:
+        for k, address in json.loads(workers).items():
+            r = rows[int(k)]
+            rows[int(k)] = (*r[:9], address)
     return _unpack("i", job), rows

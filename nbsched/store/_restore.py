@@ -44,6 +44,11 @@ __all__ = ["restore"]
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)  # rows hold plain outcome strings
 _FAILED = (Outcome.ERROR.value, Outcome.TIMEOUT.value)
 _POLICY_KEYS = set(JobPolicy.names())
+
+
+def _hashable(value: Any) -> Any:
+    """A policy value from JSON as a cache key (``resources`` comes back as lists of pairs)."""
+    return tuple(map(_hashable, value)) if isinstance(value, list) else value
 _RUN_ID = itemgetter(0)
 _SCHEDULED = itemgetter(1)
 _OUTCOME = itemgetter(5)
@@ -94,7 +99,7 @@ def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list[
             trig = trig_cache.get(tkey)
             if trig is None:
                 trig = trig_cache[tkey] = trigger_from_dict(spec["trigger"])
-            pkey = tuple(sorted((spec.get("policy") or {}).items()))
+            pkey = tuple(sorted((k, _hashable(v)) for k, v in (spec.get("policy") or {}).items()))
             policy = policy_cache.get(pkey)
             if policy is None:  # frozen values: jobs with the same options share one
                 options = {k: v for k, v in (spec.get("policy") or {}).items() if k in _POLICY_KEYS}

@@ -105,8 +105,14 @@ def _v3(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """Version 4: which cluster worker ran each record (``executor='dask'``), as JSON {index: address}
+    per chunk, NULL when every record of the chunk ran on this machine (older chunks read as NULL)."""
+    conn.execute("ALTER TABLE history ADD COLUMN workers TEXT")
+
+
 #: One function per schema step; the file's ``user_version`` says how many have been applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def schema_version() -> int:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbsched")
 
 _INSERT_CHUNK = ("INSERT INTO history(owner, n, first_scheduled, last_scheduled, job, run_id, scheduled, started, "
-                 "finished, lateness, outcome, attempt, errors, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                 "finished, lateness, outcome, attempt, errors, reason, workers) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _CHUNK_ROWS = 20_000
 _MISSED = Outcome.MISSED.value
 
@@ -360,7 +360,7 @@ class BatchWriter:
                 values = encode_chunk([job_ids[i] for i in kept], [rows[i] for i in kept])
                 conn.execute("UPDATE history SET n = ?, first_scheduled = ?, last_scheduled = ?, job = ?, run_id = ?, "
                              "scheduled = ?, started = ?, finished = ?, lateness = ?, outcome = ?, attempt = ?, "
-                             "errors = ?, reason = ? WHERE id = ?", (*values, cid))
+                             "errors = ?, reason = ?, workers = ? WHERE id = ?", (*values, cid))
         return gone
 
     def _delete_results(self, cuts: dict[int, float]) -> int:
