@@ -545,3 +545,59 @@ def test_a_cell_runs_on_the_cluster_with_its_names_in_and_out_and_its_output_in_
     area = kernel.value("[o['output_type'] for o in __import__('nbsched').get_scheduler().get('failing').output.outputs]")
     assert area == ["stream", "error"]
     kernel.run("%schedule stop")
+
+
+def test_nbsched_run_sends_a_notebooks_dask_jobs_to_the_cluster(cli_cluster, tmp_path):
+    """`nbsched run NB --cluster ADDRESS`: headless, the notebook's --executor dask cell runs on a worker."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext nbsched"),
+                nbformat.v4.new_code_cell("%%schedule every 1s --name remote --executor dask --quiet\n"
+                                          "import os\n{'pid': os.getpid()}")]
+    path = tmp_path / "remote.ipynb"
+    nbformat.write(nb, str(path))
+    done = subprocess.run([sys.executable, "-m", "nbsched", "run", str(path), "--for", "6s", "--out",
+                           str(tmp_path / "out"), "--cluster", cli_cluster.address],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import pandas as pd
+
+    history = pd.read_csv(tmp_path / "out" / "remote.history.csv")
+    ran = history[history["outcome"] == "success"]
+    assert len(ran) >= 2
+    assert set(ran["worker"].str.startswith("tcp://")) == {True}  # every run was on a cluster worker
+    assert os.getpid() not in set(pd.read_csv(tmp_path / "out" / "remote.results.csv")["pid"])
+
+
+def test_nbsched_run_says_when_the_cluster_cannot_be_reached(tmp_path):
+    import nbformat
+
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), str(path))
+    done = subprocess.run([sys.executable, "-m", "nbsched", "run", str(path), "--for", "1s", "--out",
+                           str(tmp_path / "out"), "--cluster", f"tcp://127.0.0.1:{_free_port()}"],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "could not connect to the Dask cluster at 'tcp://127.0.0.1:" in done.stderr
+
+
+async def test_the_dashboard_says_where_a_job_runs_and_links_the_dask_dashboard(on_local):
+    from nbsched.notebook.dashboard import Dashboard
+
+    sched, client = on_local
+    sched.add(_pid_job, "every 1h", name="remote", executor="dask")
+    sched.add(lambda: None, "every 1h", name="here")
+    dash = Dashboard(sched)
+    try:
+        rows = {row["name"]: row for row in dash.rows()}
+        assert rows["remote"]["trigger"] == "every 1h \u00b7 on dask" and rows["here"]["trigger"] == "every 1h"
+        html = dash._build_detail(sched, "remote")["html"]
+        link = client.dashboard_link
+        assert link.startswith("http")
+        assert (f"<h4>Runs on</h4><div class='nbsched-runs-on'>dask (cluster {client.scheduler.address}) &middot; "
+                f"<a class='nbsched-cluster-link' href='{link}' target='_blank' rel='noopener'>Dask dashboard</a>"
+                "</div>") in html
+        assert "Runs on" not in dash._build_detail(sched, "here")["html"]
+    finally:
+        dash.close()

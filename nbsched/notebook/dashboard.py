@@ -641,6 +641,18 @@ class Dashboard(ipywidgets.VBox):
         parts.append(f"<h4>Timeline</h4>{timeline_svg(name, rows[-_TIMELINE_ROWS:], tz, width=640)}")
         parts.append(f"<h4>History (last {_HISTORY_ROWS})</h4>{_history_html(rows[-_HISTORY_ROWS:], tz, now)}")
         parts.append(f"<h4>Results (last 5 rows)</h4>{self._results_html(job)}")
+        executor = job.policy.executor
+        if executor != "loop":  # where it runs; a cluster's own dashboard is a click away
+            client = getattr(sched.executors.get(executor), "client", None)
+            link = getattr(client, "dashboard_link", None) if client is not None else None
+            where = escape(executor)
+            address = getattr(getattr(client, "scheduler", None), "address", None)
+            if address:
+                where += f" (cluster {escape(str(address))})"
+            if isinstance(link, str) and link.startswith(("http://", "https://")):
+                where += (f" &middot; <a class='nbsched-cluster-link' href='{escape(link, quote=True)}' "
+                          "target='_blank' rel='noopener'>Dask dashboard</a>")
+            parts.append(f"<h4>Runs on</h4><div class='nbsched-runs-on'>{where}</div>")
         downstream = sched.downstream_of(name)
         if job.upstreams or downstream:  # a workflow: where this job sits in it
             ups = ", ".join(map(escape, job.upstreams)) or "none (a root)"

@@ -224,8 +224,12 @@ ROW_FIELDS = ("name", "trigger", "state", "next", "last", "duration", "outcome",
 
 
 def describe_with_backfill(job: Any) -> str:
-    """The trigger in words, marked while a backfill of the job is in progress."""
+    """The trigger in words, with where it runs when that is not the kernel's loop (``on dask``), and
+    marked while a backfill of the job is in progress."""
     text = job.describe()
+    executor = job.policy.executor
+    if executor != "loop":
+        text += f" \u00b7 on {executor}"
     for backfill in job.scheduler.backfills(job.name):
         text += f" \u00b7 backfill {backfill.done}/{backfill.total}"
     return text

@@ -55,8 +55,11 @@ def _run_hidden(client, nb, source: str, timeout: float) -> str:
 
 
 def run_notebook(path: Path, duration: float, out: Path | None, *, kernel_name: str | None = None,
-                 timeout: float = 300, echo=print) -> list[dict]:
-    """Execute ``path``, let its jobs run for ``duration`` seconds, write everything to ``out``."""
+                 timeout: float = 300, cluster: str | None = None, echo=print) -> list[dict]:
+    """Execute ``path``, let its jobs run for ``duration`` seconds, write everything to ``out``.
+
+    ``cluster``: a Dask scheduler's address; the kernel connects to it first (``%schedule cluster
+    ADDRESS``), so the notebook's ``--executor dask`` jobs run there."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -73,6 +76,10 @@ def run_notebook(path: Path, duration: float, out: Path | None, *, kernel_name: 
     client = NotebookClient(nb, km=km, kernel_name=kernel_name or "python3", timeout=timeout,
                             resources={"metadata": {"path": cwd}})
     with client.setup_kernel(cwd=cwd):
+        if cluster is not None:
+            printed = _run_hidden(client, nb, _CLUSTER.format(address=cluster), timeout)
+            if "nbsched-cluster-ok" not in printed:
+                raise NotebookFailed(f"could not connect to the Dask cluster at {cluster!r}: {printed.strip()[-500:]}")
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
@@ -124,6 +131,25 @@ def _check_notebook_deps() -> str | None:
             "(or pip install nbformat nbclient jupyter_client ipykernel)")
 
 
+_CLUSTER = """
+import asyncio as _asyncio
+_ip = get_ipython()
+_ip.run_line_magic("load_ext", "nbsched")
+try:
+    _ip.run_line_magic("schedule", "cluster {address}")
+    _executor = __import__("nbsched").get_scheduler().executors["dask"]
+    for _ in range(600):  # the client connects on the kernel's loop: wait for it (60 s at most)
+        if _executor.client.status == "running":
+            break
+        await _asyncio.sleep(0.1)
+    if _executor.client.status != "running":
+        raise TimeoutError("no connection within 60 s")
+    print("nbsched-cluster-ok", _executor.client.scheduler.address)
+except Exception as _exc:
+    print("nbsched-cluster-failed", type(_exc).__name__, _exc)
+"""
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The top-level parser and the ``run`` subcommand's parser (errors in ``run`` print its usage)."""
     from .._version import __version__
@@ -140,6 +166,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument("--out", type=Path, default=Path("nbsched-out"),
                      help="where to write the executed notebook, the report and the frames")
     run.add_argument("--kernel", default=None, help="kernel name (default python3)")
+    run.add_argument("--cluster", default=None, metavar="ADDRESS",
+                     help="run the notebook's '--executor dask' jobs on this Dask cluster (e.g. tcp://host:8786)")
     return parser, run
 
 
@@ -157,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             run.error(problem)
         try:
-            summary = run_notebook(args.notebook, duration, args.out, kernel_name=args.kernel)
+            summary = run_notebook(args.notebook, duration, args.out, kernel_name=args.kernel, cluster=args.cluster)
         except NotebookFailed as exc:
             print(f"nbsched run: {exc}", file=sys.stderr)
             return 1
