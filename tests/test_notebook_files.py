@@ -3,7 +3,6 @@
 The runs use the real clock (a kernel takes a second or two to start); bad input is checked without
 starting any kernel.
 """
-import asyncio
 import os
 
 import nbformat

@@ -51,14 +51,12 @@ import logging
 import uuid
 import weakref
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from .. import events as ev
 from ..errors import NbschedError
-from ..history import Outcome
 
 # ipywidgets and anywidget are dependencies of nbsched (pyproject.toml): the card and the dashboard
 # are the notebook front end, not an add-on.  Only this package imports them, and only lazily.
@@ -694,9 +692,8 @@ class Dashboard(ipywidgets.VBox):
 # ===================================================================== rows and formatting
 # (shared with the card and the fallbacks: nbsched/notebook/render.py)
 from .render import (  # noqa: E402
-    ERROR_CHARS as _ERROR_CHARS, FAILED as _FAILED, OUTCOME_COLOURS as _OUTCOME_COLORS, STATIC_CLASS,
-    STATIC_HEADS as _STATIC_HEADS, TEXT_ROWS as _TEXT_ROWS, chart_svg, clock_time as _clock_time,
-    duration as _duration, history_html as _history_html, job_row as _row, relative as _relative,
+    STATIC_CLASS, STATIC_HEADS as _STATIC_HEADS, TEXT_ROWS as _TEXT_ROWS, chart_svg,
+    history_html as _history_html, job_row as _row, relative as _relative,
     scheduler_line as _summary_text, static_rows as _static_rows, timeline_svg, zone_name as _zone_name,
 )
 

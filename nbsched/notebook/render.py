@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from .._durations import format_duration
 from ..clock import zone_name

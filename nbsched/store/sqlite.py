@@ -461,7 +461,7 @@ class SQLiteStore:
                 "target": cached[1], "paused": job.paused, "meta": job.meta}
         try:
             return to_json(spec)
-        except ValueError as exc:  # e.g. a 5,000-digit int in meta: that value is lost, not the job
+        except ValueError:  # e.g. a 5,000-digit int in meta: that value is lost, not the job
             spec["meta"] = {str(k): json_safe(v) for k, v in job.meta.items()}
             return to_json(spec)
 
