@@ -127,9 +127,10 @@ def _build_store(path: str, jobs: int, rows_per_job: int) -> dict:
     job_ids = list(range(1, jobs + 1))
     for k in range(rows_per_job):  # one chunk per second of runs, as the writer would commit them
         sched = anchor + k
-        rows = [(k * jobs + i + 1, sched, sched + 0.001, sched + 0.0015, 0.001, ok, 1, None) for i in range(jobs)]
+        rows = [(k * jobs + i + 1, sched, sched + 0.001, sched + 0.0015, 0.001, ok, 1, None, "schedule")
+                for i in range(jobs)]
         conn.execute("INSERT INTO history(owner, n, first_scheduled, last_scheduled, job, run_id, scheduled, started, "
-                     "finished, lateness, outcome, attempt, errors) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     "finished, lateness, outcome, attempt, errors, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (owner, *encode_chunk(job_ids, rows)))
     conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",
                      ((i + 1, owner, i + 1, anchor, 0, json.dumps({"value": i})) for i in range(jobs)))
