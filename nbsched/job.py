@@ -1,5 +1,5 @@
 """Jobs: a function, a trigger and a policy - plus live state.  Definitions are plain data
-(:meth:`Job.spec` is JSON-able; nothing is pickled)."""
+(:meth:`Job.definition` is JSON; code objects are never serialised)."""
 from __future__ import annotations
 
 import enum
@@ -16,7 +16,6 @@ from .errors import PolicyError
 from .history import Outcome, ResultLog, RunLog
 
 if TYPE_CHECKING:
-    from .engine import RunHandle, Scheduler
     from .triggers import Trigger
 
 __all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES", "TRIGGER_RULES"]
@@ -234,7 +233,7 @@ class Job:
         "_backlog", "_run_tasks", "_waiters", "_batch_running", "output", "__weakref__",
     )
 
-    def __init__(self, scheduler: "Scheduler", name: str, func: Callable[[], Any], trigger: "Trigger",
+    def __init__(self, scheduler: Any, name: str, func: Callable[[], Any], trigger: "Trigger",
                  policy: JobPolicy, meta: dict[str, Any] | None, log: RunLog):
         self.scheduler = scheduler
         self.name = name
@@ -372,7 +371,7 @@ class Job:
     def resume(self) -> "Job":
         return self.scheduler.resume(self.name)
 
-    def run_now(self) -> "RunHandle":
+    def run_now(self) -> Any:
         return self.scheduler.run_now(self.name)
 
     def remove(self) -> None:

@@ -36,7 +36,6 @@ from ..triggers import trigger_from_dict
 
 if TYPE_CHECKING:
     from ..job import Job
-    from ..engine import Scheduler
     from .sqlite import SQLiteStore
 
 __all__ = ["restore"]
@@ -54,7 +53,7 @@ _SCHEDULED = itemgetter(1)
 _OUTCOME = itemgetter(5)
 
 
-def restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict | None = None) -> list["Job"]:
+def restore(store: "SQLiteStore", sched: Any, namespace: dict | None = None) -> list["Job"]:
     if namespace is None:
         import __main__
 
@@ -72,7 +71,7 @@ def restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict | None = N
             gc.enable()
 
 
-def _restore(store: "SQLiteStore", sched: "Scheduler", namespace: dict) -> list["Job"]:
+def _restore(store: "SQLiteStore", sched: Any, namespace: dict) -> list["Job"]:
     known = set(sched.history_names())
     early = {jid for jid, name, *_ in _jobs_table(store) if name in known}
     jobs, by_job, early_rows, results, upto, max_run_id = _read_all(store, early)

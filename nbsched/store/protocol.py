@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..engine import Scheduler
     from ..job import Job
 
 __all__ = ["Store"]
@@ -27,7 +26,7 @@ class Store(Protocol):
     #: Persist every job added from now on (``add(..., persist=None)``); else only ``persist=True`` ones.
     persist_all: bool
 
-    def attach(self, scheduler: "Scheduler") -> None:
+    def attach(self, scheduler: Any) -> None:
         """Start serving ``scheduler`` (one scheduler per store object)."""
 
     def on_job_saved(self, job: "Job") -> None:
@@ -49,7 +48,7 @@ class Store(Protocol):
         no fire time runs twice.  A store used by one process always answers True.
         """
 
-    def restore(self, scheduler: "Scheduler", namespace: dict | None = None) -> list["Job"]:
+    def restore(self, scheduler: Any, namespace: dict | None = None) -> list["Job"]:
         """Bring every stored job back through ``scheduler.load(...)``; returns the jobs loaded."""
 
     def close(self) -> None:

@@ -64,7 +64,6 @@ from ..job import describe_target
 
 if TYPE_CHECKING:
     from ..job import Job
-    from ..engine import Scheduler
 
 log = logging.getLogger("nbsched")
 
@@ -176,7 +175,7 @@ class SQLiteStore:
         atexit.register(self._atexit)
 
     # ================================================================== the scheduler's hooks
-    def attach(self, scheduler: "Scheduler") -> None:
+    def attach(self, scheduler: Any) -> None:
         if self._sched is not None and self._sched is not scheduler:
             raise StoreError(f"the store {str(self.path)!r} already serves another scheduler: "
                              "open the file again for a second scheduler (each gets its own leases)")
@@ -268,7 +267,7 @@ class SQLiteStore:
         after = self._leases.get(job_name)
         return after is not None and nominal_ts > after and self._wall() < self._valid_until
 
-    def restore(self, scheduler: "Scheduler", namespace: dict | None = None) -> list["Job"]:
+    def restore(self, scheduler: Any, namespace: dict | None = None) -> list["Job"]:
         """Re-register every job defined in the file (see :func:`nbsched._store_restore.restore`)."""
         from ._restore import restore
 
