@@ -53,7 +53,9 @@ def test_run_errors_print_the_run_usage(argv, message, capsys, monkeypatch):
         cli.main(argv)
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert " ".join(err.split("\n")[:2]).split() == "usage: nbsched run [-h] [--for DURATION] [--out OUT] [--kernel KERNEL] notebook".split()
+    usage = err[:err.index("nbsched run: error")].split()
+    assert usage == ("usage: nbsched run [-h] [--for DURATION] [--out OUT] [--kernel KERNEL] [--cluster ADDRESS] "
+                     "notebook").split()
     assert message in err
 
 
