@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Iterable
 from xml.sax.saxutils import escape, quoteattr
 
+from .job import DEFAULT_TRIGGER_RULE
+
 __all__ = ["GraphNode", "GraphEdge", "JobGraph", "OUTCOME_COLOURS", "NEVER_RAN", "DEFAULT_RULE"]
 
-DEFAULT_RULE = "all_success"
+DEFAULT_RULE = DEFAULT_TRIGGER_RULE  # the rule edges are not labelled with
 
 #: last outcome -> (fill, border).  ``None`` (never ran) uses :data:`NEVER_RAN`.
 OUTCOME_COLOURS: dict[str, tuple[str, str]] = {

@@ -23,6 +23,8 @@ __all__ = ["JobPolicy", "JobState", "Job", "StoredJob", "COALESCE_CHOICES", "TRI
 COALESCE_CHOICES = ("latest", "earliest", "all")
 #: Airflow's trigger rules for jobs that run after other jobs (see the README, Workflows).
 TRIGGER_RULES = ("all_success", "all_done", "all_failed", "one_success", "one_failed", "none_failed", "always")
+#: The rule of a job that runs after other jobs unless it says otherwise.
+DEFAULT_TRIGGER_RULE = TRIGGER_RULES[0]
 
 
 class JobState(str, enum.Enum):
@@ -80,7 +82,7 @@ class JobPolicy:
     history_age: float | None = None
     results_rows: int | None = 10_000
     results_age: float | None = None
-    trigger_rule: str = "all_success"
+    trigger_rule: str = DEFAULT_TRIGGER_RULE
     catchup: bool = False
     max_active_runs: int = 1
 

@@ -315,3 +315,14 @@ class KernelHarness:
 def parent_id(msg: dict[str, Any]) -> str | None:
     """The msg id of a message's parent request, or None for an empty parent header."""
     return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll ``predicate`` (every 50 ms, real time) until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")

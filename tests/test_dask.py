@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from kernel_harness import wait_until
+
 import nbsched
 from nbsched import ClusterUnreachableError, DaskExecutor, PolicyError, WorkerDiedError
 
@@ -74,16 +76,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _n_workers(address: str) -> int:
     from distributed import Client
 
@@ -110,14 +102,14 @@ class CliCluster:
     def start_scheduler(self) -> None:
         self.scheduler = self._spawn(["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--no-dashboard"], "scheduler.log")
-        _wait(lambda: _port_open(self.port), 30, "the dask scheduler to listen")
+        wait_until(lambda: _port_open(self.port), 30, "the dask scheduler to listen")
 
     def start_worker(self, *extra: str) -> None:
         self.workers.append(self._spawn(["worker", self.address, "--nthreads", "1", "--no-dashboard",
                                          "--host", "127.0.0.1", *extra], f"worker{len(self.workers)}.log"))
 
     def wait_workers(self, n: int) -> None:
-        _wait(lambda: _n_workers(self.address) >= n, 60, f"{n} dask workers")
+        wait_until(lambda: _n_workers(self.address) >= n, 60, f"{n} dask workers")
 
     def stop_scheduler(self) -> None:
         _stop(self.scheduler)

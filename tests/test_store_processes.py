@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from kernel_harness import wait_until
+
 from nbsched.store import SQLiteStore
 
 pytestmark = pytest.mark.store
@@ -80,16 +82,6 @@ def _start(tmp_path: Path, role: str, db: Path, progress: Path) -> subprocess.Po
     return proc
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-
 def _records(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -113,7 +105,7 @@ def test_sigkill_loses_at_most_the_runs_in_flight(tmp_path):
     db, progress = tmp_path / "crash.db", tmp_path / "progress.txt"
     child = _start(tmp_path, "crash", db, progress)
     try:
-        _wait_for(lambda: _records(db) >= 600, 20, "600 committed runs")
+        wait_until(lambda: _records(db) >= 600, 20, "600 committed runs")
         lines_before_kill = len(progress.read_text().splitlines())
         os.kill(child.pid, signal.SIGKILL)
         kill_time = time.time()
@@ -145,19 +137,19 @@ def test_two_kernels_share_a_store_and_take_over_from_a_stopped_one(tmp_path):
     first = _start(tmp_path, "first", db, tmp_path / "first.txt")
     second = None
     try:
-        _wait_for(lambda: _records(db) >= 5, 10, "the first kernel's runs")
+        wait_until(lambda: _records(db) >= 5, 10, "the first kernel's runs")
         second = _start(tmp_path, "second", db, tmp_path / "second.json")
-        _wait_for(lambda: _records(db) >= 15, 10, "more runs")
+        wait_until(lambda: _records(db) >= 15, 10, "more runs")
         os.kill(first.pid, signal.SIGSTOP)  # alive but frozen: its lease must expire (TTL 2 s)
         stopped = time.time()
         with SQLiteStore(db) as probe:
             def taken_over():
                 h = probe.history("tick")
                 return (h["pid"] == second.pid).any()
-            _wait_for(taken_over, 15, "the second kernel to take the job over")
+            wait_until(taken_over, 15, "the second kernel to take the job over")
             takeover = time.time() - stopped
             os.kill(first.pid, signal.SIGCONT)  # thaws with stale timers: it must not run tick again
-            _wait_for(lambda: _records(db) >= 30, 10, "runs after the takeover")
+            wait_until(lambda: _records(db) >= 30, 10, "runs after the takeover")
             time.sleep(0.6)  # the thawed first kernel has had its chance to misbehave
             history = probe.history("tick")
         status = json.loads((tmp_path / "second.json").read_text())

@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, NamedTuple
 
-from ..job import TRIGGER_RULES as RULES
+from ..job import DEFAULT_TRIGGER_RULE as DEFAULT_RULE, TRIGGER_RULES as RULES
 
 __all__ = ["RULES", "FAILED", "decide", "Delivery", "Gate", "DEFAULT_RULE", "MAX_PENDING"]
 
-DEFAULT_RULE = "all_success"
 #: Outcomes that count as "failed" for the rules.
 FAILED = frozenset(("error", "timeout", "interrupted", "cancelled", "upstream_failed"))
 _EARLY = frozenset(("one_success", "one_failed", "always"))

@@ -67,9 +67,6 @@ class LoopBinding:
             self.thread = threading.get_ident()
         return loop
 
-    def on_loop_thread(self) -> bool:
-        return self.thread is None or self.thread == threading.get_ident()
-
     def elsewhere(self) -> asyncio.AbstractEventLoop | None:
         """The loop, when it is open and runs in another thread than this one (else None)."""
         loop = self.loop
