@@ -10,7 +10,11 @@ Subscribe with :meth:`nbsched.Scheduler.subscribe`::
     sub.unsubscribe()
 
 ``kinds`` takes event classes (a base class such as :class:`JobEvent` selects all its subclasses).
-Events are built only when someone listens.
+``jobs`` narrows a subscription to the events of some job names: any container that supports ``in``
+(a set you keep adding to, a dict keyed by name), consulted at each event, so it can change while
+subscribed; events not about a job (scheduler events) are not delivered to such a subscription.
+Events are built only when someone listens: a listener for a few jobs costs nothing on the fires of
+the others.
 
 What a listener cannot do to the scheduler:
 
@@ -28,7 +32,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable
 
 if TYPE_CHECKING:
     from .history import RunRecord
@@ -205,10 +209,13 @@ class JobRetried(JobEvent):
 class Subscription:
     """Returned by ``subscribe``; ``unsubscribe()`` (or use it as a context manager) to stop listening."""
 
-    def __init__(self, bus: "EventBus", callback: Callable[[Event], Any], kinds: tuple[type, ...]):
+    def __init__(self, bus: "EventBus", callback: Callable[[Event], Any], kinds: tuple[type, ...],
+                 jobs: Container[str] | None = None):
         self._bus = bus
         self.callback = callback
         self.kinds = kinds
+        #: Job names this subscription listens to (a container consulted at each event), or None: all.
+        self.jobs = jobs
         #: Calls of this (async) listener still running.
         self.pending = 0
         #: Events not delivered because :data:`LISTENER_MAX_PENDING` calls were still running.
@@ -227,16 +234,25 @@ class Subscription:
 
 
 class EventBus:
-    """Dispatches events to subscribers.  ``wants(kind)`` is a cheap check done before building an event."""
+    """Dispatches events to subscribers.  ``wants(kind, job)`` is a cheap check done before building an event."""
 
     def __init__(self, spawn: Callable[[Any], Any] | None = None):
         self._subs: list[Subscription] = []
-        self._wanted: dict[type, bool] = {}
+        # per event class: True (a subscriber takes it for every job), False (nobody), or the job-name
+        # containers of the subscribers that take it for some jobs only
+        self._wanted: dict[type, bool | tuple[Container[str], ...]] = {}
         self._spawn = spawn
 
-    def subscribe(self, callback: Callable[[Event], Any], kinds: type | Iterable[type] | None = None) -> Subscription:
+    def subscribe(self, callback: Callable[[Event], Any], kinds: type | Iterable[type] | None = None,
+                  jobs: Container[str] | None = None) -> Subscription:
         if not callable(callback):
             raise TypeError(f"subscribe() needs a callable, got {callback!r}")
+        if jobs is not None:
+            if isinstance(jobs, str):
+                jobs = (jobs,)
+            elif not hasattr(jobs, "__contains__"):
+                raise TypeError(f"subscribe(jobs=...) takes job names (a set, list or any container supporting "
+                                f"'in'), got {jobs!r}")
         if kinds is None:
             kinds_t: tuple[type, ...] = (Event,)
         elif isinstance(kinds, type):
@@ -247,7 +263,7 @@ class EventBus:
             if not (isinstance(k, type) and issubclass(k, Event)):
                 names = ", ".join(__all__[:-2])
                 raise TypeError(f"unknown event kind {k!r}: use classes from nbsched.events ({names})")
-        sub = Subscription(self, callback, kinds_t)
+        sub = Subscription(self, callback, kinds_t, jobs)
         self._subs.append(sub)
         self._wanted.clear()
         return sub
@@ -259,16 +275,24 @@ class EventBus:
             pass
         self._wanted.clear()
 
-    def wants(self, kind: type) -> bool:
+    def wants(self, kind: type, job: str | None = None) -> bool:
+        """Whether anyone listens to events of ``kind`` (about job ``job``): ask before building one."""
         hit = self._wanted.get(kind)
         if hit is None:
-            hit = any(issubclass(kind, k) for s in self._subs for k in s.kinds)
+            takers = [s for s in self._subs if any(issubclass(kind, k) for k in s.kinds)]
+            hit = (True if any(s.jobs is None for s in takers) else tuple(s.jobs for s in takers) if takers
+                   else False)
             self._wanted[kind] = hit
-        return hit
+        if hit.__class__ is bool:
+            return hit  # type: ignore[return-value]
+        for jobs in hit:  # type: ignore[union-attr]
+            if job in jobs:
+                return True
+        return False
 
     def emit(self, event: Event) -> None:
         for sub in list(self._subs):
-            if isinstance(event, sub.kinds):
+            if isinstance(event, sub.kinds) and (sub.jobs is None or getattr(event, "job", None) in sub.jobs):
                 try:
                     result = sub.callback(event)
                     if inspect.isawaitable(result):

@@ -202,3 +202,30 @@ async def test_async_listener_calls_are_bounded_and_drops_counted(sched, clock, 
     sched.shutdown()
     await clock.advance(0)
     assert sub.pending == 0
+
+
+async def test_a_subscription_for_some_jobs_sees_only_theirs_and_follows_its_container(sched, clock):
+    got = []
+    watched = {"a"}
+    sched.subscribe(lambda e: got.append((type(e).__name__, e.job)), kinds=(ev.JobEvent, ev.SchedulerEvent),
+                    jobs=watched)
+    sched.add(lambda: None, "every 10s", name="a")
+    sched.add(lambda: None, "every 10s", name="b")
+    await clock.advance(10)
+    assert got == [("JobAdded", "a"), ("JobSubmitted", "a"), ("JobExecuted", "a")]
+    # nobody listens to b: its events are not even built
+    assert sched.events.wants(ev.JobExecuted, "b") is False
+    assert sched.events.wants(ev.JobExecuted, "a") is True
+    watched.add("b")  # the container is consulted at each event
+    got.clear()
+    await clock.advance(10)
+    assert got == [("JobSubmitted", "a"), ("JobExecuted", "a"), ("JobSubmitted", "b"), ("JobExecuted", "b")]
+    # a subscriber for all jobs makes every job's events wanted again
+    with sched.subscribe(lambda e: None, kinds=ev.JobExecuted):
+        assert sched.events.wants(ev.JobExecuted, "c") is True
+    assert sched.events.wants(ev.JobExecuted, "c") is False
+
+
+def test_subscribing_with_jobs_that_are_not_names_is_refused():
+    with pytest.raises(TypeError, match=r"subscribe\(jobs=...\) takes job names .* got 42"):
+        nbsched.Scheduler().subscribe(print, jobs=42)

@@ -128,7 +128,7 @@ class RunLifecycle:
             return  # another process sharing the store owns this fire time
         self.run_ids += 1
         self.record(job, self.run_ids, scheduled, None, None, lateness, _MISSED_S, 0, None, SCHEDULE)
-        if self._events.wants(ev.JobMissed):
+        if self._events.wants(ev.JobMissed, job.name):
             tz = self._sched.tz
             self._events.emit(ev.JobMissed(self._clock.now(), job.name, datetime.fromtimestamp(scheduled, tz),
                                            timedelta(seconds=lateness)))
@@ -159,7 +159,7 @@ class RunLifecycle:
         self._skipped.add(run_id)
         if len(self._skipped) > _KEEP_FINISHED:
             self._skipped.clear()
-        if self._events.wants(ev.JobMaxInstancesReached):
+        if self._events.wants(ev.JobMaxInstancesReached, job.name):
             self._events.emit(ev.JobMaxInstancesReached(self._clock.now(), job.name,
                                                         datetime.fromtimestamp(nominal, self._sched.tz)))
 
@@ -234,7 +234,7 @@ class RunLifecycle:
         row = (run_id, nominal, None, None, 0.0, outcome.value, 0, ErrorInfo(kind, message, ""), reason)
         self.record(job, *row)
         event = _EVENT_OF.get(outcome, ev.JobMissed)
-        if self._events.wants(event):
+        if self._events.wants(event, job.name):
             if event is ev.JobMissed:
                 self._events.emit(ev.JobMissed(self._clock.now(), job.name,
                                                datetime.fromtimestamp(nominal, self._sched.tz), timedelta(0)))
@@ -255,7 +255,7 @@ class RunLifecycle:
         self.fires += 1
         policy = job.policy
         events = self._events
-        if events._subs and events.wants(ev.JobSubmitted):
+        if events._subs and events.wants(ev.JobSubmitted, job.name):
             events.emit(ev.JobSubmitted(self._clock.now(), job.name, run_id,
                                         datetime.fromtimestamp(nominal, self._sched.tz), 1))
         if policy.executor == "loop" and not job.is_coroutine and policy.timeout is None and not policy.retries:
@@ -348,7 +348,7 @@ class RunLifecycle:
                     self._start_backlog(job)
                     return
                 delay = min(policy.retry_delay * policy.backoff ** (attempt - 1), policy.max_retry_delay)
-                if self._events.wants(ev.JobRetried):
+                if self._events.wants(ev.JobRetried, job.name):
                     self._events.emit(ev.JobRetried(self._clock.now(), job.name, run_id, attempt + 1,
                                                     timedelta(seconds=delay)))
                 planned = finished + delay  # the retry's own lateness is measured from its planned start
@@ -445,7 +445,7 @@ class RunLifecycle:
             except Exception:  # an odd return value must not break the scheduler
                 log.exception("nbsched: could not record the value returned by job %r", job.name)
         events = self._events
-        listening = events._subs and events.wants(ev.JobExecuted)
+        listening = events._subs and events.wants(ev.JobExecuted, job.name)
         if job._waiters or self._futures or listening:
             row = (run_id, nominal, started, finished, started - planned, _SUCCESS_S, attempt, None, reason, worker)
             record = RunRecord.from_row(job.name, row, self._sched.tz)
@@ -475,7 +475,7 @@ class RunLifecycle:
             # failure is already a history row, an event, and red on the card and the dashboard.
             log.info("nbsched: job %r failed (attempt %d): %s: %s", job.name, attempt, err.type, err.message)
         kind = _EVENT_OF[outcome]
-        wanted = self._events.wants(kind)
+        wanted = self._events.wants(kind, job.name)
         record = None
         if final and (job._waiters or self._futures) or wanted:
             record = RunRecord.from_row(job.name, row, self._sched.tz)

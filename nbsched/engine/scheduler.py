@@ -576,9 +576,14 @@ class Scheduler:
         self._logs.pop(name, None)
         self._version += 1
 
-    def subscribe(self, callback: Callable[[ev.Event], Any], kinds: Any = None) -> ev.Subscription:
-        """Call ``callback(event)`` for events of ``kinds`` (classes from :mod:`nbsched.events`; default all)."""
-        return self.events.subscribe(callback, kinds)
+    def subscribe(self, callback: Callable[[ev.Event], Any], kinds: Any = None,
+                  jobs: Any = None) -> ev.Subscription:
+        """Call ``callback(event)`` for events of ``kinds`` (classes from :mod:`nbsched.events`; default all).
+
+        ``jobs``: only the events of these job names (any container supporting ``in``, looked up at each
+        event, so a set or dict you keep changing works).  A listener for a few jobs then costs nothing on
+        the fires of the other jobs: events are built only for someone who listens."""
+        return self.events.subscribe(callback, kinds, jobs)
 
     def attach_store(self, store: "Store | str | None" = None, *, persist_all: bool = True) -> "Store":
         """Attach a durable store (a path to an SQLite file, or a store object; ``None``: ``nbsched.db``
@@ -1338,7 +1343,7 @@ class Scheduler:
             self.events.emit(kind(self.clock.now()))
 
     def _emit_job(self, kind: type, name: str, **extra: Any) -> None:
-        if self.events.wants(kind):
+        if self.events.wants(kind, name):
             self.events.emit(kind(self.clock.now(), name, **extra))
 
     def _spawn_listener(self, awaitable: Any, sub: ev.Subscription) -> None:

@@ -90,9 +90,15 @@ class _KernelState:
         return sched
 
     def _watch(self, sched: Scheduler) -> None:
+        # only the jobs with a card or an --into binding: the events of every other job (thousands
+        # added with the Python API) are then never built, so their fires cost the kernel nothing extra
         if self.subscription is not None:
             self.subscription.unsubscribe()
-        self.subscription = sched.subscribe(self._on_event, kinds=ev.JobEvent)
+        self.subscription = sched.subscribe(self._on_event, kinds=ev.JobEvent, jobs=self)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether job ``name`` has a card or an --into binding (what the subscription listens to)."""
+        return name in self.cards or name in self.into
 
     def _on_event(self, event: ev.JobEvent) -> None:
         var = self.into.get(event.job)
