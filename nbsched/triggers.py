@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 import re
 import threading
+import weakref
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta, timezone, tzinfo
 from typing import Any, ClassVar
@@ -398,6 +400,102 @@ def _croniter():
     return croniter
 
 
+class _CronTimes:
+    """The fire instants of one cron expression in one zone, shared by every :class:`Cron` equal to it.
+
+    Finding the next instant is the DST-correct search below (a croniter walk, some tens of
+    microseconds).  The instants found are kept as a run ``times`` with no instant in between (each
+    is the next one after the one before, and ``times[0]`` the next one after ``lo``), and the run is
+    extended :data:`_CRON_AHEAD` instants at a time.  So a thousand jobs on ``cron * * * * * *`` look
+    their next fire time up with a bisection, and the search itself runs once every few fire times of
+    the expression, not once per fire of every job."""
+
+    __slots__ = ("expr", "tz", "seconds", "fixed_hour", "lo", "times", "_iter", "__weakref__")
+
+    def __init__(self, expr: str, tz: tzinfo, seconds: bool, fixed_hour: bool):
+        self.expr, self.tz, self.seconds, self.fixed_hour = expr, tz, seconds, fixed_hour
+        self.lo = math.inf
+        self.times: list[float] = []
+        self._iter: Any = None
+
+    def next_after(self, after: float) -> float | None:
+        times = self.times
+        if times and self.lo <= after < times[-1]:
+            return times[bisect_right(times, after)]
+        if not times or after != times[-1]:
+            # somewhere else in time (a preview, a backfill, a job far behind): start a new run there,
+            # without searching ahead (a caller jumping around pays one search per call, as before)
+            first = self._search(after)
+            if first is not None:
+                self.lo, self.times = after, [first]
+            return first
+        # the common case, a job asking for its next fire time after the last one known: search a
+        # few instants ahead at once, for it and every other job on this expression
+        self._extend(_CRON_AHEAD)
+        i = bisect_right(times, after)
+        return times[i] if i < len(times) else None  # None: the expression never fires again
+
+    def _extend(self, count: int) -> None:
+        times = self.times
+        if len(times) > _CRON_KEEP:  # keep the run short: drop its older half
+            half = len(times) // 2
+            self.lo = times[half - 1]
+            del times[:half]
+        for _ in range(count):
+            nxt = self._search(times[-1])
+            if nxt is None:
+                return
+            times.append(nxt)
+
+    def _search(self, after: float) -> float | None:
+        tz = self.tz
+        after_local = datetime.fromtimestamp(after, tz)
+        wall = after_local.replace(tzinfo=None, fold=0)
+        near_transition = _offset_changes_near(after, tz)
+        start = wall - timedelta(hours=3) if near_transition else wall
+        it = self._iterator(start)
+        best: float | None = None
+        best_wall: datetime | None = None
+        best_from_fold1 = False
+        for _ in range(100_000):
+            try:
+                cand = it.get_next(datetime)
+            except Exception:  # CroniterBadDateError: no match in the horizon (e.g. 'cron 0 0 30 2 *')
+                return best
+            if best_wall is not None and (not best_from_fold1 or cand > best_wall + timedelta(hours=3)):
+                break
+            for ts, fold1 in _instants(cand, tz, self.fixed_hour):
+                if ts > after and (best is None or ts < best):
+                    best, best_wall, best_from_fold1 = ts, cand, fold1
+        return best
+
+    def _iterator(self, start: datetime):
+        # Parsing the expression costs ~200 us: parse once per expression and re-position it.
+        cached = self._iter
+        if cached is None:
+            cached = self._iter = _croniter()(self.expr, start, ret_type=datetime, day_or=True,
+                                              second_at_beginning=self.seconds, max_years_between_matches=50)
+        else:
+            cached.set_current(start, force=True)
+        return cached
+
+
+#: Instants a cron expression's run of known fire times is extended by at a time.
+_CRON_AHEAD = 8
+_CRON_KEEP = 64
+_CRON_SHARED: "weakref.WeakValueDictionary[tuple, _CronTimes]" = weakref.WeakValueDictionary()
+
+
+def _cron_times(expr: str, tz: tzinfo, seconds: bool, fixed_hour: bool) -> _CronTimes:
+    """The shared fire instants of ``expr`` in ``tz`` (one object per distinct expression and zone)."""
+    key = (expr, tz, seconds)
+    with _CRON_LOCK:
+        times = _CRON_SHARED.get(key)
+        if times is None:
+            times = _CRON_SHARED[key] = _CronTimes(expr, tz, seconds, fixed_hour)
+        return times
+
+
 @dataclass(frozen=True, eq=True, slots=True)
 class Cron(Trigger):
     """A cron expression in a time zone: 5 fields (minute hour day month weekday), or 6 with leading
@@ -413,7 +511,7 @@ class Cron(Trigger):
     _seconds: bool = field(default=False, init=False, repr=False, compare=False)
     _fixed_hour: bool = field(default=False, init=False, repr=False, compare=False)
     _fields: dict = field(default=None, init=False, repr=False, compare=False)
-    _iter: Any = field(default=None, init=False, repr=False, compare=False)
+    _times: Any = field(default=None, init=False, repr=False, compare=False)
     kind: ClassVar[str] = "cron"
 
     def __post_init__(self) -> None:
@@ -434,45 +532,11 @@ class Cron(Trigger):
         object.__setattr__(self, "_seconds", len(fields) == 6)
         object.__setattr__(self, "_fixed_hour", "*" not in hour and "/" not in hour and not hour.upper().startswith("H"))
         object.__setattr__(self, "_fields", dict(zip(names, fields)))
+        object.__setattr__(self, "_times", _cron_times(expanded, self.tz, len(fields) == 6, self._fixed_hour))
 
-    # -- the DST-correct search ------------------------------------------------------------------
     def next_timestamp(self, after: float) -> float | None:
         with _CRON_LOCK:
-            return self._next_locked(after)
-
-    def _next_locked(self, after: float) -> float | None:
-        tz = self.tz
-        after_local = datetime.fromtimestamp(after, tz)
-        wall = after_local.replace(tzinfo=None, fold=0)
-        near_transition = _offset_changes_near(after, tz)
-        start = wall - timedelta(hours=3) if near_transition else wall
-        it = self._iterator(start)
-        best: float | None = None
-        best_wall: datetime | None = None
-        best_from_fold1 = False
-        for _ in range(100_000):
-            try:
-                cand = it.get_next(datetime)
-            except Exception:  # CroniterBadDateError: no match in the horizon (e.g. 'cron 0 0 30 2 *')
-                return best
-            if best_wall is not None and (not best_from_fold1 or cand > best_wall + timedelta(hours=3)):
-                break
-            for ts, fold1 in _instants(cand, tz, self._fixed_hour):
-                if ts > after and (best is None or ts < best):
-                    best, best_wall, best_from_fold1 = ts, cand, fold1
-        return best
-
-    def _iterator(self, start: datetime):
-        # Parsing the expression costs ~200 us; parse once per trigger and re-position it.  A trigger
-        # is used from the scheduler's loop thread; the lock only guards rare calls from elsewhere.
-        cached = self._iter
-        if cached is None:
-            cached = _croniter()(self._expanded, start, ret_type=datetime, day_or=True,
-                                 second_at_beginning=self._seconds, max_years_between_matches=50)
-            object.__setattr__(self, "_iter", cached)
-        else:
-            cached.set_current(start, force=True)
-        return cached
+            return self._times.next_after(after)
 
     def describe(self) -> str:
         zone = _zone_name(self.tz)

@@ -1,4 +1,5 @@
 """Triggers are pure: tables of (after, expected).  DST cases in two zones, both transitions."""
+import random
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -316,3 +317,50 @@ def test_old_spec_names_warn_and_still_work():
     assert data == trig.to_dict()
     with pytest.warns(DeprecationWarning, match=r"trigger_from_spec\(\) is now trigger_from_dict\(\)"):
         assert trigger_from_spec(data) == trigger_from_dict(data) == trig
+
+
+# ------------------------------------------------------------------ shared cron instants (issue 14)
+@pytest.mark.parametrize("expr, zone", [
+    ("* * * * * *", "UTC"),
+    ("*/7 * * * *", "Europe/Paris"),
+    ("30 2 * * *", "Europe/Paris"),        # in the spring-forward gap once a year
+    ("30 1 * * *", "America/New_York"),    # repeated at the autumn fold
+    ("0 9 * * mon-fri", "Asia/Kolkata"),
+    ("0 0 29 2 *", "UTC"),                 # once every four years
+])
+def test_shared_cron_instants_match_a_fresh_search_walking_and_jumping(expr, zone):
+    from nbsched.triggers import _CronTimes
+
+    trig = parse_trigger(f"cron {expr}", tz=zone)
+    fresh = _CronTimes(trig._times.expr, trig.tz, trig._times.seconds, trig._times.fixed_hour)
+    rng = random.Random(expr)
+    ts = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
+    for step in range(300):
+        if step % 37 == 5:  # jump somewhere else (a preview or a backfill), backwards or forwards
+            ts += rng.uniform(-40, 40) * 86400
+        if step % 11 == 3:
+            probe = ts + rng.uniform(0, 3600)  # between known instants
+            assert trig.next_timestamp(probe) == fresh._search(probe), (step, probe)
+        nxt = trig.next_timestamp(ts)
+        assert nxt == fresh._search(ts), (step, ts)
+        ts = nxt
+
+
+def test_equal_cron_triggers_share_their_instants_and_search_a_few_ahead(monkeypatch):
+    from nbsched import triggers
+
+    a, b = parse_trigger("cron 15 * * * * *", tz="UTC"), triggers.Cron("15 * * * * *")
+    assert a == b and a._times is b._times
+    assert parse_trigger("cron 16 * * * * *", tz="UTC")._times is not a._times
+    searches = []
+    real = triggers._CronTimes._search
+    monkeypatch.setattr(triggers._CronTimes, "_search", lambda self, after: searches.append(after) or real(self, after))
+    t = datetime(2026, 6, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    first = a.next_timestamp(t)  # a new place in time: one search
+    assert first == t + 15 and len(searches) == 1
+    nxt = {name: first for name in "ab"}
+    for _ in range(2 * triggers._CRON_AHEAD):  # both jobs walk forward minute by minute
+        for name, trig in (("a", a), ("b", b)):
+            nxt[name] = trig.next_timestamp(nxt[name])
+    assert nxt == {"a": first + 2 * triggers._CRON_AHEAD * 60, "b": first + 2 * triggers._CRON_AHEAD * 60}
+    assert len(searches) == 1 + 2 * triggers._CRON_AHEAD  # each instant searched once, for both jobs

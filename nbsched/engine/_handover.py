@@ -81,6 +81,9 @@ class LoopBinding:
             raise SchedulerShutdownError(
                 f"{what}: this scheduler was shut down; create a new Scheduler() or call nbsched.get_scheduler()"
             )
+        loop = self.loop
+        if loop is not None and self.thread == threading.get_ident() and not loop.is_closed():
+            return fn(*args)  # on the loop's own thread (the common case, e.g. adding 100,000 jobs in a cell)
         loop = self.elsewhere()
         if loop is not None:
             return self.hand_over(loop, fn, *args)

@@ -279,7 +279,7 @@ class Scheduler:
         if start_ts is not None and end_ts is not None and end_ts < start_ts:
             raise PolicyError(f"end {end!r} is before start {start!r}: swap them")
         interval = isinstance(trigger, Interval) or (isinstance(trigger, str) and trigger.split()[:1] == ["every"]
-                                                     and parse_trigger(trigger, tz=zone, now=t0).kind == "interval")
+                                                     and self._parse(trigger, zone, t0, None, None).kind == "interval")
         if interval:
             trig = self._parse(trigger, zone, t0, None if start is None else datetime.fromtimestamp(start_ts, zone),
                                None if end is None else datetime.fromtimestamp(end_ts, zone)).anchored(t0)
