@@ -12,6 +12,7 @@ result rows (default 10,000), optionally also dropping rows older than ``max_age
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import struct
 import sys
@@ -269,7 +270,7 @@ class RunLog:
         self.job = job
         # the job's results log lives with its history; created when first needed
         self._results = results
-        self._results_retention = (results_rows, results_age)
+        self._results_retention = _retention(results_rows, results_age)
         self._buf = bytearray()
         self._max_rows = max_rows
         self._limit = _limit(max_rows)
@@ -287,7 +288,7 @@ class RunLog:
         return results
 
     def set_results_retention(self, max_rows: int | None, max_age: float | None) -> None:
-        self._results_retention = (max_rows, max_age)
+        self._results_retention = _retention(max_rows, max_age)
         if self._results is not None:
             self._results.set_retention(max_rows, max_age)
 
@@ -400,8 +401,15 @@ class RunLog:
 _unpack_time = struct.Struct("<d").unpack_from
 
 
+@functools.lru_cache(maxsize=64)
 def _limit(max_rows: int | None) -> float:
+    # cached: 100,000 jobs at the default retention share one float instead of one each
     return math.inf if max_rows is None else max_rows * ROW_BYTES
+
+
+@functools.lru_cache(maxsize=64)
+def _retention(max_rows: int | None, max_age: float | None) -> tuple[int | None, float | None]:
+    return (max_rows, max_age)  # one shared pair per setting, not one per job
 
 
 def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:

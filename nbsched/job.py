@@ -228,7 +228,7 @@ class Job:
     """
 
     __slots__ = (
-        "name", "func", "trigger", "policy", "scheduler", "meta", "is_coroutine", "log",
+        "name", "func", "trigger", "policy", "scheduler", "_meta", "is_coroutine", "log",
         "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed", "_persist",
         "_running", "_runs", "_successes", "_failures", "_missed", "_skipped",
         "_last_outcome", "_last_started", "_last_finished", "_last_error",
@@ -242,7 +242,7 @@ class Job:
         self.func = func
         self.trigger = trigger
         self.policy = policy
-        self.meta = dict(meta) if meta else {}
+        self._meta = dict(meta) if meta else None  # most jobs have none: no dict each (100,000 jobs)
         self.is_coroutine = _is_coroutine_function(func)
         self.log = log
         self._next_ts: float | None = None  # nominal next fire time
@@ -271,6 +271,18 @@ class Job:
         #: Where the job's output goes in a kernel (set by the %%schedule magic; None for API jobs).
         #: An object with ``.widget`` (an ipywidgets.Output) - see nbsched.notebook.kernel.OutputSink.
         self.output: Any = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Free-form information about the job (``add(..., meta={...})``); yours to read and change."""
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = {}
+        return meta
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        self._meta = dict(value) if value else None
 
     # -- counters (read-only) -------------------------------------------------------------------
     running = property(lambda self: self._running, doc="Runs of this job in progress now.")

@@ -760,3 +760,17 @@ async def test_system_exit_from_a_process_job_is_a_recorded_run():
         assert s.get("leave").running == 0 and s.running
     finally:
         s.shutdown()
+
+
+def test_job_meta_is_the_jobs_own_dict_made_on_first_use(sched):
+    given = {"owner": "ana"}
+    a = sched.add(lambda: None, "every 10s", name="a", meta=given)
+    b = sched.add(lambda: None, "every 10s", name="b")
+    assert a.meta == {"owner": "ana"} and a.meta is not given  # a copy: changing `given` later changes nothing
+    given["owner"] = "bo"
+    assert a.meta == {"owner": "ana"}
+    assert b.meta == {}
+    b.meta["team"] = "data"  # created on first use, then kept
+    assert sched.get("b").meta == {"team": "data"}
+    b.meta = {"x": 1}
+    assert b.meta == {"x": 1} and sched.get("a").meta == {"owner": "ana"}
