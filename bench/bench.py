@@ -806,10 +806,14 @@ async def sc_10k(ad, ctx, **p):
 @scenario(
     "b_100k",
     title="(b) {n:,} jobs every {interval} s, {window} s",
-    full=dict(n=100_000, interval=1.0, window=10.0, add_budget=25.0, grace=5.0),
+    full=dict(n=100_000, interval=1.0, window=8.0, add_budget=25.0, grace=5.0),
     quick=dict(n=20_000, interval=1.0, window=3.0, add_budget=15.0, grace=4.0),
     metrics=_steady_metrics(True),
-    timeout=lambda p: p["window"] + 32,  # the 40 s cap: APScheduler livelocks here
+    timeout=lambda p: p["window"] + 32,
+    # APScheduler 3.11 livelocks at this size (in every run so far it was cut off while adding the jobs
+    # or right after): left out so that `make bench` stays under 10 minutes.  bench_kernel.py still
+    # runs it at 100,000 jobs (cut off at its cap); `bench.py --one apscheduler b_100k` runs this cell.
+    schedulers=("asyncio", "nbsched"),
 )
 async def sc_100k(ad, ctx, **p):
     return await run_steady(ad, ctx, **p)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """nbsched store benchmark: what a SQLite store costs per fire, and how long a restore takes.
 
-    .venv/bin/python bench/bench_store.py          # full (~2 min): 10,000 jobs x 10 s (3x), restore 1M rows
+    .venv/bin/python bench/bench_store.py          # full (~1.5 min): 10,000 jobs x 6 s (3x), restore 1M rows
     .venv/bin/python bench/bench_store.py --quick  # 2,000 jobs x 4 s (1x), restore 2k jobs / 200k rows
     .venv/bin/python bench/bench_store.py --one fire on 10000 10   # one measurement, prints its JSON
 
@@ -121,17 +121,16 @@ def _build_store(path: str, jobs: int, rows_per_job: int) -> dict:
           0, 0, anchor + rows_per_job + 3600, rows_per_job) for i in range(jobs)))
 
     from nbsched.store._codec import encode_chunk
+    from nbsched.store._writer import _INSERT_CHUNK
     from nbsched.history import Outcome
 
     ok = Outcome.SUCCESS
     job_ids = list(range(1, jobs + 1))
     for k in range(rows_per_job):  # one chunk per second of runs, as the writer would commit them
         sched = anchor + k
-        rows = [(k * jobs + i + 1, sched, sched + 0.001, sched + 0.0015, 0.001, ok, 1, None, "schedule")
+        rows = [(k * jobs + i + 1, sched, sched + 0.001, sched + 0.0015, 0.001, ok, 1, None, "schedule", None)
                 for i in range(jobs)]
-        conn.execute("INSERT INTO history(owner, n, first_scheduled, last_scheduled, job, run_id, scheduled, started, "
-                     "finished, lateness, outcome, attempt, errors, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                     (owner, *encode_chunk(job_ids, rows)))
+        conn.execute(_INSERT_CHUNK, (owner, *encode_chunk(job_ids, rows)))  # the writer's own statement
     conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",
                      ((i + 1, owner, i + 1, anchor, 0, json.dumps({"value": i})) for i in range(jobs)))
     conn.execute("COMMIT")
@@ -178,7 +177,7 @@ def _spawn(*args: object) -> dict:
 # ---------------------------------------------------------------------------------------- the table
 def run(quick: bool) -> list[dict]:
     """Run both scenarios; one dict per table row (scenario, metric, value, target, met, detail)."""
-    jobs, seconds = (2_000, 4.0) if quick else (10_000, 10.0)
+    jobs, seconds = (2_000, 4.0) if quick else (10_000, 6.0)
     r_jobs, r_rows = (2_000, 100) if quick else (10_000, 100)
     repeats = 1 if quick else 3
     runs: dict[str, list[dict]] = {"off": [], "on": []}
