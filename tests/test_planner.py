@@ -78,3 +78,4 @@ async def test_the_engines_shortcut_and_the_planner_agree(clock):
         sched.shutdown()
     assert frames[0] == frames[1]
     assert frames[0][0].count("missed") == 2  # the 25 s block: two fire times coalesced away
+
