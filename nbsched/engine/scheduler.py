@@ -817,13 +817,16 @@ class Scheduler:
 
     def _detach(self, job: Job) -> None:
         job._removed = True
-        self._unlink(job)
-        self._unwatch(job.name)
+        if self._gates:
+            self._unlink(job)
+        if self._watches or self._landed:
+            self._unwatch(job.name)
         self._wheel.take(job)
-        for fut in job._waiters or ():
-            if not fut.done():
-                fut.cancel()
-        job._waiters = None
+        if job._waiters:
+            for fut in job._waiters:
+                if not fut.done():
+                    fut.cancel()
+            job._waiters = None
 
     def _remove_cascade(self, name: str) -> None:
         self.get(name)
@@ -858,7 +861,9 @@ class Scheduler:
 
     def _remove(self, name: str) -> None:
         job = self.get(name)
-        downs = [d for d in self._downstream.get(name, ()) if d in self._jobs]
+        downs = self._downstream.get(name)
+        if downs:
+            downs = [d for d in downs if d in self._jobs]
         if downs:
             raise PolicyError(f"cannot remove {name!r}: {', '.join(map(repr, downs))} run(s) after it; remove those "
                               f"first, or remove({name!r}, cascade=True) (%schedule remove {name} --cascade) for all")
