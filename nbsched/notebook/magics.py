@@ -325,13 +325,16 @@ class ScheduleMagics(Magics):
                              "use --executor thread, or schedule an imported function with nbsched.get_scheduler().add")
         if compiled.is_async and executor != "loop":
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
-        from .kernel import OutputSink, kernel_loop
+        from .kernel import OutputSink, console_echo, kernel_loop
 
         in_kernel = kernel_loop() is not None
         old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
         if sink is None and in_kernel:  # outside a kernel (terminal IPython) jobs print where you are
             sink = OutputSink(loop=kernel_loop())
+        if sink is not None:
+            # typed in a console (no widgets): the job's output also goes there as text lines
+            sink.echo = console_echo(name)
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
@@ -602,10 +605,13 @@ class ScheduleMagics(Magics):
         jobs = sched.restore(path, namespace=self.shell.user_ns)
         from .card import JobCard, ensure_refresher, jobs_table
 
+        from .kernel import console_echo
+
         st = _state()
         for job in jobs:
             sink = getattr(job.func, "sink", None)
             if sink is not None:
+                sink.echo = console_echo(job.name)  # restored from a console: output there as text
                 job.output = sink
             st.cards[job.name] = JobCard(sched, job.name)
         ensure_refresher(st)
