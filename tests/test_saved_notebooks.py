@@ -137,3 +137,34 @@ def test_html_export_offline_shows_the_cards(kernelspec, tmp_path):
     assert page.count("nbsched-dashboard-static") == 1
     assert "TICK 1\nTICK 2\nTICK 3\n" in page
     assert "finished" in page and "ValueError: BROKEN-JOB" in page
+
+
+def test_backfill_progress_is_saved_at_its_last_state(kernelspec, tmp_path):
+    """The bar's updates come from runs that end while a later cell runs: the saved widget state
+    must hold the finished bar, not the state it had when its own cell ran."""
+    source, target = tmp_path / "backfill.ipynb", tmp_path / "backfill.out.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbsched"),
+        nbformat.v4.new_code_cell("%%schedule daily at 02:00 --name daily --quiet\n"
+                                  "import asyncio\nawait asyncio.sleep(0.05)"),
+        nbformat.v4.new_code_cell("progress = %schedule backfill daily --start 2026-10-01 --end 2026-10-05\n"
+                                  "progress"),
+        nbformat.v4.new_code_cell("while not progress.backfill.finished:\n    await asyncio.sleep(0.05)"),
+        nbformat.v4.new_code_cell("'done'"),
+    ]
+    nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
+    nbformat.write(nb, str(source))
+    execute_with("nbclient", source, target, kernelspec)
+    cells = nbformat.read(str(target), as_version=4)["cells"]
+    saved = nbformat.read(str(target), as_version=4)["metadata"]["widgets"][WIDGET_STATE]["state"]
+
+    (shown,) = cells[2]["outputs"]
+    assert shown["data"]["text/plain"].startswith("backfill of 'daily': 0/5 runs, 0 failed")  # as the cell ran
+    bar_id = shown["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    bar_box = saved[bar_id]["state"]["children"]
+    bar, label = (saved[ref.removeprefix("IPY_MODEL_")]["state"] for ref in bar_box)
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (5, 5, "success")
+    assert label["value"].startswith("backfill of 'daily' done: 5 of 5 runs, 0 failed, ")
+    assert cells[3]["outputs"] == []
+    assert [o["data"]["text/plain"] for o in cells[4]["outputs"]] == ["'done'"]

@@ -11,6 +11,7 @@ import inspect
 import logging
 import re
 import shlex
+import sys
 import threading
 from typing import Any
 
@@ -710,6 +711,11 @@ def _pre_run_cell(info: Any) -> None:
             card.refresh(cell_start=True)
         except Exception:  # noqa: BLE001 - a broken card must not stop the cell
             log.exception("nbsched: refreshing the card of %r failed", card.name)
+    if "nbsched.notebook.progress" in sys.modules:  # (only once a backfill was shown)
+        try:
+            sys.modules["nbsched.notebook.progress"].resync_all()
+        except Exception:  # noqa: BLE001 - a broken bar must not stop the cell
+            log.exception("nbsched: re-sending the backfill progress failed")
 
 
 def load(ipython: Any) -> None:
