@@ -168,3 +168,34 @@ def test_backfill_progress_is_saved_at_its_last_state(kernelspec, tmp_path):
     assert label["value"].startswith("backfill of 'daily' done: 5 of 5 runs, 0 failed, ")
     assert cells[3]["outputs"] == []
     assert [o["data"]["text/plain"] for o in cells[4]["outputs"]] == ["'done'"]
+
+
+def test_a_job_added_with_the_python_api_keeps_its_output_in_its_cell(kernelspec, tmp_path):
+    """``sched.add(fn, ...)`` in a cell: the job's card and its prints are saved in that cell."""
+    source, target = tmp_path / "api.ipynb", tmp_path / "api.out.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbsched"),
+        nbformat.v4.new_code_cell("import nbsched\nsched = nbsched.get_scheduler()\ncount = 0\n\n"
+                                  "def tock():\n    global count\n    count += 1\n    print('TOCK', count)\n\n"
+                                  "job = sched.add(tock, 'every 0.4s', name='tock', max_runs=3)"),
+        nbformat.v4.new_code_cell("import asyncio\nwhile sched.get('tock').runs < 3:\n    await asyncio.sleep(0.05)"),
+        nbformat.v4.new_code_cell("'done'"),
+    ]
+    nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
+    nbformat.write(nb, str(source))
+    execute_with("nbclient", source, target, kernelspec)
+    saved = nbformat.read(str(target), as_version=4)
+    cells = saved["cells"]
+
+    widget, static = cells[1]["outputs"]  # the job's card, as for a %%schedule cell
+    assert "application/vnd.jupyter.widget-view+json" in widget["data"]
+    plain = static["data"]["text/plain"]
+    assert plain.startswith("job 'tock': every 400ms - finished")
+    assert "runs 3, errors 0" in plain
+    assert plain.endswith("output:\n    TOCK 1\n    TOCK 2\n    TOCK 3")
+    assert cells[2]["outputs"] == []
+    assert [o["data"]["text/plain"] for o in cells[3]["outputs"]] == ["'done'"]
+    state = saved["metadata"]["widgets"][WIDGET_STATE]["state"]
+    areas = [m["state"]["outputs"] for m in state.values() if m["model_name"] == "OutputModel"]
+    assert areas == [[{"output_type": "stream", "name": "stdout", "text": "TOCK 1\nTOCK 2\nTOCK 3\n"}]]

@@ -1,8 +1,10 @@
-"""The job card: what a ``%%schedule`` cell shows - name, trigger in words, next run (countdown),
-runs, last outcome and duration, missed runs, controls, and the job's own output area.
+"""The job card: what a ``%%schedule`` cell shows (and a cell that added jobs with the Python API:
+see ``api_jobs``) - name, trigger in words, next run (countdown), runs, last outcome and duration,
+missed runs, controls, and the job's own output area.
 
 Cards refresh from one shared loop timer (once a second, only cards whose text changed send a comm
-message) and on job events.  Where widgets cannot render, the card is an HTML/plain-text summary.
+message) and on job events.  Where widgets cannot render, the card is an HTML/plain-text summary; in
+a console (``jupyter console``) only that summary is shown.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ Output routing
     that sink; with no sink set, everything behaves exactly as before. Tasks created with
     ``asyncio.create_task`` and threads started with ``asyncio.to_thread`` copy the context and so
     keep routing; plain ``threading.Thread`` and ``loop.run_in_executor`` do *not* (run them through
-    ``contextvars.copy_context().run``).
+    ``contextvars.copy_context().run``). A job added with the Python API runs the user's function
+    unwrapped: its sink is found through the run it belongs to (:func:`keep_job_output`).
 
 Frontends
     :func:`frontend_kind` tells from the execute request who sent the cell running now: a notebook
@@ -48,6 +49,7 @@ import signal
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
@@ -64,6 +66,8 @@ __all__ = [
     "request_finished",
     "request_running",
     "current_sink",
+    "forget_job_output",
+    "keep_job_output",
     "install_interrupt_handler",
     "install_router",
     "interruptible",
@@ -579,6 +583,51 @@ def current_sink() -> OutputSink | None:
     return _current_sink.get()
 
 
+# Jobs added with the Python API (``sched.add(fn, ...)`` in a cell) run the user's own function, so
+# no wrapper sets the sink for them: the router finds their sink through the run they belong to
+# (``nbsched.current_run()``), by job name, among the jobs registered here.
+_job_outputs: dict[str, weakref.ref] = {}
+
+
+def keep_job_output(job: Any) -> None:
+    """Route what ``job`` prints to ``job.output`` (an :class:`OutputSink`) in each of its runs.
+
+    For jobs whose function is not wrapped by nbsched (added with the Python API); a ``%%schedule``
+    cell's job routes its own output.  Registered by name: a later job of the same name replaces it.
+    """
+    if not isinstance(getattr(job, "output", None), OutputSink):
+        raise TypeError(f"keep_job_output() needs a job whose .output is an OutputSink, got {job.output!r}")
+    _job_outputs[job.name] = weakref.ref(job)
+
+
+def forget_job_output(name: str) -> None:
+    """Stop routing the output of the job called ``name`` (see :func:`keep_job_output`)."""
+    _job_outputs.pop(name, None)
+
+
+def _run_sink() -> OutputSink | None:
+    """The sink of the registered job whose run this code is part of, if any."""
+    from ..context import NotInRunError, current_run
+
+    try:
+        name = current_run().job
+    except NotInRunError:
+        return None
+    ref = _job_outputs.get(name)
+    job = ref() if ref is not None else None
+    if job is None or job.scheduler.find(name) is not job:  # (removed, or replaced by another job)
+        return None
+    sink = job.output
+    return sink if isinstance(sink, OutputSink) else None
+
+
+def _sink_now() -> OutputSink | None:
+    sink = _current_sink.get()
+    if sink is None and _job_outputs:
+        sink = _run_sink()
+    return sink
+
+
 @contextlib.contextmanager
 def route_output(sink: OutputSink | None) -> Iterator[OutputSink | None]:
     """Send stdout/stderr/display output of this context to ``sink`` (None: back to normal).
@@ -622,7 +671,7 @@ class _RoutedStream:
         object.__setattr__(self, "_nbsched_name", name)
 
     def write(self, text: str) -> int:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return self._nbsched_stream.write(text)
         if not isinstance(text, str):
@@ -630,7 +679,7 @@ class _RoutedStream:
         return sink.write(self._nbsched_name, text)
 
     def writelines(self, lines: Any) -> None:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return self._nbsched_stream.writelines(lines)
         for line in lines:
@@ -703,7 +752,7 @@ def _wrap_display_pub(display_pub: Any) -> None:
     original_clear = display_pub.clear_output
 
     def publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return original_publish(data, metadata, *args, **kwargs)
         sink.display(
@@ -715,7 +764,7 @@ def _wrap_display_pub(display_pub: Any) -> None:
         return None
 
     def clear_output(*args: Any, **kwargs: Any) -> Any:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return original_clear(*args, **kwargs)
         wait = kwargs.get("wait", args[0] if args else False)

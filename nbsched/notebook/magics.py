@@ -693,17 +693,30 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
 
 
 def _post_run_cell(result: Any) -> None:
-    from .kernel import request_finished
+    from .kernel import kernel_loop, request_finished
 
+    if kernel_loop() is not None:
+        # (still part of the cell's request) jobs the cell added with the Python API get their card here
+        from . import api_jobs
+
+        try:
+            api_jobs.cell_finished(_state())
+        except Exception:  # noqa: BLE001 - never break the cell for it
+            log.exception("nbsched: showing the cards of the jobs this cell added failed")
     request_finished()
 
 
 def _pre_run_cell(info: Any) -> None:
-    from .kernel import remember_request
+    from .kernel import kernel_loop, remember_request
 
     st = _state()
     st.cell_id = getattr(info, "cell_id", None)
     remember_request()
+    sched = get_scheduler(create=False)
+    if sched is not None and kernel_loop() is not None:
+        from . import api_jobs
+
+        api_jobs.cell_started(sched)  # note the jobs this cell adds with the Python API
     # bring every card's static summary up to date in the cell starting now (a notebook executor
     # keeps what is parented to it), so a saved notebook has each job's state as of its last cell
     for card in list(st.cards.values()):
@@ -771,5 +784,8 @@ def unload(ipython: Any) -> None:
         ipython.events.unregister("post_run_cell", _post_run_cell)
     except Exception:
         pass
+    from . import api_jobs
+
+    api_jobs.stop()
     uninstall_router()
     uninstall_interrupt_handler()
