@@ -11,8 +11,9 @@ papermill or nbconvert.  The router finds a job's area through the run its code 
 
 Only jobs added by the cell's own code count (not jobs added by other jobs while the cell runs), and
 only jobs without an area or a card (a ``%%schedule`` or ``%schedule notebook`` job has its own).  A
-cell that adds more than :data:`MAX_CARDS` jobs shows one line saying so instead of a card each;
-those jobs still get their own output area, which the dashboard shows.
+cell that adds more than :data:`MAX_CARDS` jobs (a bulk load) shows one line saying so, and its jobs
+get no card and no area: what they print follows ipykernel's own routing.  Past that many, each further
+add costs a counter increment here, nothing more.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .. import events as ev
 
 __all__ = ["MAX_CARDS", "cell_started", "cell_finished", "stop"]
 
-#: A cell adding more jobs than this shows a one-line note instead of a card per job.
+#: A cell adding more jobs than this shows a one-line note instead of a card per job (and the jobs get no area).
 MAX_CARDS = 20
 
 
@@ -31,7 +32,8 @@ class _Watch:
     def __init__(self) -> None:
         self.sched_ref: weakref.ref | None = None
         self.subscription: Any = None
-        self.added: list[str] = []  # names added by the running cell's code, in order
+        self.added: list[str] = []  # names added by the running cell's code, in order (MAX_CARDS + 1 at most)
+        self.more = 0  # how many more the cell added past those
         self.cards: dict[str, Any] = {}  # the cards this module made, by job name
 
 
@@ -46,13 +48,17 @@ def _on_added(event: ev.JobEvent) -> None:
         return
     try:
         current_run()
-    except NotInRunError:
-        _watch.added.append(event.job)  # (added by the cell's code, not by a job)
+    except NotInRunError:  # (added by the cell's code, not by a job)
+        if len(_watch.added) > MAX_CARDS:
+            _watch.more += 1
+        else:
+            _watch.added.append(event.job)
 
 
 def cell_started(sched: Any) -> None:
     """``pre_run_cell``: start noting the jobs this cell adds to ``sched``."""
     _watch.added.clear()
+    _watch.more = 0
     if _watch.sched_ref is None or _watch.sched_ref() is not sched:
         if _watch.subscription is not None:
             _watch.subscription.unsubscribe()
@@ -63,8 +69,13 @@ def cell_started(sched: Any) -> None:
 def cell_finished(state: Any) -> None:
     """``post_run_cell``: give each job the cell added an output area, and show its card here."""
     added, _watch.added = _watch.added, []
+    more, _watch.more = _watch.more, 0
     sched = _watch.sched_ref() if _watch.sched_ref is not None else None
     if not added or sched is None:
+        return
+    if len(added) > MAX_CARDS:
+        print(f"nbsched: this cell added {len(added) + more} jobs, more than {MAX_CARDS}: they get no card and "
+              "no output area (what they print is not kept in this cell)")
         return
     from IPython.display import display
 
@@ -87,11 +98,6 @@ def cell_finished(state: Any) -> None:
         sink.echo = console_echo(job.name)
         job.output = sink
         keep_job_output(job)
-    if len(fresh) > MAX_CARDS:
-        print(f"nbsched: this cell added {len(fresh)} jobs; their output is kept in each job's own area "
-              "(see nbsched.dashboard()), not shown here")
-        return
-    for job in fresh:
         card = state.cards[job.name] = _watch.cards[job.name] = JobCard(sched, job.name)
         display(card)
     if fresh:
