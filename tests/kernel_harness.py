@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IPYKERNEL6_PYTHON = REPO_ROOT / ".venv-ipykernel6" / "bin" / "python"
+FRONTENDS = ("notebook", "executor", "console")
 
 
 def ipykernel6_python() -> str | None:
@@ -230,14 +232,26 @@ class KernelHarness:
         user_expressions: dict[str, str] | None = None,
         silent: bool = False,
         wait: bool = True,
+        frontend: str = "notebook",
     ) -> ExecuteResult | str:
         """Run ``code``; return the reply and the request's own iopub messages.
 
+        The request is shaped like one from ``frontend``: ``"notebook"`` (JupyterLab, Notebook 7,
+        VS Code: the cell's id in the metadata), ``"executor"`` (nbclient: ``allow_stdin`` false) or
+        ``"console"`` (jupyter console: neither); see ``nbsched.notebook.kernel.frontend_kind``.
         With ``wait=False`` return the msg id at once (collect later with :meth:`wait_for_reply`).
         """
-        msg_id = self.kc.execute(
-            code, silent=silent, store_history=not silent, user_expressions=user_expressions or {}
-        )
+        if frontend not in FRONTENDS:
+            raise ValueError(f"frontend={frontend!r}: choose one of {', '.join(FRONTENDS)}")
+        content = {"code": code, "silent": silent, "store_history": not silent,
+                   "user_expressions": user_expressions or {}, "allow_stdin": frontend != "executor",
+                   "stop_on_error": True}
+        # a stable id per cell text, as a notebook's cell keeps its id when it is run again
+        metadata = {"cellId": "harness-" + hashlib.sha1(code.encode()).hexdigest()[:12]} \
+            if frontend == "notebook" else {}
+        msg = self.kc.session.msg("execute_request", content, metadata=metadata)
+        self.kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
         if not wait:
             return msg_id
         return self.wait_for_reply(msg_id, timeout)
@@ -266,9 +280,9 @@ class KernelHarness:
         )
         return ExecuteResult(msg_id, reply, self.messages(parent=msg_id))
 
-    def run(self, code: str, timeout: float = 30) -> ExecuteResult:
+    def run(self, code: str, timeout: float = 30, *, frontend: str = "notebook") -> ExecuteResult:
         """Like :meth:`execute` but fail the test, with the traceback, if the cell raised."""
-        result = self.execute(code, timeout)
+        result = self.execute(code, timeout, frontend=frontend)
         if result.status != "ok":
             content = result.reply["content"]
             tb = "\n".join(content.get("traceback", []))

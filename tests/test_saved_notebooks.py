@@ -137,3 +137,65 @@ def test_html_export_offline_shows_the_cards(kernelspec, tmp_path):
     assert page.count("nbsched-dashboard-static") == 1
     assert "TICK 1\nTICK 2\nTICK 3\n" in page
     assert "finished" in page and "ValueError: BROKEN-JOB" in page
+
+
+def test_backfill_progress_is_saved_at_its_last_state(kernelspec, tmp_path):
+    """The bar's updates come from runs that end while a later cell runs: the saved widget state
+    must hold the finished bar, not the state it had when its own cell ran."""
+    source, target = tmp_path / "backfill.ipynb", tmp_path / "backfill.out.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbsched"),
+        nbformat.v4.new_code_cell("%%schedule daily at 02:00 --name daily --quiet\n"
+                                  "import asyncio\nawait asyncio.sleep(0.05)"),
+        nbformat.v4.new_code_cell("progress = %schedule backfill daily --start 2026-10-01 --end 2026-10-05\n"
+                                  "progress"),
+        nbformat.v4.new_code_cell("while not progress.backfill.finished:\n    await asyncio.sleep(0.05)"),
+        nbformat.v4.new_code_cell("'done'"),
+    ]
+    nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
+    nbformat.write(nb, str(source))
+    execute_with("nbclient", source, target, kernelspec)
+    cells = nbformat.read(str(target), as_version=4)["cells"]
+    saved = nbformat.read(str(target), as_version=4)["metadata"]["widgets"][WIDGET_STATE]["state"]
+
+    (shown,) = cells[2]["outputs"]
+    assert shown["data"]["text/plain"].startswith("backfill of 'daily': 0/5 runs, 0 failed")  # as the cell ran
+    bar_id = shown["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    bar_box = saved[bar_id]["state"]["children"]
+    bar, label = (saved[ref.removeprefix("IPY_MODEL_")]["state"] for ref in bar_box)
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (5, 5, "success")
+    assert label["value"].startswith("backfill of 'daily' done: 5 of 5 runs, 0 failed, ")
+    assert cells[3]["outputs"] == []
+    assert [o["data"]["text/plain"] for o in cells[4]["outputs"]] == ["'done'"]
+
+
+def test_a_job_added_with_the_python_api_keeps_its_output_in_its_cell(kernelspec, tmp_path):
+    """``sched.add(fn, ...)`` in a cell: the job's card and its prints are saved in that cell."""
+    source, target = tmp_path / "api.ipynb", tmp_path / "api.out.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbsched"),
+        nbformat.v4.new_code_cell("import nbsched\nsched = nbsched.get_scheduler()\ncount = 0\n\n"
+                                  "def tock():\n    global count\n    count += 1\n    print('TOCK', count)\n\n"
+                                  "job = sched.add(tock, 'every 0.4s', name='tock', max_runs=3)"),
+        nbformat.v4.new_code_cell("import asyncio\nwhile sched.get('tock').runs < 3:\n    await asyncio.sleep(0.05)"),
+        nbformat.v4.new_code_cell("'done'"),
+    ]
+    nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
+    nbformat.write(nb, str(source))
+    execute_with("nbclient", source, target, kernelspec)
+    saved = nbformat.read(str(target), as_version=4)
+    cells = saved["cells"]
+
+    widget, static = cells[1]["outputs"]  # the job's card, as for a %%schedule cell
+    assert "application/vnd.jupyter.widget-view+json" in widget["data"]
+    plain = static["data"]["text/plain"]
+    assert plain.startswith("job 'tock': every 400ms - finished")
+    assert "runs 3, errors 0" in plain
+    assert plain.endswith("output:\n    TOCK 1\n    TOCK 2\n    TOCK 3")
+    assert cells[2]["outputs"] == []
+    assert [o["data"]["text/plain"] for o in cells[3]["outputs"]] == ["'done'"]
+    state = saved["metadata"]["widgets"][WIDGET_STATE]["state"]
+    areas = [m["state"]["outputs"] for m in state.values() if m["model_name"] == "OutputModel"]
+    assert areas == [[{"output_type": "stream", "name": "stdout", "text": "TOCK 1\nTOCK 2\nTOCK 3\n"}]]

@@ -1,8 +1,10 @@
-"""The job card: what a ``%%schedule`` cell shows - name, trigger in words, next run (countdown),
-runs, last outcome and duration, missed runs, controls, and the job's own output area.
+"""The job card: what a ``%%schedule`` cell shows (and a cell that added jobs with the Python API:
+see ``api_jobs``) - name, trigger in words, next run (countdown), runs, last outcome and duration,
+missed runs, controls, and the job's own output area.
 
 Cards refresh from one shared loop timer (once a second, only cards whose text changed send a comm
-message) and on job events.  Where widgets cannot render, the card is an HTML/plain-text summary.
+message) and on job events.  Where widgets cannot render, the card is an HTML/plain-text summary; in
+a console (``jupyter console``) only that summary is shown.
 """
 from __future__ import annotations
 
@@ -181,13 +183,18 @@ class JobCard:
 
     def _ipython_display_(self) -> None:
         """Two outputs: the live widget, and a static summary (with the job's last output) that is
-        updated in place as the job runs - what a saved notebook, nbconvert HTML and GitHub show."""
+        updated in place as the job runs - what a saved notebook, nbconvert HTML and GitHub show.
+        Asked from a console (``jupyter console``, qtconsole: see ``kernel.frontend_kind``), only the
+        summary: the job's output reaches the console as text lines (``kernel.TextEcho``)."""
         from IPython.display import display
 
-        bundle = self.widget._repr_mimebundle_() or {}
+        from .kernel import CONSOLE, frontend_kind
+
         s = self.summary()
-        bundle["text/plain"] = f"nbsched card for job {self.name!r} (a live widget; its static summary follows)"
-        display(bundle, raw=True)
+        if frontend_kind() != CONSOLE:  # (a console renders no widget: it gets the summary only)
+            bundle = self.widget._repr_mimebundle_() or {}
+            bundle["text/plain"] = f"nbsched card for job {self.name!r} (a live widget; its static summary follows)"
+            display(bundle, raw=True)
         if self.static_id is None:
             self.static_id = f"nbsched-card-{uuid.uuid4().hex}"
         self._static_sent = self._static_key(s)

@@ -11,7 +11,15 @@ Output routing
     that sink; with no sink set, everything behaves exactly as before. Tasks created with
     ``asyncio.create_task`` and threads started with ``asyncio.to_thread`` copy the context and so
     keep routing; plain ``threading.Thread`` and ``loop.run_in_executor`` do *not* (run them through
-    ``contextvars.copy_context().run``).
+    ``contextvars.copy_context().run``). A job added with the Python API runs the user's function
+    unwrapped: its sink is found through the run it belongs to (:func:`keep_job_output`).
+
+Frontends
+    :func:`frontend_kind` tells from the execute request who sent the cell running now: a notebook
+    (``metadata.cellId``: JupyterLab, Notebook 7, VS Code), an executor (``allow_stdin`` false:
+    nbclient, so nbconvert, papermill, ``nbsched run``) or a console (neither: ``jupyter console``,
+    qtconsole). A console renders no widgets, so a job made there gets a :class:`TextEcho` on its
+    sink: its output is also written as plain stream text, parented to that console's request.
 
 Interrupts
     Measured on 6.29.5 and 7.4.0: while idle the SIGINT handler is ``SIG_IGN`` (the interrupt button
@@ -41,16 +49,25 @@ import signal
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 __all__ = [
+    "CONSOLE",
+    "EXECUTOR",
+    "NOTEBOOK",
     "OutputSink",
+    "TextEcho",
+    "console_echo",
+    "frontend_kind",
     "in_latest_request",
     "remember_request",
     "request_finished",
     "request_running",
     "current_sink",
+    "forget_job_output",
+    "keep_job_output",
     "install_interrupt_handler",
     "install_router",
     "interruptible",
@@ -155,6 +172,104 @@ def in_latest_request(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 # --------------------------------------------------------------------------------------------
+# Which kind of frontend sent the request running now
+#
+# A kernel is told nothing about its frontend's abilities, but the execute_request says enough
+# (measured with JupyterLab 4.6's source, vscode-jupyter's source, nbclient 0.11 and a real
+# jupyter_console 6.6.3 session):
+#
+# * JupyterLab, Notebook 7 (also JupyterLab's own console) and VS Code put the cell's id in the
+#   request's metadata (``cellId``); they render widgets and keep output per cell.
+# * nbclient - so nbconvert --execute, papermill and ``nbsched run`` - sends ``allow_stdin: false``
+#   and no metadata; it saves the widget state and each cell's outputs.
+# * ``jupyter console`` (and qtconsole) send ``allow_stdin: true`` and no metadata; they render no
+#   widgets, and show stream, error and display text/plain from their own session only.
+
+NOTEBOOK = "notebook"
+EXECUTOR = "executor"
+CONSOLE = "console"
+
+
+def frontend_kind(request: dict[str, Any] | None = None) -> str | None:
+    """What sent ``request`` (default: the request running now): ``"notebook"``, ``"executor"``,
+    ``"console"``, or ``None`` outside a kernel (or when no request is known).
+
+    ``"notebook"``: the request names its cell (``metadata.cellId``: JupyterLab, Notebook 7, VS Code);
+    ``"executor"``: it cannot answer ``input()`` (``allow_stdin`` false: nbclient, nbconvert,
+    papermill, ``nbsched run``); ``"console"``: neither (``jupyter console``, qtconsole), a frontend
+    that renders no widgets.
+    """
+    if request is None:
+        kernel = getattr(_get_ipython(), "kernel", None)
+        get_parent = getattr(kernel, "get_parent", None)
+        if get_parent is None:
+            return None
+        try:
+            request = get_parent("shell")
+        except Exception:  # noqa: BLE001 - an unusual kernel: say we do not know
+            return None
+    if not request or request.get("msg_type", request.get("header", {}).get("msg_type")) != "execute_request":
+        return None
+    if (request.get("metadata") or {}).get("cellId"):
+        return NOTEBOOK
+    if not (request.get("content") or {}).get("allow_stdin", False):
+        return EXECUTOR
+    return CONSOLE
+
+
+class TextEcho:
+    """Copies one job's output, as plain text lines, to the console whose request made the job.
+
+    A console (``jupyter console``, qtconsole) renders no widgets, so a job's output area shows
+    nothing there. This echo writes the same text to the kernel's own ``stdout``/``stderr``, with
+    the parent header of the request that was running when the echo was made (the ``%%schedule``
+    cell, typed in that console): the console shows stream messages of its own session, so the lines
+    appear there - while a cell runs, and otherwise the next time it reads the kernel's output
+    (Enter at an empty prompt, or at once with ``include_other_output=True``) - and in no notebook
+    or executor, which keep nothing parented to that console's finished request.
+
+    A display is echoed as its ``text/plain`` line; a failure as ``[nbsched] job 'NAME' failed:``
+    and its traceback on stderr.  Any thread may write.
+    """
+
+    def __init__(self, name: str, context: contextvars.Context | None = None) -> None:
+        self.name = name
+        self._context = context if context is not None else contextvars.copy_context()
+
+    def write(self, stream: str, text: str) -> None:
+        """Write ``text`` to the kernel's ``stream`` (``"stdout"`` or ``"stderr"``) for the console."""
+        if text:
+            self._context.copy().run(_kernel_stream(stream).write, text)
+
+    def display(self, data: dict[str, Any]) -> None:
+        """Echo a display as its ``text/plain`` line (nothing if it has none)."""
+        text = data.get("text/plain")
+        if isinstance(text, list):  # (nbformat may split text into lines)
+            text = "".join(text)
+        if text:
+            self.write("stdout", text if text.endswith("\n") else text + "\n")
+
+    def failed(self, lines: list[str]) -> None:
+        """Echo a failure: a header naming the job, then its traceback, on stderr."""
+        body = "\n".join(lines)
+        self.write("stderr", f"[nbsched] job {self.name!r} failed:\n{body}\n")
+
+    def __repr__(self) -> str:
+        return f"<nbsched TextEcho for job {self.name!r}>"
+
+
+def console_echo(name: str) -> TextEcho | None:
+    """A :class:`TextEcho` for job ``name`` if the request running now came from a console, else None."""
+    return TextEcho(name) if frontend_kind() == CONSOLE else None
+
+
+def _kernel_stream(name: str) -> Any:
+    # the kernel's own stream (not our routing proxy: the echo must never land in a sink)
+    stream = getattr(sys, name)
+    return stream._nbsched_stream if isinstance(stream, _RoutedStream) else stream
+
+
+# --------------------------------------------------------------------------------------------
 # Output sinks
 
 
@@ -213,6 +328,9 @@ class OutputSink:
         self._flush_handle: asyncio.TimerHandle | None = None
         #: Increases every time the widget is sent new outputs (cheap change detection for the card).
         self.version = 0
+        #: A :class:`TextEcho` when the job was made from a console: its output is also written there
+        #: as text (a console renders no widget). Set by whoever makes the job (``%%schedule``).
+        self.echo: TextEcho | None = None
 
     # -- writing (any thread) ---------------------------------------------------------------
 
@@ -232,6 +350,9 @@ class OutputSink:
                 self._trim()
             self._dirty = True
         self._schedule_flush()
+        echo = self.echo
+        if echo is not None:
+            echo.write(name, text)
         return len(text)
 
     def display(
@@ -258,6 +379,9 @@ class OutputSink:
                 self._append(entry, display_id)
                 self._dirty = True
         self._schedule_flush()
+        echo = self.echo
+        if echo is not None and not update:
+            echo.display(data)
 
     def clear_output(self, wait: bool = False) -> None:
         """Clear the area, now or (``wait=True``) just before the next output arrives."""
@@ -289,6 +413,9 @@ class OutputSink:
             self._append(entry, None)
             self._dirty = True
         self.flush()
+        echo = self.echo
+        if echo is not None:
+            echo.failed(lines)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -456,6 +583,51 @@ def current_sink() -> OutputSink | None:
     return _current_sink.get()
 
 
+# Jobs added with the Python API (``sched.add(fn, ...)`` in a cell) run the user's own function, so
+# no wrapper sets the sink for them: the router finds their sink through the run they belong to
+# (``nbsched.current_run()``), by job name, among the jobs registered here.
+_job_outputs: dict[str, weakref.ref] = {}
+
+
+def keep_job_output(job: Any) -> None:
+    """Route what ``job`` prints to ``job.output`` (an :class:`OutputSink`) in each of its runs.
+
+    For jobs whose function is not wrapped by nbsched (added with the Python API); a ``%%schedule``
+    cell's job routes its own output.  Registered by name: a later job of the same name replaces it.
+    """
+    if not isinstance(getattr(job, "output", None), OutputSink):
+        raise TypeError(f"keep_job_output() needs a job whose .output is an OutputSink, got {job.output!r}")
+    _job_outputs[job.name] = weakref.ref(job)
+
+
+def forget_job_output(name: str) -> None:
+    """Stop routing the output of the job called ``name`` (see :func:`keep_job_output`)."""
+    _job_outputs.pop(name, None)
+
+
+def _run_sink() -> OutputSink | None:
+    """The sink of the registered job whose run this code is part of, if any."""
+    from ..context import NotInRunError, current_run
+
+    try:
+        name = current_run().job
+    except NotInRunError:
+        return None
+    ref = _job_outputs.get(name)
+    job = ref() if ref is not None else None
+    if job is None or job.scheduler.find(name) is not job:  # (removed, or replaced by another job)
+        return None
+    sink = job.output
+    return sink if isinstance(sink, OutputSink) else None
+
+
+def _sink_now() -> OutputSink | None:
+    sink = _current_sink.get()
+    if sink is None and _job_outputs:
+        sink = _run_sink()
+    return sink
+
+
 @contextlib.contextmanager
 def route_output(sink: OutputSink | None) -> Iterator[OutputSink | None]:
     """Send stdout/stderr/display output of this context to ``sink`` (None: back to normal).
@@ -499,7 +671,7 @@ class _RoutedStream:
         object.__setattr__(self, "_nbsched_name", name)
 
     def write(self, text: str) -> int:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return self._nbsched_stream.write(text)
         if not isinstance(text, str):
@@ -507,7 +679,7 @@ class _RoutedStream:
         return sink.write(self._nbsched_name, text)
 
     def writelines(self, lines: Any) -> None:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return self._nbsched_stream.writelines(lines)
         for line in lines:
@@ -580,7 +752,7 @@ def _wrap_display_pub(display_pub: Any) -> None:
     original_clear = display_pub.clear_output
 
     def publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return original_publish(data, metadata, *args, **kwargs)
         sink.display(
@@ -592,7 +764,7 @@ def _wrap_display_pub(display_pub: Any) -> None:
         return None
 
     def clear_output(*args: Any, **kwargs: Any) -> Any:
-        sink = _current_sink.get()
+        sink = _sink_now()
         if sink is None:
             return original_clear(*args, **kwargs)
         wait = kwargs.get("wait", args[0] if args else False)

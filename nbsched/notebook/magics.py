@@ -11,6 +11,7 @@ import inspect
 import logging
 import re
 import shlex
+import sys
 import threading
 from typing import Any
 
@@ -331,13 +332,16 @@ class ScheduleMagics(Magics):
                              "use --executor thread, or schedule an imported function with nbsched.get_scheduler().add")
         if compiled.is_async and executor != "loop":
             raise UsageError(f"this cell uses top-level await, so it runs on the kernel's loop: drop --executor {executor}")
-        from .kernel import OutputSink, kernel_loop
+        from .kernel import OutputSink, console_echo, kernel_loop
 
         in_kernel = kernel_loop() is not None
         old = sched.find(name)
         sink = old.output if old is not None and getattr(old, "output", None) is not None else None
         if sink is None and in_kernel:  # outside a kernel (terminal IPython) jobs print where you are
             sink = OutputSink(loop=kernel_loop())
+        if sink is not None:
+            # typed in a console (no widgets): the job's output also goes there as text lines
+            sink.echo = console_echo(name)
         func = CellJob(compiled, sink, cell, line, name)
         try:
             job = sched.add(func, spec, name=name, tz=args.tz, now=args.now, paused=args.paused,
@@ -608,10 +612,13 @@ class ScheduleMagics(Magics):
         jobs = sched.restore(path, namespace=self.shell.user_ns)
         from .card import JobCard, ensure_refresher, jobs_table
 
+        from .kernel import console_echo
+
         st = _state()
         for job in jobs:
             sink = getattr(job.func, "sink", None)
             if sink is not None:
+                sink.echo = console_echo(job.name)  # restored from a console: output there as text
                 job.output = sink
             st.cards[job.name] = JobCard(sched, job.name)
         ensure_refresher(st)
@@ -692,17 +699,30 @@ def _load_cell_target(target: dict, namespace: dict) -> CellJob:
 
 
 def _post_run_cell(result: Any) -> None:
-    from .kernel import request_finished
+    from .kernel import kernel_loop, request_finished
 
+    if kernel_loop() is not None:
+        # (still part of the cell's request) jobs the cell added with the Python API get their card here
+        from . import api_jobs
+
+        try:
+            api_jobs.cell_finished(_state())
+        except Exception:  # noqa: BLE001 - never break the cell for it
+            log.exception("nbsched: showing the cards of the jobs this cell added failed")
     request_finished()
 
 
 def _pre_run_cell(info: Any) -> None:
-    from .kernel import remember_request
+    from .kernel import kernel_loop, remember_request
 
     st = _state()
     st.cell_id = getattr(info, "cell_id", None)
     remember_request()
+    sched = get_scheduler(create=False)
+    if sched is not None and kernel_loop() is not None:
+        from . import api_jobs
+
+        api_jobs.cell_started(sched)  # note the jobs this cell adds with the Python API
     # bring every card's static summary up to date in the cell starting now (a notebook executor
     # keeps what is parented to it), so a saved notebook has each job's state as of its last cell
     for card in list(st.cards.values()):
@@ -710,6 +730,11 @@ def _pre_run_cell(info: Any) -> None:
             card.refresh(cell_start=True)
         except Exception:  # noqa: BLE001 - a broken card must not stop the cell
             log.exception("nbsched: refreshing the card of %r failed", card.name)
+    if "nbsched.notebook.progress" in sys.modules:  # (only once a backfill was shown)
+        try:
+            sys.modules["nbsched.notebook.progress"].resync_all()
+        except Exception:  # noqa: BLE001 - a broken bar must not stop the cell
+            log.exception("nbsched: re-sending the backfill progress failed")
 
 
 def load(ipython: Any) -> None:
@@ -765,5 +790,8 @@ def unload(ipython: Any) -> None:
         ipython.events.unregister("post_run_cell", _post_run_cell)
     except Exception:
         pass
+    from . import api_jobs
+
+    api_jobs.stop()
     uninstall_router()
     uninstall_interrupt_handler()
