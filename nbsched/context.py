@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from .errors import NbschedError
 
-__all__ = ["RunContext", "current_run", "Branch", "Skip", "NotInRunError"]
+__all__ = ["RunContext", "current_run", "current_job_name", "Branch", "Skip", "NotInRunError"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -107,6 +107,18 @@ def make_context(job: Any, run_id: int, attempt: int, nominal: float, reason: st
     return RunContext(job.name, run_id, attempt, when, reason,
                       MappingProxyType(inputs.values) if inputs.values else _EMPTY, inputs.changed,
                       (inputs.trigger or job.trigger, inputs.interval_start))
+
+
+def current_job_name() -> str | None:
+    """The name of the job whose run this code belongs to, or None outside a run.
+
+    What :func:`current_run` answers first, without building a context or raising: cheap enough to
+    ask on every ``print`` (the notebook's output router does)."""
+    job, _run_id, _nominal, _reason, _inputs, thread = _inline
+    if job is None or (thread is not None and thread != threading.get_ident()):
+        ctx = _current.get(None)
+        return None if ctx is None else ctx.job
+    return job.name
 
 
 def current_run() -> RunContext:

@@ -152,6 +152,24 @@ async def test_backfill_runs_each_fire_time_with_its_downstream_chain(clock):
     sched.shutdown()
 
 
+async def test_backfill_progress_is_told_after_every_run_and_once_finished(clock):
+    await clock.set(day(20, 12))
+    sched = nbsched.Scheduler(clock=clock, tz="UTC")
+
+    async def slow():
+        await clock.sleep(60)
+
+    sched.add(slow, "daily at 02:00", name="daily")
+    handle = sched.backfill("daily", "2026-01-01", "2026-01-03")
+    progress = []
+    handle.on_progress(lambda b: progress.append((b.done, b.finished)))
+    await clock.advance(200)
+    await handle
+    # one call a run, and a last one once finished (so a progress bar can draw its end state)
+    assert progress == [(1, False), (2, False), (3, False), (3, True)]
+    sched.shutdown()
+
+
 async def test_backfill_alongside_the_schedule_and_cancel(clock):
     await clock.set(day(20, 1))
     sched = nbsched.Scheduler(clock=clock, tz="UTC")

@@ -6,7 +6,7 @@ import pytest
 
 import nbsched
 from nbsched import Branch, Skip, current_run
-from nbsched.context import NotInRunError
+from nbsched.context import NotInRunError, current_job_name
 from nbsched.engine._flow import decide
 from nbsched.errors import PolicyError, TriggerError
 from nbsched.job import TRIGGER_RULES
@@ -150,6 +150,28 @@ async def test_coroutines_and_thread_jobs_see_their_context(sched, clock):
 def test_current_run_outside_a_run_says_so():
     with pytest.raises(NotInRunError, match=r"current_run\(\) works only inside a run of a job"):
         current_run()
+    assert current_job_name() is None
+
+
+async def test_current_job_name_in_inline_task_and_thread_runs(sched, clock):
+    seen = []
+
+    def plain():
+        seen.append(("plain", current_job_name()))
+
+    async def coro():
+        seen.append(("coro", current_job_name()))
+
+    def threaded():
+        seen.append(("thread", current_job_name()))
+
+    sched.add(plain, "every 10s")
+    sched.add(coro, "every 10s")
+    sched.add(threaded, "every 10s", executor="thread")
+    await clock.advance(10)
+    await sched.wait_idle()
+    assert sorted(seen) == [("coro", "coro"), ("plain", "plain"), ("thread", "threaded")]
+    assert current_job_name() is None
 
 
 # ------------------------------------------------------------------------------- rules in practice

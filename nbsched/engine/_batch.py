@@ -146,6 +146,8 @@ class RunBatch:
         if not self.active and self.finished_at is None and not self._refill():
             self.finished_at = self._sched.clock.time()
             self._sched._batch_finished(self)
+            if self._listeners:
+                self._tell()  # the last call sees the batch finished (a progress bar draws its end state)
             if not self.future.done():
                 self.future.set_result(None)
 
@@ -163,7 +165,7 @@ class Backfill:
     ``await backfill`` gives the history frame of its runs (every attempt, oldest first);
     :meth:`cancel` stops it.  ``total``, ``done``, ``failed``, ``running``, ``rate`` (runs per second)
     and ``eta`` (seconds left, or None) describe its progress; :meth:`on_progress` calls back after
-    every run (on the loop).
+    every run (on the loop), and once more when the backfill has finished (``finished`` is then True).
     """
 
     __slots__ = ("_batch", "job")

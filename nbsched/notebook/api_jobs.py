@@ -41,18 +41,15 @@ _watch = _Watch()
 
 
 def _on_added(event: ev.JobEvent) -> None:
-    from ..context import NotInRunError, current_run
+    from ..context import current_job_name
     from .kernel import request_running
 
-    if not request_running():
-        return
-    try:
-        current_run()
-    except NotInRunError:  # (added by the cell's code, not by a job)
-        if len(_watch.added) > MAX_CARDS:
-            _watch.more += 1
-        else:
-            _watch.added.append(event.job)
+    if not request_running() or current_job_name() is not None:
+        return  # no cell running, or added by a job (not by the cell's code)
+    if len(_watch.added) > MAX_CARDS:
+        _watch.more += 1
+    else:
+        _watch.added.append(event.job)
 
 
 def cell_started(sched: Any) -> None:

@@ -607,11 +607,10 @@ def forget_job_output(name: str) -> None:
 
 def _run_sink() -> OutputSink | None:
     """The sink of the registered job whose run this code is part of, if any."""
-    from ..context import NotInRunError, current_run
+    from ..context import current_job_name
 
-    try:
-        name = current_run().job
-    except NotInRunError:
+    name = current_job_name()
+    if name is None:
         return None
     ref = _job_outputs.get(name)
     job = ref() if ref is not None else None
