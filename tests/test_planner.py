@@ -59,7 +59,12 @@ def test_a_one_shot_trigger_finishes():
     assert plan_fire(once, policy(), 0, T0, T0, T0 + 1) == FirePlan((T0,), (), None, 0)
 
 
-async def test_the_engines_shortcut_and_the_planner_agree(clock):
+@pytest.mark.parametrize("spec, jitter, block, missed", [
+    ("every 10s", "2s", 25, 2),                 # a blocked loop: a few fire times overdue (the shortcut)
+    ("every 10s", None, 95, 9),                 # more than the shortcut takes: the planner in both
+    ("cron */10 * * * * *", None, 25, 2),      # cron: the same through the shared instants
+])
+async def test_the_engines_shortcut_and_the_planner_agree(clock, spec, jitter, block, missed):
     """The engine skips plan_fire when nothing can change its answer; a huge misfire_grace forces the
     planner on the same schedule, and the two histories must match (blocked loop included)."""
     import nbsched
@@ -67,15 +72,15 @@ async def test_the_engines_shortcut_and_the_planner_agree(clock):
     frames = []
     for options in ({}, {"misfire_grace": "1000d"}):
         sched = nbsched.Scheduler(clock=clock, tz="UTC", random_seed=1)
-        sched.add(lambda: 1, "every 10s", name="job", jitter="2s", **options)
+        sched.add(lambda: 1, spec, name="job", **({"jitter": jitter} if jitter else {}), **options)
         await clock.advance(35)
-        clock.jump(25)  # a blocked loop: coalesce 'latest'
+        clock.jump(block)  # a blocked loop: coalesce 'latest'
         await clock.advance(20)
         frame = sched.history("job")
         first = frame["scheduled_at"].iloc[0]
         frames.append((list(frame["outcome"]), [(t - first).total_seconds() for t in frame["scheduled_at"]],
-                       list(frame["lateness"])))
+                       list(frame["lateness"]), list(frame["run_id"])))
         sched.shutdown()
     assert frames[0] == frames[1]
-    assert frames[0][0].count("missed") == 2  # the 25 s block: two fire times coalesced away
+    assert frames[0][0].count("missed") == missed  # the block: fire times coalesced away
 
