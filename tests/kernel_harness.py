@@ -340,3 +340,16 @@ def wait_until(predicate, timeout: float, what: str):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def write_notebook(path: Path, *sources: str, kernelspec: str | None = None) -> Path:
+    """Write a notebook of code cells (``sources``, in order) to ``path``; with ``kernelspec``, the
+    kernel it names (the saved-notebook tests run it on each ipykernel version).  Returns ``path``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    if kernelspec is not None:
+        nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path

@@ -5,24 +5,20 @@ import sys
 import nbformat
 import pytest
 
-from kernel_harness import REPO_ROOT
+from kernel_harness import REPO_ROOT, write_notebook
 
 pytestmark = pytest.mark.kernel
 
 
 def test_run_writes_the_executed_notebook_and_a_report(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext nbsched"),
-        nbformat.v4.new_code_cell("%%schedule every 0.5s --name hello --max-runs 4\n"
-                                  "count = globals().get('count', 0) + 1\nprint('HELLO', count)\n{'count': count}"),
-        nbformat.v4.new_code_cell("%%schedule every 1s --name flaky --retries 2 --retry-delay 0.1s\n"
-                                  "tries = globals().get('tries', 0) + 1\n"
-                                  "if tries % 3:\n    raise ConnectionError(f'not yet {tries}')\n'ok'"),
-        nbformat.v4.new_code_cell("x = 1"),
-    ]
-    source = tmp_path / "jobs.ipynb"
-    nbformat.write(nb, str(source))
+    source = write_notebook(tmp_path / "jobs.ipynb",
+                            "%load_ext nbsched",
+                            "%%schedule every 0.5s --name hello --max-runs 4\n"
+                            "count = globals().get('count', 0) + 1\nprint('HELLO', count)\n{'count': count}",
+                            "%%schedule every 1s --name flaky --retries 2 --retry-delay 0.1s\n"
+                            "tries = globals().get('tries', 0) + 1\n"
+                            "if tries % 3:\n    raise ConnectionError(f'not yet {tries}')\n'ok'",
+                            "x = 1")
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "nbsched", "run", str(source), "--for", "3.5s", "--out", str(out)],
                           capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)

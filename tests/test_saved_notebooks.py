@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kernel_harness import REPO_ROOT
+from kernel_harness import REPO_ROOT, write_notebook
 
 pytestmark = pytest.mark.kernel
 
@@ -22,19 +22,16 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def make_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext nbsched"),
-        nbformat.v4.new_code_cell("%%schedule every 0.4s --name ticker --max-runs 3\n"
-                                  "n = globals().get('n', 0) + 1\nprint('TICK', n)\nn"),
-        nbformat.v4.new_code_cell("%%schedule every 0.5s --name broken --max-runs 1\n"
-                                  "raise ValueError('BROKEN-JOB')"),
-        nbformat.v4.new_code_cell("import nbsched\nnbsched.dashboard()"),
-        nbformat.v4.new_code_cell("import asyncio\nawait asyncio.sleep(3.5)"),
-        nbformat.v4.new_code_cell("'done'"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "nbsched-test", "display_name": "nbsched test", "language": "python"}
-    nbformat.write(nb, str(path))
+    write_notebook(path,
+                   "%load_ext nbsched",
+                   "%%schedule every 0.4s --name ticker --max-runs 3\n"
+                   "n = globals().get('n', 0) + 1\nprint('TICK', n)\nn",
+                   "%%schedule every 0.5s --name broken --max-runs 1\n"
+                   "raise ValueError('BROKEN-JOB')",
+                   "import nbsched\nnbsched.dashboard()",
+                   "import asyncio\nawait asyncio.sleep(3.5)",
+                   "'done'",
+                   kernelspec="nbsched-test")
 
 
 @pytest.fixture
@@ -143,18 +140,15 @@ def test_backfill_progress_is_saved_at_its_last_state(kernelspec, tmp_path):
     """The bar's updates come from runs that end while a later cell runs: the saved widget state
     must hold the finished bar, not the state it had when its own cell ran."""
     source, target = tmp_path / "backfill.ipynb", tmp_path / "backfill.out.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext nbsched"),
-        nbformat.v4.new_code_cell("%%schedule daily at 02:00 --name daily --quiet\n"
-                                  "import asyncio\nawait asyncio.sleep(0.05)"),
-        nbformat.v4.new_code_cell("progress = %schedule backfill daily --start 2026-10-01 --end 2026-10-05\n"
-                                  "progress"),
-        nbformat.v4.new_code_cell("while not progress.backfill.finished:\n    await asyncio.sleep(0.05)"),
-        nbformat.v4.new_code_cell("'done'"),
-    ]
-    nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
-    nbformat.write(nb, str(source))
+    write_notebook(source,
+                   "%load_ext nbsched",
+                   "%%schedule daily at 02:00 --name daily --quiet\n"
+                   "import asyncio\nawait asyncio.sleep(0.05)",
+                   "progress = %schedule backfill daily --start 2026-10-01 --end 2026-10-05\n"
+                   "progress",
+                   "while not progress.backfill.finished:\n    await asyncio.sleep(0.05)",
+                   "'done'",
+                   kernelspec=kernelspec)
     execute_with("nbclient", source, target, kernelspec)
     cells = nbformat.read(str(target), as_version=4)["cells"]
     saved = nbformat.read(str(target), as_version=4)["metadata"]["widgets"][WIDGET_STATE]["state"]
@@ -173,17 +167,14 @@ def test_backfill_progress_is_saved_at_its_last_state(kernelspec, tmp_path):
 def test_a_job_added_with_the_python_api_keeps_its_output_in_its_cell(kernelspec, tmp_path):
     """``sched.add(fn, ...)`` in a cell: the job's card and its prints are saved in that cell."""
     source, target = tmp_path / "api.ipynb", tmp_path / "api.out.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext nbsched"),
-        nbformat.v4.new_code_cell("import nbsched\nsched = nbsched.get_scheduler()\ncount = 0\n\n"
-                                  "def tock():\n    global count\n    count += 1\n    print('TOCK', count)\n\n"
-                                  "job = sched.add(tock, 'every 0.4s', name='tock', max_runs=3)"),
-        nbformat.v4.new_code_cell("import asyncio\nwhile sched.get('tock').runs < 3:\n    await asyncio.sleep(0.05)"),
-        nbformat.v4.new_code_cell("'done'"),
-    ]
-    nb.metadata["kernelspec"] = {"name": kernelspec, "display_name": "nbsched test", "language": "python"}
-    nbformat.write(nb, str(source))
+    write_notebook(source,
+                   "%load_ext nbsched",
+                   "import nbsched\nsched = nbsched.get_scheduler()\ncount = 0\n\n"
+                   "def tock():\n    global count\n    count += 1\n    print('TOCK', count)\n\n"
+                   "job = sched.add(tock, 'every 0.4s', name='tock', max_runs=3)",
+                   "import asyncio\nwhile sched.get('tock').runs < 3:\n    await asyncio.sleep(0.05)",
+                   "'done'",
+                   kernelspec=kernelspec)
     execute_with("nbclient", source, target, kernelspec)
     saved = nbformat.read(str(target), as_version=4)
     cells = saved["cells"]
