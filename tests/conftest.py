@@ -17,6 +17,12 @@ def clock():
 
 
 @pytest.fixture
+def db(tmp_path):
+    """A path for an SQLite store file (not created yet)."""
+    return tmp_path / "jobs.db"
+
+
+@pytest.fixture
 async def sched(clock):
     s = nbsched.Scheduler(clock=clock, tz="UTC")
     yield s

@@ -16,9 +16,8 @@ from nbsched.store import _schema as _store_schema
 from nbsched.errors import NbschedError, NbschedWarning
 from nbsched.history import Outcome
 from nbsched.store import SQLiteStore, StoreError, open_store, register_target_loader
-from nbsched.testing import FakeClock
+from conftest import START
 
-START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 CALLS: list[str] = []
 
 
@@ -52,16 +51,6 @@ SLEEPER: dict = {}
 async def slow():
     await SLEEPER["clock"].sleep(5)
     return 7
-
-
-@pytest.fixture
-def clock():
-    return FakeClock(start=START)
-
-
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "jobs.db"
 
 
 @pytest.fixture(autouse=True)

@@ -7,30 +7,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 import nbsched
 from nbsched.store import SQLiteStore, StoreError
+
 UNENCODABLE_PREFIX = "<nbsched: not stored: "  # the marked placeholder (nbsched.store._codec)
-from nbsched.testing import FakeClock
 
 pytestmark = pytest.mark.store
 
-START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 NOBODY = 65534
-
-
-@pytest.fixture
-def clock():
-    return FakeClock(start=START)
-
-
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "jobs.db"
 
 
 # ------------------------------------------------------------------------- values it cannot encode
