@@ -42,3 +42,80 @@ def test_the_wheel_spins_only_for_sparse_schedules():
     near = 1_000.0 + 0.0014  # dense (the loop is awake every millisecond or so): a plain timer for the bucket
     wheel.put(_Job(), near)
     assert clock.armed == [1_000.002]
+
+
+class _Loop:
+    def __init__(self):
+        self.soon = []
+
+    def call_soon(self, callback):
+        self.soon.append(callback)
+
+
+def test_the_wheel_reports_the_share_of_time_spent_firing(monkeypatch):
+    import nbsched.engine._wheel as wheel_mod
+
+    ticks = iter([0.0, 0.0, 0.3, 0.5, 0.9, 1.0, 1.6, 2.0, 2.05])  # the wheel's perf_counter readings
+    monkeypatch.setattr(wheel_mod, "perf_counter", lambda: next(ticks))
+    clock = _StubClock(1_000.0)
+    loop = _Loop()
+    shares = []
+    wheel = wheel_mod.TimingWheel(clock, lambda: loop, fire=lambda job, now: None, on_drained=lambda: None,
+                                  on_load=shares.append)  # reads 0.0: the window starts
+    for _ in range(2):  # drains from 0.0 to 0.3 and from 0.5 to 0.9: 0.7 s busy, 0.9 s of wall time
+        wheel._drain()
+    assert shares == []  # less than a second so far: nothing reported
+    wheel._drain()  # 1.0 -> 1.6: the window (0.0 -> 1.6) closes with 1.3 s busy
+    assert shares == [1.3 / 1.6]
+    wheel._drain()  # 2.0 -> 2.05: a new window, not a second long yet
+    assert shares == [1.3 / 1.6]
+
+
+def test_the_switch_interval_is_shortened_only_while_busy_and_only_from_the_default():
+    import sys
+
+    from nbsched.engine._gil import BUSY, DEFAULT, QUIET, SwitchInterval
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(DEFAULT)
+    try:
+        a, b = SwitchInterval(0.0005), SwitchInterval(0.0005)
+        a.report(BUSY - 0.01)
+        assert sys.getswitchinterval() == DEFAULT  # not busy enough
+        a.report(BUSY)
+        assert sys.getswitchinterval() == 0.0005
+        b.report(0.9)
+        a.report(QUIET - 0.01)  # a is quiet, b is still busy: the short interval stays
+        assert (a.busy, b.busy, sys.getswitchinterval()) == (False, True, 0.0005)
+        b.report(QUIET)  # between QUIET and BUSY: no change (hysteresis)
+        assert sys.getswitchinterval() == 0.0005
+        b.release()  # shutdown
+        assert sys.getswitchinterval() == DEFAULT
+
+        sys.setswitchinterval(0.002)  # the user's own value is never replaced ...
+        a.report(1.0)
+        assert sys.getswitchinterval() == 0.002
+        a.release()
+        assert sys.getswitchinterval() == 0.002
+
+        sys.setswitchinterval(DEFAULT)
+        a.report(1.0)
+        sys.setswitchinterval(0.003)  # ... nor one the user set while it was short
+        a.release()
+        assert sys.getswitchinterval() == 0.003
+
+        sys.setswitchinterval(DEFAULT)
+        off = SwitchInterval(None)  # Scheduler.switch_interval = None: never touched
+        off.report(1.0)
+        assert (off.busy, sys.getswitchinterval()) == (False, DEFAULT)
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_a_bad_switch_interval_is_refused_with_the_valid_range():
+    import pytest
+
+    from nbsched.engine._gil import SwitchInterval
+
+    with pytest.raises(ValueError, match=r"invalid switch_interval 0\.01: seconds in \(0, 0\.005\], or None"):
+        SwitchInterval(0.01)

@@ -11,6 +11,9 @@
 * **Slices.**  When thousands of jobs fall due at once they are worked through in slices of
   :data:`SLICE_SECONDS`, giving the loop back between slices, so a kernel's cells, widget clicks and
   comms are never held up by bookkeeping.
+* **Load.**  About once a second the wheel tells its owner (``on_load(share)``) the share of wall
+  time it spent firing jobs (the scheduler uses it for the thread switch interval, see
+  :mod:`nbsched.engine._gil`).
 """
 from __future__ import annotations
 
@@ -43,11 +46,14 @@ def bucket_key(ts: float) -> int:
 class TimingWheel:
     """Holds waiting jobs and calls ``fire(job, now)`` for each when its planned time comes.
 
-    ``on_drained()`` is called when a burst has been worked through and nothing else is due.
+    ``on_drained()`` is called when a burst has been worked through and nothing else is due;
+    ``on_load(share)`` about once a second with the share of wall time spent firing (see the module
+    docstring).
     """
 
     def __init__(self, clock: Clock, loop_of: Callable[[], Any], fire: Callable[[Any, float], None],
-                 on_drained: Callable[[], None], on_wake: Callable[[], bool] | None = None):
+                 on_drained: Callable[[], None], on_wake: Callable[[], bool] | None = None,
+                 on_load: Callable[[float], None] | None = None):
         self._clock = clock
         self._time = clock.time
         self._loop_of = loop_of  # the loop to arm timers and schedule slices on
@@ -55,6 +61,9 @@ class TimingWheel:
         self._on_drained = on_drained
         self._on_wake = on_wake  # called first on every timer wake; True: it rebuilt the wheel, stop here
         self._wake_interval = getattr(clock, "wake_interval", None) if on_wake is not None else None
+        self._on_load = on_load
+        self._busy = 0.0  # seconds spent firing since _window began (perf_counter)
+        self._window = perf_counter()
         self._buckets: dict[int, list] = {}
         self._keys: list[int] = []
         self._timer = None
@@ -180,6 +189,13 @@ class TimingWheel:
         self._drain()
 
     # ------------------------------------------------------------------------------ due jobs
+    def _report_load(self, now: float) -> None:
+        share = self._busy / (now - self._window)
+        self._busy = 0.0
+        self._window = now
+        if self._on_load is not None:
+            self._on_load(share)
+
     def _collect_due(self) -> None:
         now_key = bucket_key(self._time())
         keys = self._keys
@@ -198,7 +214,8 @@ class TimingWheel:
         due = self._due
         chunk = self._due_chunk
         pos = self._due_pos
-        deadline = perf_counter() + SLICE_SECONDS
+        began = perf_counter()
+        deadline = began + SLICE_SECONDS
         fire = self._fire
         time = self._time
         count = 0
@@ -227,6 +244,10 @@ class TimingWheel:
         finally:
             self._due_chunk = chunk
             self._due_pos = pos
+        ended = perf_counter()
+        self._busy += ended - began
+        if ended - self._window >= 1.0:
+            self._report_load(ended)
         loop = self._loop_of()
         if chunk < len(due):
             loop.call_soon(self._drain)  # more to do: give the loop back first

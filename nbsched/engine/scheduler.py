@@ -39,6 +39,7 @@ from ._flow import FAILED, MAX_PENDING, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
 from ._gc import BULK as GC_BULK, GcFreezer
 from ._planner import plan_fire
+from ._gil import SwitchInterval
 from ._wheel import SLICE_SECONDS, TimingWheel
 
 if TYPE_CHECKING:  # the engine talks to a store only through the protocol's methods
@@ -127,10 +128,19 @@ class Scheduler:
     full collection's pause does not grow with the number of jobs; removing as many jobs unfreezes
     them.  The collector itself stays on.  Set ``Scheduler.gc_freeze_after = None`` (before creating
     the scheduler) to never freeze - see ``nbsched/engine/_gc.py`` for the trade-off.
+
+    While firing jobs takes a quarter or more of the loop's time (100,000 jobs a second), the
+    scheduler shortens the interpreter's thread switch interval (:func:`sys.setswitchinterval`) from
+    Python's default 5 ms to ``switch_interval`` (0.5 ms), so a kernel's other threads (the ones that
+    receive a cell or a widget click and send output) get their turn within half a millisecond; it
+    restores the interval when the load drops and at shutdown, and never replaces a value the user
+    set.  ``Scheduler.switch_interval = None`` leaves it alone - see ``nbsched/engine/_gil.py``.
     """
 
     #: Jobs added since the last freeze that make a bulk add (None: never freeze; see the class doc).
     gc_freeze_after: int | None = GC_BULK
+    #: The thread switch interval while jobs keep the loop busy (None: never change it; see the class doc).
+    switch_interval: float | None = 0.0005
 
     def __init__(self, *, clock: Clock | None = None, tz: str | tzinfo | None = None,
                  executors: dict[str, Executor] | None = None, random_seed: int | None = None,
@@ -166,8 +176,9 @@ class Scheduler:
         self.events = ev.EventBus(spawn=self._spawn_listener)
         self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
+        self._switch = SwitchInterval(self.switch_interval)
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
-                                  self._check_clock)
+                                  self._check_clock, self._switch.report)
         elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
         self._elapsed: Callable[[], float] | None = elapsed
         self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
@@ -1408,6 +1419,7 @@ class Scheduler:
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
         self._gc.unfreeze()
+        self._switch.release()
         self._closed = True
         self._binding.closed = True
         self._wheel.stopped = True
