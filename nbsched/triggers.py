@@ -410,18 +410,35 @@ class _CronTimes:
     their next fire time up with a bisection, and the search itself runs once every few fire times of
     the expression, not once per fire of every job."""
 
-    __slots__ = ("expr", "tz", "seconds", "fixed_hour", "lo", "times", "_iter", "__weakref__")
+    __slots__ = ("expr", "tz", "seconds", "fixed_hour", "lo", "times", "known", "_iter", "__weakref__")
 
     def __init__(self, expr: str, tz: tzinfo, seconds: bool, fixed_hour: bool):
         self.expr, self.tz, self.seconds, self.fixed_hour = expr, tz, seconds, fixed_hour
         self.lo = math.inf
         self.times: list[float] = []
+        #: (lo, times) as published for lock-free reads: a tuple never changed once made
+        self.known: tuple[float, tuple[float, ...]] = (math.inf, ())
         self._iter: Any = None
+
+    def lookup(self, after: float) -> float | None:
+        """The next instant after ``after`` if the known run covers it (no lock needed: it reads one
+        immutable snapshot), else None (ask :meth:`next_after` under the lock)."""
+        lo, times = self.known
+        if times and lo <= after < times[-1]:
+            return times[bisect_right(times, after)]
+        return None
 
     def next_after(self, after: float) -> float | None:
         times = self.times
         if times and self.lo <= after < times[-1]:
             return times[bisect_right(times, after)]
+        try:
+            return self._next_after(after)
+        finally:
+            self.known = (self.lo, tuple(self.times))
+
+    def _next_after(self, after: float) -> float | None:
+        times = self.times
         if not times or after != times[-1]:
             # somewhere else in time (a preview, a backfill, a job far behind): start a new run there,
             # without searching ahead (a caller jumping around pays one search per call, as before)
@@ -535,8 +552,12 @@ class Cron(Trigger):
         object.__setattr__(self, "_times", _cron_times(expanded, self.tz, len(fields) == 6, self._fixed_hour))
 
     def next_timestamp(self, after: float) -> float | None:
+        times = self._times
+        nxt = times.lookup(after)
+        if nxt is not None:
+            return nxt
         with _CRON_LOCK:
-            return self._times.next_after(after)
+            return times.next_after(after)
 
     def describe(self) -> str:
         zone = _zone_name(self.tz)

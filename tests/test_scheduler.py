@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import nbsched
+from nbsched import events
 from nbsched import JobLookupError, JobState, NoEventLoopError, Outcome, PolicyError, TriggerError
 
 from conftest import START
@@ -505,6 +506,77 @@ async def test_many_jobs_all_fire_and_yield(sched, clock, monkeypatch):
     assert count[0] == 3000
     assert len(slices) >= 3000 // 16  # worked through in slices, yielding between them
     assert len(sched.history()) == 3000
+
+
+async def test_a_burst_starts_every_due_job_before_recording_any(sched, clock, monkeypatch):
+    """Starting comes first: in a burst worked through in many slices, every due job starts before
+    the first run is recorded; then all are recorded, in order, failures included."""
+    import nbsched.engine._wheel as wheel
+
+    monkeypatch.setattr(wheel, "SLICE_SECONDS", 0.0)  # a slice per 16 fires: the burst spans many loop turns
+    seen = []
+    sched.subscribe(lambda e: seen.append((type(e).__name__, e.job)),
+                    kinds=(events.JobSubmitted, events.JobExecuted, events.JobFailed))
+    recorded_when_started = []
+
+    def make(i):
+        def job():
+            recorded_when_started.append(len(sched.get("j0").log))  # j0's rows so far (no flush)
+            if i % 25 == 24:
+                raise ValueError(f"boom {i}")
+        return job
+
+    for i in range(100):
+        sched.add(make(i), "every 10s", name=f"j{i}")
+    await clock.advance(10)
+    assert recorded_when_started == [0] * 100  # j0's own run was not recorded before the 100th started
+    names = [f"j{i}" for i in range(100)]
+    assert seen == ([("JobSubmitted", n) for n in names]
+                    + [("JobFailed" if i % 25 == 24 else "JobExecuted", n) for i, n in enumerate(names)])
+    h = sched.history()
+    assert len(h) == 100
+    assert h.set_index("job").loc[["j24", "j49", "j74", "j99"], "error"].tolist() == [
+        "ValueError: boom 24", "ValueError: boom 49", "ValueError: boom 74", "ValueError: boom 99"]
+    assert (h["outcome"] == "success").sum() == 96
+
+
+async def test_a_job_of_a_burst_reading_history_sees_the_runs_that_started_before_it(sched, clock):
+    got = {}
+
+    def first():
+        return 1
+
+    def reader():
+        h = sched.history()
+        got["rows"] = h[h["job"] == "first"]["outcome"].tolist()
+        got["value"] = sched.results("first")["value"].tolist()
+
+    sched.add(first, "every 10s")
+    sched.add(reader, "every 10s")
+    await clock.advance(10)
+    assert got == {"rows": ["success"], "value": [1]}
+
+
+async def test_run_now_between_slices_of_a_burst_keeps_the_jobs_rows_in_order(sched, clock, monkeypatch):
+    import nbsched.engine._wheel as wheel
+
+    monkeypatch.setattr(wheel, "SLICE_SECONDS", 0.0)
+    ran = []
+
+    def j0():
+        ran.append(len(ran))
+        if len(ran) == 1:  # at the loop's next turn, while the burst's later slices are still starting
+            asyncio.get_running_loop().call_soon(lambda: sched.run_now("j0"))
+
+    sched.add(j0, "every 10s")
+    for i in range(1, 64):
+        sched.add(lambda: None, "every 10s", name=f"j{i}")
+    await clock.advance(10)
+    await asyncio.sleep(0)
+    assert ran == [0, 1]
+    rows = sched.get("j0").log.rows  # as recorded (the frame sorts; the last row is what a card shows)
+    # run_now came after the first slice (16 fires: run ids 1-16), while the other 48 were still to start
+    assert [(r[0], r[8]) for r in rows] == [(1, "schedule"), (17, "manual")]
 
 
 def test_no_loop_gives_clear_error():

@@ -505,3 +505,23 @@ async def test_a_version_3_file_gains_the_worker_column(clock, db):
     frame = again.history("tick")
     assert list(frame["outcome"]) == ["success", "success"] and list(frame["worker"]) == [None, None]
     again.shutdown()
+
+
+_STOPPING: list = []
+
+
+def stop_the_scheduler():
+    _STOPPING[0].shutdown()
+
+
+async def test_shutdown_by_a_job_of_a_burst_stores_the_runs_that_started_before_it(clock, db):
+    """Runs of a burst are recorded after every due job started: a job that shuts the scheduler down
+    mid-burst must not lose the rows of the jobs that ran before it."""
+    sched = scheduler(clock, db)
+    _STOPPING[:] = [sched]
+    sched.add(tick, "every 10s")
+    sched.add(stop_the_scheduler, "every 10s")
+    await clock.advance(10)
+    assert CALLS == ["tick"]
+    listing = scheduler(clock, db).store.listing()
+    assert listing[["name", "runs"]].values.tolist() == [["tick", 1], ["stop_the_scheduler", 1]]

@@ -6,6 +6,15 @@ to the store and bumps the job's counters.  Events and waiters are told afterwar
 
 Plain functions on the ``loop`` executor run inline (no Task per fire); coroutines, retries,
 timeouts and other executors get a Task.
+
+**Starting comes first.**  While the timing wheel starts a slice of due jobs it *holds* the
+lifecycle (:meth:`RunLifecycle.hold`): an inline run that ends leaves what is left to do (its
+history row, counters, events, waiters, downstream deliveries) in a flat list instead, and once
+every due job has started, :meth:`RunLifecycle.release` does it all, in the order the runs ended
+(in slices too, if there is much).  So the last of a thousand jobs due on the same second starts
+after the others *started*, not after they were also recorded.  ``history()``, ``results()`` and
+shutdown record what is left first, and so does a run started any other way (``run_now``); other
+state (a job's last outcome, events, a card) may lag by the burst's few milliseconds.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from .. import events as ev
 from ..context import Branch, RunInputs, Skip, _current, _inline, make_context
 from ..errors import NbschedError
 from ..executors import run_worker
+from ..clock import perf_counter
 from ..history import MANUAL, SCHEDULE, UPSTREAM, ErrorInfo, Outcome, RunRecord
 
 __all__ = ["RunLifecycle", "MaxInstancesReachedError"]
@@ -36,6 +46,10 @@ _CLOCK_S = Outcome.CLOCK_STEP.value
 _EVENT_OF = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCancelled, INTERRUPTED: ev.JobInterrupted,
              SKIPPED: ev.JobSkipped, UPSTREAM_FAILED: ev.JobUpstreamFailed}
 _CANCELLED_INFO = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
+#: Values kept per ended inline run until it is recorded (see RunLifecycle.hold).
+_HELD = 11
+#: Runs recorded between two looks at the release deadline.
+_RELEASE_CHUNK = 32
 #: Finished-run outcomes kept for handles awaited late (oldest half dropped beyond this).
 _KEEP_FINISHED = 1000
 
@@ -83,6 +97,76 @@ class RunLifecycle:
         self._skipped: set[int] = set()
         self._interrupted: set[asyncio.Task] = set()
         self.fires = self.missed = self.skipped = self.errors = 0
+        # completions of inline runs not recorded yet (see the module docstring): _HELD values per run,
+        # flat (no tuple per run).  _held: this slice's (None: not holding); _parked: earlier slices'.
+        self._held: list | None = None
+        self._parked: list = []
+        self._parked_at = 0
+        self._releasing = False
+
+    # ================================================================== starting comes first
+    def hold(self) -> None:
+        """Keep the completions of inline runs from now on (a slice of due jobs is starting)."""
+        if self._held is None:
+            self._held = []
+
+    def park(self) -> None:
+        """The slice ends with more jobs due: keep its completions for :meth:`release`; stop holding."""
+        held = self._held
+        self._held = None
+        if held:
+            if self._parked:
+                self._parked += held
+            else:
+                self._parked = held
+                self._parked_at = 0
+
+    def release(self, deadline: float | None) -> bool:
+        """Every due job has started: record the kept completions, oldest first, until ``deadline``
+        (``perf_counter``; None: all).  True when none is left."""
+        self.park()
+        if self._releasing:  # asked from within a completion (a listener reading history): later
+            return not self._parked
+        parked = self._parked
+        i = self._parked_at
+        step = _HELD * _RELEASE_CHUNK
+        self._releasing = True
+        try:
+            while i < len(parked):
+                j = min(len(parked), i + step)
+                self._complete(parked[i:j])
+                i = self._parked_at = j
+                if deadline is not None and perf_counter() > deadline:
+                    break
+        finally:
+            self._releasing = False
+        if i < len(parked):
+            return False
+        parked.clear()
+        self._parked_at = 0
+        return True
+
+    def flush(self) -> None:
+        """Record every kept completion now (then go on holding if a slice is starting)."""
+        holding = self._held is not None
+        self.release(None)
+        if holding:
+            self._held = []
+
+    def _complete(self, kept: list) -> None:
+        succeeded, failed = self._succeeded, self._attempt_failed
+        k = _HELD
+        for job, run_id, nominal, planned, started, finished, value, reason, deliver, inputs, outcome in zip(
+                kept[0::k], kept[1::k], kept[2::k], kept[3::k], kept[4::k], kept[5::k], kept[6::k], kept[7::k],
+                kept[8::k], kept[9::k], kept[10::k]):
+            try:
+                if outcome is None:
+                    succeeded(job, run_id, nominal, planned, started, finished, 1, value, reason, deliver, inputs)
+                else:
+                    failed(job, run_id, nominal, planned, started, finished, 1, value, outcome, reason,
+                           deliver=deliver, inputs=inputs)
+            except Exception:  # a bug in nbsched itself: never silent, and the other runs are still recorded
+                log.exception("nbsched: internal error recording run %d of job %r", run_id, job.name)
 
     # ================================================================== the one recorder
     def record(self, job: Any, run_id: int, nominal: float, started: float | None, finished: float | None,
@@ -274,6 +358,12 @@ class RunLifecycle:
                 job._running -= 1
                 outcome = SKIPPED if isinstance(exc, Skip) else INTERRUPTED if isinstance(exc, KeyboardInterrupt) \
                     else ERROR
+                held = self._held
+                if held is not None:
+                    held += (job, run_id, nominal, planned, started, time(), exc, reason, deliver, inputs, outcome)
+                    return
+                if self._parked and not self._releasing:
+                    self.release(None)  # keep each job's rows in order
                 self._attempt_failed(job, run_id, nominal, planned, started, time(), 1, exc, outcome, reason,
                                      deliver=deliver, inputs=inputs)
                 return
@@ -285,6 +375,12 @@ class RunLifecycle:
                 self._spawn(job, run_id, nominal, planned, value, started, reason, inputs, deliver)
                 return
             job._running -= 1
+            held = self._held
+            if held is not None:  # a slice of due jobs is starting: recorded after (see the module docstring)
+                held += (job, run_id, nominal, planned, started, time(), value, reason, deliver, inputs, None)
+                return
+            if self._parked and not self._releasing:
+                self.release(None)  # keep each job's rows in order
             self._succeeded(job, run_id, nominal, planned, started, time(), 1, value, reason, deliver, inputs)
             return
         job._running += 1

@@ -10,7 +10,10 @@
   on every clock: a fake clock has no slack.
 * **Slices.**  When thousands of jobs fall due at once they are worked through in slices of
   :data:`SLICE_SECONDS`, giving the loop back between slices, so a kernel's cells, widget clicks and
-  comms are never held up by bookkeeping.
+  comms are never held up by bookkeeping.  Starting comes first: the owner's ``hold()`` is called
+  before a slice starts jobs, ``park()`` when it ends with more due, and ``release(deadline)``
+  once every due job has started (it records what the runs left to record, and says whether it is
+  done: if not, the wheel calls it again at the loop's next turn, after any newly due jobs).
 * **Load.**  About once a second the wheel tells its owner (``on_load(share)``) the share of wall
   time it spent firing jobs (the scheduler uses it for the thread switch interval, see
   :mod:`nbsched.engine._gil`).
@@ -47,13 +50,14 @@ class TimingWheel:
     """Holds waiting jobs and calls ``fire(job, now)`` for each when its planned time comes.
 
     ``on_drained()`` is called when a burst has been worked through and nothing else is due;
-    ``on_load(share)`` about once a second with the share of wall time spent firing (see the module
-    docstring).
+    ``on_load(share)`` about once a second with the share of wall time spent firing, and
+    ``hold``/``park``/``release`` around slices of fires (see the module docstring).
     """
 
     def __init__(self, clock: Clock, loop_of: Callable[[], Any], fire: Callable[[Any, float], None],
                  on_drained: Callable[[], None], on_wake: Callable[[], bool] | None = None,
-                 on_load: Callable[[float], None] | None = None):
+                 on_load: Callable[[float], None] | None = None, hold: Callable[[], None] | None = None,
+                 park: Callable[[], None] | None = None, release: Callable[[float], bool] | None = None):
         self._clock = clock
         self._time = clock.time
         self._loop_of = loop_of  # the loop to arm timers and schedule slices on
@@ -62,6 +66,7 @@ class TimingWheel:
         self._on_wake = on_wake  # called first on every timer wake; True: it rebuilt the wheel, stop here
         self._wake_interval = getattr(clock, "wake_interval", None) if on_wake is not None else None
         self._on_load = on_load
+        self._hold, self._park, self._release = hold, park, release
         self._busy = 0.0  # seconds spent firing since _window began (perf_counter)
         self._window = perf_counter()
         self._buckets: dict[int, list] = {}
@@ -189,6 +194,12 @@ class TimingWheel:
         self._drain()
 
     # ------------------------------------------------------------------------------ due jobs
+    def _account(self, began: float) -> None:
+        ended = perf_counter()
+        self._busy += ended - began
+        if ended - self._window >= 1.0:
+            self._report_load(ended)
+
     def _report_load(self, now: float) -> None:
         share = self._busy / (now - self._window)
         self._busy = 0.0
@@ -209,11 +220,15 @@ class TimingWheel:
             due.append((key, buckets.pop(key)))
 
     def _drain(self) -> None:
-        """Process due entries for at most SLICE_SECONDS, then yield to the loop."""
+        """Start due jobs for at most SLICE_SECONDS, then record them (or yield to the loop first)."""
         self.draining = True
         due = self._due
+        if self._due_chunk >= len(due) and self._keys and self._keys[0] <= bucket_key(self._time()):
+            self._collect_due()  # releasing a burst's records took a turn of the loop: new ones first
         chunk = self._due_chunk
         pos = self._due_pos
+        if self._hold is not None:
+            self._hold()
         began = perf_counter()
         deadline = began + SLICE_SECONDS
         fire = self._fire
@@ -244,16 +259,20 @@ class TimingWheel:
         finally:
             self._due_chunk = chunk
             self._due_pos = pos
-        ended = perf_counter()
-        self._busy += ended - began
-        if ended - self._window >= 1.0:
-            self._report_load(ended)
         loop = self._loop_of()
         if chunk < len(due):
-            loop.call_soon(self._drain)  # more to do: give the loop back first
+            if self._park is not None:
+                self._park()
+            self._account(began)
+            loop.call_soon(self._drain)  # more to start: give the loop back first
             return
         due.clear()
         self._due_chunk = self._due_pos = 0
+        if self._release is not None and not self._release(deadline):
+            self._account(began)
+            loop.call_soon(self._drain)  # more to record: give the loop back first
+            return
+        self._account(began)
         self.draining = False
         if self.stopped:
             return

@@ -178,7 +178,8 @@ class Scheduler:
         self._binding = LoopBinding(on_move=self._rearm_all)
         self._switch = SwitchInterval(self.switch_interval)
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
-                                  self._check_clock, self._switch.report)
+                                  self._check_clock, self._switch.report, hold=lambda: self._runs.hold(),
+                                  park=lambda: self._runs.park(), release=lambda deadline: self._runs.release(deadline))
         elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
         self._elapsed: Callable[[], float] | None = elapsed
         self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
@@ -559,6 +560,7 @@ class Scheduler:
         for runs on this machine), error, error_type, traceback.  Times are aware, in the scheduler's
         zone.  Built from the jobs' packed logs without a loop per row.
         """
+        self._runs.flush()  # runs that started in a burst still being recorded: their rows first
         if name is not None:
             if name in self._logs:
                 return self._logs[name].frame(self.tz)
@@ -572,6 +574,7 @@ class Scheduler:
 
     def results(self, name: str):
         """What the job returned, accumulated over runs, as a DataFrame (with run_id and scheduled_at)."""
+        self._runs.flush()
         if name in self._logs:
             return self._logs[name].results.frame(self.tz)
         raise JobLookupError(self._unknown(name, history=True))
@@ -1418,6 +1421,7 @@ class Scheduler:
             loop.call_soon(fn)
 
     def _shutdown_now(self, wait: bool) -> "asyncio.Future[None] | None":
+        self._runs.flush()  # runs of a burst not recorded yet: their rows reach the store first
         self._gc.unfreeze()
         self._switch.release()
         self._closed = True
