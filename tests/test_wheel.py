@@ -44,6 +44,21 @@ def test_the_wheel_spins_only_for_sparse_schedules():
     assert clock.armed == [1_000.002]
 
 
+
+def test_a_big_bucket_in_a_sparse_schedule_is_armed_twice_as_early():
+    from nbsched.engine._wheel import _SMALL_BUCKET, SPIN_BUDGET, TimingWheel
+
+    clock = _StubClock(1_000.0)
+    wheel = TimingWheel(clock, lambda: None, fire=lambda job, now: None, on_drained=lambda: None)
+    wheel._spin_tokens = SPIN_BUDGET
+    wheel._spin_refilled = clock.now
+    second = 1_001.0  # a thousand jobs on 'cron * * * * * *' wait for the next second
+    for _ in range(_SMALL_BUCKET + 1):
+        wheel.put(_Job(), second)
+    clock.armed.clear()
+    wheel._arm(wheel.next_key)  # what the wheel does after a burst: arm for the earliest bucket
+    assert clock.armed == [second - 2 * clock.timer_slack]
+
 class _Loop:
     def __init__(self):
         self.soon = []

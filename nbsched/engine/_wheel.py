@@ -144,8 +144,10 @@ class TimingWheel:
         when = key / 1000.0
         slack = self._clock.timer_slack
         if slack and self._spin_tokens >= slack and when - self._spin_refilled >= SPIN_MIN_GAP:
-            # a sparse schedule: wake a little early and spin to the instant (see the module docstring)
-            when = self._bucket_target(key) - slack
+            # a sparse schedule: wake a little early and spin to the instant (see the module docstring);
+            # a big bucket (a thousand jobs on the same second) is worth twice the margin
+            big = len(self._buckets.get(key, ())) > _SMALL_BUCKET
+            when = self._bucket_target(key) - (2 * slack if big else slack)
         wake = self._wake_interval
         if wake is not None and when - self._time() > wake:
             when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
@@ -172,7 +174,7 @@ class TimingWheel:
         if remaining <= 0:
             return True
         slack = self._clock.timer_slack
-        if remaining <= slack + 0.0015 and remaining <= self._spin_tokens:
+        if remaining <= 2 * slack + 0.0015 and remaining <= self._spin_tokens:
             while time() < target:
                 pass
             self._spin_tokens -= remaining
