@@ -484,9 +484,48 @@ def _ns(seconds):
 
 def _ts_column(seconds, tz: tzinfo):
     """An aware datetime array (``tz``) of POSIX seconds (NaN: NaT); ``seconds`` is overwritten (:func:`_ns`)."""
+    return _aware(_ns(seconds), tz)
+
+
+def _aware(ns, tz: tzinfo):
+    """An aware datetime array (``tz``) of int64 UTC nanoseconds (NaT: int64 min), without a copy.
+
+    The same array as ``pd.array(ns.view("M8[ns]")).tz_localize("UTC").tz_convert(tz)``, which copies
+    the column to localize it to UTC (the values are UTC already) and checks it again.
+    """
     import pandas as pd
 
-    return pd.array(_ns(seconds).view("M8[ns]")).tz_localize("UTC").tz_convert(tz)
+    dtype = pd.DatetimeTZDtype(unit="ns", tz=tz)  # what tz_convert(tz) makes (cached by pandas)
+    new = getattr(pd.arrays.DatetimeArray, "_simple_new", None)
+    if new is not None:
+        try:
+            return new(ns.view("M8[ns]"), dtype=dtype)
+        except (TypeError, AssertionError):  # pragma: no cover - another pandas: the public way
+            pass
+    return pd.array(ns.view("M8[ns]")).tz_localize("UTC").tz_convert(tz)
+
+
+def _duration(finished, started):
+    """``finished_at - started_at`` of two aware datetime arrays as pandas computes it (NaT where
+    either is NaT), with one numpy subtraction."""
+    import numpy as np
+    import pandas as pd
+
+    f, s = finished.asi8, started.asi8
+    out = np.subtract(f, s)
+    missing = f == _NAT
+    missing |= s == _NAT
+    np.copyto(out, _NAT, where=missing)
+    return pd.array(out.view("m8[ns]"))
+
+
+@functools.lru_cache(maxsize=8)
+def _job_dtype(names: tuple):
+    """The job column's ``CategoricalDtype`` for these job names (in this order), cached: checking
+    100,000 names unique costs more than the rest of the column; a frame of the same jobs reuses it."""
+    import pandas as pd
+
+    return pd.CategoricalDtype(list(names))
 
 
 def _codes_dtype(categories: int):
@@ -682,7 +721,7 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
     if order is not None:
         columns = [c.take(order) for c in columns]
         job_codes = job_codes.take(order)
-    out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, categories=job_names)}
+    out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, dtype=_job_dtype(tuple(job_names)))}
     for i, c in enumerate(COLUMNS):
         if c.code:
             values = columns[_PACKED.index(i)]  # ours: converted in place
@@ -691,7 +730,7 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
         elif c.kind == "time":
             out[_FRAME_NAME.get(c.field, c.field)] = _ts_column(values, tz)
             if c.field == "finished":
-                out["duration"] = out["finished_at"] - out["started_at"]
+                out["duration"] = _duration(out["finished_at"], out["started_at"])
         elif c.kind == "seconds":
             out[c.field] = pd.array(_ns(values).view("m8[ns]"))
         elif c.kind == "category":
