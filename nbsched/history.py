@@ -556,15 +556,11 @@ def history_frame_of(logs: list[RunLog], tz: tzinfo):
     sizes = np.fromiter(map(len, bufs), dtype=np.int64, count=len(bufs))
     counts = sizes // ROW_BYTES
     codes = np.repeat(np.arange(len(logs), dtype=_codes_dtype(len(logs))), counts)
-    aside = []
+    aside = []  # (first row of the log - rows it dropped, its aside values): row = that + value's row number
     with_aside = list(itertools.compress(range(len(logs)), map(_aside_of, logs)))
     if with_aside:
         starts = (np.cumsum(counts) - counts)[with_aside].tolist()
-        for k, start in zip(with_aside, starts):
-            log = logs[k]
-            base = start - log._dropped
-            for number, position, value in log._aside_rows:
-                aside.append((base + number, position, value))
+        aside = [(start - logs[k]._dropped, logs[k]._aside_rows) for k, start in zip(with_aside, starts)]
     return _frame(bufs, sizes, codes, list(map(_job_of, logs)), aside, tz)
 
 
@@ -585,7 +581,7 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
             codes.append(code)
     data = bytes(packed._buf)
     return _frame([data], np.array([len(data)], dtype=np.int64), np.asarray(codes, dtype=_codes_dtype(len(names))),
-                  list(names), list(packed._aside_rows or ()), tz)
+                  list(names), [(0, packed._aside_rows)] if packed._aside_rows else [], tz)
 
 
 def _decode_columns(bufs: list, sizes):
@@ -744,27 +740,46 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
                 out[c.field] = pd.Categorical.from_codes(codes, categories=cats)
     objects = {name: np.empty(n, dtype=object) for name in HISTORY_COLUMNS if name not in out}  # all None
     if aside:
-        rows = np.fromiter(map(operator.itemgetter(0), aside), dtype=np.int64, count=len(aside))
-        keep = rows < n  # rows counted when the buffers were taken (not ones recorded meanwhile)
-        at = _sorted_positions(rows[keep], order, n)
-        aside = list(itertools.compress(aside, keep.tolist()))
-        for i, c in enumerate(COLUMNS):
-            if c.code:
-                continue
-            mine = [k for k, a in enumerate(aside) if a[1] == i]
-            if not mine:
-                continue
-            where = at[mine]
-            values = [aside[k][2] for k in mine]
-            if c.kind == "error":
-                objects["error"][where] = _objects([f"{v.type}: {v.message}" for v in values])
-                objects["error_type"][where] = _objects([v.type for v in values])
-                objects["traceback"][where] = _objects([v.traceback for v in values])
-            else:
-                objects[c.field][where] = _objects(values)
+        _place_aside(objects, aside, order, n)
     for name, col in objects.items():
         out[name] = pd.Series(col, dtype="object", copy=False)
     return pd.DataFrame(out, columns=HISTORY_COLUMNS, copy=False)  # the columns are ours: no copy
+
+
+def _place_aside(objects: dict, aside: list[tuple], order, n: int) -> None:
+    """Put the values kept aside (errors, workers) into the object columns, at their rows' places in
+    the frame.  ``aside``: (row offset, entries) per log, an entry (row number, position, value)."""
+    import numpy as np
+
+    groups = [tuple(entries) for _, entries in aside]  # as they are now (another thread may record)
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    entries = list(itertools.chain.from_iterable(groups))
+    count = len(entries)
+    rows = np.fromiter(map(_first, entries), dtype=np.int64, count=count)
+    rows += np.repeat(np.array([offset for offset, _ in aside], dtype=np.int64), lengths)
+    positions = np.fromiter(map(_second, entries), dtype=np.int64, count=count)
+    values = _objects(list(map(_third, entries)))
+    keep = (rows >= 0) & (rows < n)  # rows counted when the buffers were taken (not ones recorded meanwhile)
+    if not keep.all():
+        rows, positions, values = rows[keep], positions[keep], values[keep]
+    at = _sorted_positions(rows, order, n)
+    for i, c in enumerate(COLUMNS):
+        if c.code:
+            continue
+        mine = positions == i
+        if not mine.any():
+            continue
+        where, these = at[mine], values[mine]
+        if c.kind == "error":
+            objects["error"][where] = _objects([f"{v.type}: {v.message}" for v in these])
+            objects["error_type"][where] = _objects(list(map(_error_type, these)))
+            objects["traceback"][where] = _objects(list(map(_error_traceback, these)))
+        else:
+            objects[c.field][where] = these
+
+
+_first, _second, _third = (operator.itemgetter(k) for k in range(3))
+_error_type, _error_traceback = operator.attrgetter("type"), operator.attrgetter("traceback")
 
 
 def _objects(values: list):
