@@ -491,7 +491,7 @@ def _aware(ns, tz: tzinfo):
     """An aware datetime array (``tz``) of int64 UTC nanoseconds (NaT: int64 min), without a copy.
 
     The same array as ``pd.array(ns.view("M8[ns]")).tz_localize("UTC").tz_convert(tz)``, which copies
-    the column to localize it to UTC (the values are UTC already) and checks it again.
+    the column to localize it to UTC (the values are UTC already).
     """
     import pandas as pd
 
@@ -519,10 +519,19 @@ def _duration(finished, started):
     return pd.array(out.view("m8[ns]"))
 
 
-@functools.lru_cache(maxsize=8)
-def _job_dtype(names: tuple):
-    """The job column's ``CategoricalDtype`` for these job names (in this order), cached: checking
-    100,000 names unique costs more than the rest of the column; a frame of the same jobs reuses it."""
+def _job_dtype(names: list[str]):
+    """The job column's ``CategoricalDtype`` for these job names (in this order).  Many names are
+    cached (checking 100,000 names unique costs more than the rest of the column; a frame of the same
+    jobs reuses it); a few (one job's frame) are not, so they never push a schedule's names out."""
+    if len(names) < 256:
+        import pandas as pd
+
+        return pd.CategoricalDtype(names)
+    return _cached_job_dtype(tuple(names))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_job_dtype(names: tuple):
     import pandas as pd
 
     return pd.CategoricalDtype(list(names))
@@ -708,6 +717,10 @@ def _category_dtype(categories: tuple):
 
 
 def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple], tz: tzinfo):
+    """The history frame of the rows in ``bufs`` (packed buffers, ``sizes`` their lengths in bytes):
+    ``job_codes`` the row's job (an index into ``job_names``) in row order, ``aside`` the values kept
+    aside as (row offset, entries) per log (see :func:`_place_aside`).  Every array built here is the
+    frame's own: converted in place, handed to pandas without a copy."""
     import numpy as np
     import pandas as pd
 
@@ -717,7 +730,7 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
     if order is not None:
         columns = [c.take(order) for c in columns]
         job_codes = job_codes.take(order)
-    out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, dtype=_job_dtype(tuple(job_names)))}
+    out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, dtype=_job_dtype(job_names))}
     for i, c in enumerate(COLUMNS):
         if c.code:
             values = columns[_PACKED.index(i)]  # ours: converted in place
