@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import math
+import operator
 import struct
 import sys
 from collections import deque
@@ -432,47 +434,143 @@ def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
+#: Elements per block of the in-place conversions (:func:`_ns`): a few hundred kB, so the dozen passes
+#: over a block stay in the CPU cache instead of walking the whole column a dozen times.
+_BLOCK = 1 << 15
+#: Bytes of packed rows joined and decoded at a time (:func:`_decode_columns`): one join of every log
+#: would be a temporary of 44 bytes a row (57 MB at 1.3 million rows), paid in page faults and cache
+#: misses; a chunk of 1 MB is decoded while it is still in the cache.
+_CHUNK_BYTES = 1 << 20
+_NAT = -(2 ** 63)
+
+
 def _ns(seconds):
-    """Float seconds (NaN = none) as int64 nanoseconds (NaT), rounded as ``pd.to_datetime(unit="s")``
-    rounds them (whole seconds, plus the fraction rounded to 9 digits), at twice its speed."""
+    """Float seconds (NaN = none) as int64 nanoseconds (NaT), rounded exactly as
+    ``pd.to_datetime(unit="s")`` rounds them: the whole seconds (truncated toward zero) times 1e9, plus
+    the fraction rounded to 9 digits as ``np.round`` does (times 1e9, ``rint``, divided by 1e9), times
+    1e9 and truncated.
+
+    **In place**: ``seconds`` (a contiguous float64 array the caller owns) is overwritten and returned
+    viewed as int64 - no temporary the size of the column; the passes run block by block (:data:`_BLOCK`)
+    so each block stays in the cache.
+    """
     import numpy as np
 
-    nan = np.isnan(seconds)
-    if nan.any():
-        seconds = np.where(nan, 0.0, seconds)
-    whole = seconds.astype(np.int64)
-    ns = whole * 1_000_000_000 + (np.round(seconds - whole, 9) * 1e9).astype(np.int64)
-    if nan.any():
-        ns[nan] = np.iinfo(np.int64).min
-    return ns
+    out = seconds.view(np.int64)
+    n = len(seconds)
+    size = min(n, _BLOCK)
+    whole, fraction, nan = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.bool_)
+    for a in range(0, n, _BLOCK):
+        x = seconds[a:a + _BLOCK]
+        m = len(x)
+        w, f, isnan, o = whole[:m], fraction[:m], nan[:m], out[a:a + m]
+        np.isnan(x, out=isnan)
+        missing = isnan.any()
+        if missing:
+            np.copyto(x, 0.0, where=isnan)
+        np.copyto(w, x, casting="unsafe")  # truncated toward zero, as astype(int64)
+        np.subtract(x, w, out=x)  # the fraction
+        np.multiply(x, 1e9, out=x)  # np.round(fraction, 9): times 1e9, rint, divided by 1e9
+        np.rint(x, out=x)
+        np.divide(x, 1e9, out=x)
+        np.multiply(x, 1e9, out=x)
+        np.copyto(f, x, casting="unsafe")  # truncated toward zero, as astype(int64)
+        np.multiply(w, 1_000_000_000, out=w)
+        np.add(w, f, out=o)  # o is x's memory: x is not read again
+        if missing:
+            np.copyto(o, _NAT, where=isnan)
+    return out
 
 
 def _ts_column(seconds, tz: tzinfo):
+    """An aware datetime array (``tz``) of POSIX seconds (NaN: NaT); ``seconds`` is overwritten (:func:`_ns`)."""
+    return _aware(_ns(seconds), tz)
+
+
+def _aware(ns, tz: tzinfo):
+    """An aware datetime array (``tz``) of int64 UTC nanoseconds (NaT: int64 min), without a copy.
+
+    The same array as ``pd.array(ns.view("M8[ns]")).tz_localize("UTC").tz_convert(tz)``, which copies
+    the column to localize it to UTC (the values are UTC already).
+    """
     import pandas as pd
 
-    return pd.array(_ns(seconds).view("M8[ns]")).tz_localize("UTC").tz_convert(tz)
+    dtype = pd.DatetimeTZDtype(unit="ns", tz=tz)  # what tz_convert(tz) makes (cached by pandas)
+    new = getattr(pd.arrays.DatetimeArray, "_simple_new", None)
+    if new is not None:
+        try:
+            return new(ns.view("M8[ns]"), dtype=dtype)
+        except (TypeError, AssertionError):  # pragma: no cover - another pandas: the public way
+            pass
+    return pd.array(ns.view("M8[ns]")).tz_localize("UTC").tz_convert(tz)
+
+
+def _duration(finished, started):
+    """``finished_at - started_at`` of two aware datetime arrays as pandas computes it (NaT where
+    either is NaT), with one numpy subtraction."""
+    import numpy as np
+    import pandas as pd
+
+    f, s = finished.asi8, started.asi8
+    out = np.subtract(f, s)
+    missing = f == _NAT
+    missing |= s == _NAT
+    np.copyto(out, _NAT, where=missing)
+    return pd.array(out.view("m8[ns]"))
+
+
+def _job_dtype(names: list[str]):
+    """The job column's ``CategoricalDtype`` for these job names (in this order).  Many names are
+    cached (checking 100,000 names unique costs more than the rest of the column; a frame of the same
+    jobs reuses it); a few (one job's frame) are not, so they never push a schedule's names out."""
+    if len(names) < 256:
+        import pandas as pd
+
+        return pd.CategoricalDtype(names)
+    return _cached_job_dtype(tuple(names))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_job_dtype(names: tuple):
+    import pandas as pd
+
+    return pd.CategoricalDtype(list(names))
+
+
+def _codes_dtype(categories: int):
+    """The integer dtype pandas keeps the codes of ``categories`` categories in (its
+    ``coerce_indexer_dtype``): codes made in it are not converted again."""
+    import numpy as np
+
+    for t in (np.int8, np.int16, np.int32):
+        if categories < np.iinfo(t).max:
+            return np.dtype(t)
+    return np.dtype(np.int64)
+
+
+_buf_of = operator.attrgetter("_buf")
+_aside_of = operator.attrgetter("_aside_rows")
+_job_of = operator.attrgetter("job")
 
 
 def history_frame_of(logs: list[RunLog], tz: tzinfo):
     """One DataFrame of several jobs' logs, ordered by scheduled time (then run id and attempt).
 
-    Built from the packed buffers with numpy: one ``bytes.join`` and column views, no loop per row.
+    Built from the packed buffers with numpy: the buffers joined a chunk at a time and decoded into
+    columns, no loop per row.
     """
     import numpy as np
 
-    bufs = [log._buf for log in logs]
-    counts = np.fromiter(map(len, bufs), dtype=np.int64, count=len(bufs)) // ROW_BYTES
-    codes = np.repeat(np.arange(len(logs), dtype=np.int32), counts)
-    aside = []
-    with_aside = [k for k, log in enumerate(logs) if log._aside_rows]
+    bufs = list(map(_buf_of, logs))
+    sizes = np.fromiter(map(len, bufs), dtype=np.int64, count=len(bufs))
+    counts = sizes // ROW_BYTES
+    codes = np.repeat(np.arange(len(logs), dtype=_codes_dtype(len(logs))), counts)
+    aside = []  # (first row of the log - rows it dropped, its aside values): row = that + value's row number
+    with_aside = list(itertools.compress(range(len(logs)), map(_aside_of, logs)))
     if with_aside:
         starts = (np.cumsum(counts) - counts)[with_aside].tolist()
-        for k, start in zip(with_aside, starts):
-            log = logs[k]
-            base = start - log._dropped
-            for number, position, value in log._aside_rows:
-                aside.append((base + number, position, value))
-    return _frame(b"".join(bufs), codes, [log.job for log in logs], aside, tz)
+        aside = [(start - logs[k]._dropped, logs[k]._aside_rows) for k, start in zip(with_aside, starts)]
+    return _frame(bufs, sizes, codes, list(map(_job_of, logs)), aside, tz)
 
 
 def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
@@ -490,72 +588,228 @@ def history_frame(logs: Iterable[tuple[str, Iterable[tuple]]], tz: tzinfo):
         for row in rows:
             packed.record(*row)
             codes.append(code)
-    return _frame(bytes(packed._buf), np.asarray(codes, dtype=np.int32), list(names),
-                  list(packed._aside_rows or ()), tz)
+    data = bytes(packed._buf)
+    return _frame([data], np.array([len(data)], dtype=np.int64), np.asarray(codes, dtype=_codes_dtype(len(names))),
+                  list(names), [(0, packed._aside_rows)] if packed._aside_rows else [], tz)
 
 
-def _frame(data: bytes, job_codes, job_names: list[str], aside: list[tuple], tz: tzinfo):
+def _decode_columns(bufs: list, sizes):
+    """The packed columns of the rows in ``bufs`` (buffers of whole rows, ``sizes`` their lengths in
+    bytes), each one contiguous array in row order: ints as int64, times and seconds as float64,
+    category codes as stored (uint8/uint16).
+
+    The buffers are joined and decoded about :data:`_CHUNK_BYTES` at a time.  A buffer that grew since
+    ``sizes`` was taken (a row recorded by another thread meanwhile) is cut to its size: the rows
+    decoded are the ones counted.
+    """
+    import numpy as np
+
+    dtype = _packed_dtype()
+    n = int(sizes.sum()) // ROW_BYTES
+    targets = []
+    for k, i in enumerate(_PACKED):
+        kind = COLUMNS[i].kind
+        targets.append(np.int64 if kind == "int" else np.float64 if kind in ("time", "seconds") else dtype[k])
+    columns = [np.empty(n, t) for t in targets]
+    if not n:
+        return columns
+    ends = np.cumsum(sizes)
+    total = int(ends[-1])
+    stops = np.unique(np.searchsorted(ends, np.arange(_CHUNK_BYTES, total, _CHUNK_BYTES), side="left") + 1)
+    stops = [s for s in stops.tolist() if s < len(bufs)] + [len(bufs)]
+    start, at = 0, 0
+    for stop in stops:
+        if stop <= start:
+            continue
+        expected = int(ends[stop - 1]) - (int(ends[start - 1]) if start else 0)
+        data = b"".join(bufs[start:stop])
+        if len(data) != expected:  # a buffer changed meanwhile: its rows as counted (never a crash)
+            data = b"".join([bytes(b[:s]) for b, s in zip(bufs[start:stop], sizes[start:stop].tolist())])
+            data = data[:expected].ljust(expected, b"\0")
+        rows = np.frombuffer(data, dtype=dtype)
+        m = len(rows)
+        for k, column in enumerate(columns):
+            np.copyto(column[at:at + m], rows[f"f{k}"], casting="unsafe")
+        at += m
+        start = stop
+    return columns
+
+
+def _stable_argsort(keys):
+    """``np.argsort(keys, kind="stable")``, faster for the usual keys (positive floats such as POSIX
+    times, non-negative ints): each key and its position packed into one int64 and sorted by value
+    (an unstable sort of distinct values, much faster than numpy's stable timsort here).  When key and
+    position need more than 63 bits, the key's low bits are dropped and the result is checked: it is
+    the stable order if the keys come out non-decreasing, else numpy's stable sort is used.
+    """
+    import numpy as np
+
+    n = len(keys)
+    if n < 2:
+        return np.arange(n)
+    if keys.dtype == np.float64:
+        if not keys.min() > 0:  # zero, negatives or NaN: the bits of a float do not sort like it
+            return np.argsort(keys, kind="stable")
+        ints = keys.view(np.int64)  # positive finite floats (and +inf) sort like their bits
+    elif keys.dtype == np.int64 and keys.min() >= 0:
+        ints = keys
+    else:
+        return np.argsort(keys, kind="stable")
+    low, high = int(ints.min()), int(ints.max())
+    position_bits = (n - 1).bit_length()
+    shift = max(0, (high - low).bit_length() + position_bits - 63)
+    packed = np.subtract(ints, low)
+    if shift:
+        packed >>= shift
+    packed <<= position_bits
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << position_bits) - 1
+    if shift:  # keys that differ only in the dropped bits may have come out in position order
+        ordered = keys[packed]
+        if not (ordered[1:] >= ordered[:-1]).all():
+            return np.argsort(keys, kind="stable")
+    return packed
+
+
+def _order(scheduled, run_id):
+    """The frame's row order as an index array, or ``None`` if the rows are in it already: by
+    scheduled time, then run id, then as recorded (attempts of one run are recorded in attempt order,
+    so attempt needs no key).  The sorts are stable; run id is needed only where scheduled times tie."""
+    import numpy as np
+
+    if len(scheduled) < 2 or (scheduled[1:] > scheduled[:-1]).all():
+        return None
+    order = _stable_argsort(scheduled)
+    ordered = scheduled[order]
+    if (ordered[1:] == ordered[:-1]).any():
+        # ties: by run id first, then (stable) by scheduled time - what np.lexsort((run_id, scheduled)) does
+        by_run = _stable_argsort(run_id)
+        order = by_run[_stable_argsort(scheduled[by_run])]
+    return order
+
+
+def _sorted_positions(rows, order, n: int):
+    """Where the rows ``rows`` (row numbers in decoding order) land in the frame ordered by ``order``."""
+    import numpy as np
+
+    if order is None:
+        return rows
+    marked = np.zeros(n, dtype=np.bool_)
+    marked[rows] = True
+    landed = np.flatnonzero(marked[order])  # frame positions of the marked rows
+    source = order[landed]  # their row numbers
+    by_row = np.argsort(source)
+    return landed[by_row][np.searchsorted(source[by_row], rows)]
+
+
+_CATEGORY_DTYPES: dict = {}
+
+
+def _category_dtype(categories: tuple):
+    """A cached ``CategoricalDtype`` for fixed categories (built once, not validated on every frame)."""
+    dtype = _CATEGORY_DTYPES.get(categories)
+    if dtype is None:
+        import pandas as pd
+
+        dtype = _CATEGORY_DTYPES[categories] = pd.CategoricalDtype(list(categories))
+    return dtype
+
+
+def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple], tz: tzinfo):
+    """The history frame of the rows in ``bufs`` (packed buffers, ``sizes`` their lengths in bytes):
+    ``job_codes`` the row's job (an index into ``job_names``) in row order, ``aside`` the values kept
+    aside as (row offset, entries) per log (see :func:`_place_aside`).  Every array built here is the
+    frame's own: converted in place, handed to pandas without a copy."""
     import numpy as np
     import pandas as pd
 
-    global _DTYPE
-    if _DTYPE is None:
-        _DTYPE = _numpy_dtype()
-    arr = np.frombuffer(data, dtype=_DTYPE)
-    n = len(arr)
-    columns = [arr[f"f{k}"].copy() for k in range(len(_PACKED))]  # contiguous: takes below are cheap
-    scheduled, run_id = columns[_PACKED.index(SCHEDULED)], columns[_PACKED.index(0)]
-    order = None
-    if n > 1 and not ((scheduled[1:] > scheduled[:-1]).all()):
-        # ordered by (scheduled, run_id, attempt).  The sorts are stable and the attempts of one run
-        # (same scheduled time and run id) are recorded in attempt order, so attempt needs no key;
-        # run_id is needed only where scheduled times tie
-        order = np.argsort(scheduled, kind="stable")
-        ordered = scheduled[order]
-        if (ordered[1:] == ordered[:-1]).any():
-            order = np.lexsort((run_id, scheduled))
-        columns = [c[order] for c in columns]
-        job_codes = job_codes[order]
-    rank = None
-    if aside:
-        rank = np.empty(n, dtype=np.int64)
-        rank[order if order is not None else np.arange(n)] = np.arange(n)
-    out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, categories=job_names)}
+    columns = _decode_columns(bufs, sizes)
+    n = len(columns[0])
+    order = _order(columns[_PACKED.index(SCHEDULED)], columns[_PACKED.index(0)])
+    if order is not None:
+        columns = [c.take(order) for c in columns]
+        job_codes = job_codes.take(order)
+    out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, dtype=_job_dtype(job_names))}
     for i, c in enumerate(COLUMNS):
         if c.code:
-            values = columns[_PACKED.index(i)]
+            values = columns[_PACKED.index(i)]  # ours: converted in place
         if c.kind == "int":
-            out[c.field] = pd.Series(values.astype(np.int64), copy=False)
+            out[c.field] = values
         elif c.kind == "time":
-            out[_FRAME_NAME.get(c.field, c.field)] = _ts_column(values.astype(np.float64), tz)
+            out[_FRAME_NAME.get(c.field, c.field)] = _ts_column(values, tz)
             if c.field == "finished":
-                out["duration"] = out["finished_at"] - out["started_at"]
+                out["duration"] = _duration(out["finished_at"], out["started_at"])
         elif c.kind == "seconds":
-            out[c.field] = pd.array(_ns(values.astype(np.float64)).view("m8[ns]"))
+            out[c.field] = pd.array(_ns(values).view("m8[ns]"))
         elif c.kind == "category":
-            cats = _CATEGORIES[i].values
             if c.categories:
-                out[c.field] = pd.Categorical.from_codes(values.astype(np.int32), categories=list(c.categories))
-            else:
-                out[c.field] = pd.Categorical.from_codes(values.astype(np.int32) - 1, categories=cats[1:])
-        else:
-            cols = ["error", "error_type", "traceback"] if c.kind == "error" else [c.field]
-            filled = [np.full(n, None, dtype=object) for _ in cols]
-            for number, position, value in aside:
-                if position == i:
-                    k = rank[number]
-                    if c.kind == "error":
-                        filled[0][k] = f"{value.type}: {value.message}"
-                        filled[1][k] = value.type
-                        filled[2][k] = value.traceback
-                    else:
-                        filled[0][k] = value
-            for name, col in zip(cols, filled):
-                out[name] = pd.Series(col, dtype="object", copy=False)
+                codes = values.astype(_codes_dtype(len(c.categories)))
+                out[c.field] = pd.Categorical.from_codes(codes, dtype=_category_dtype(c.categories))
+            else:  # interned: taken after decoding, so every code decoded is in it (code 0 is None)
+                cats = _CATEGORIES[i].values[1:]
+                codes = values.astype(_codes_dtype(len(cats)))
+                codes -= 1
+                out[c.field] = pd.Categorical.from_codes(codes, categories=cats)
+    objects = {name: np.empty(n, dtype=object) for name in HISTORY_COLUMNS if name not in out}  # all None
+    if aside:
+        _place_aside(objects, aside, order, n)
+    for name, col in objects.items():
+        out[name] = pd.Series(col, dtype="object", copy=False)
     return pd.DataFrame(out, columns=HISTORY_COLUMNS, copy=False)  # the columns are ours: no copy
 
 
+def _place_aside(objects: dict, aside: list[tuple], order, n: int) -> None:
+    """Put the values kept aside (errors, workers) into the object columns, at their rows' places in
+    the frame.  ``aside``: (row offset, entries) per log, an entry (row number, position, value)."""
+    import numpy as np
+
+    groups = [tuple(entries) for _, entries in aside]  # as they are now (another thread may record)
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    entries = list(itertools.chain.from_iterable(groups))
+    count = len(entries)
+    rows = np.fromiter(map(_first, entries), dtype=np.int64, count=count)
+    rows += np.repeat(np.array([offset for offset, _ in aside], dtype=np.int64), lengths)
+    positions = np.fromiter(map(_second, entries), dtype=np.int64, count=count)
+    values = _objects(list(map(_third, entries)))
+    keep = (rows >= 0) & (rows < n)  # rows counted when the buffers were taken (not ones recorded meanwhile)
+    if not keep.all():
+        rows, positions, values = rows[keep], positions[keep], values[keep]
+    at = _sorted_positions(rows, order, n)
+    for i, c in enumerate(COLUMNS):
+        if c.code:
+            continue
+        mine = positions == i
+        if not mine.any():
+            continue
+        where, these = at[mine], values[mine]
+        if c.kind == "error":
+            objects["error"][where] = _objects([f"{v.type}: {v.message}" for v in these])
+            objects["error_type"][where] = _objects(list(map(_error_type, these)))
+            objects["traceback"][where] = _objects(list(map(_error_traceback, these)))
+        else:
+            objects[c.field][where] = these
+
+
+_first, _second, _third = (operator.itemgetter(k) for k in range(3))
+_error_type, _error_traceback = operator.attrgetter("type"), operator.attrgetter("traceback")
+
+
+def _objects(values: list):
+    """A 1-d object array of ``values`` as they are (tuples stay elements, not rows)."""
+    import numpy as np
+
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
 _DTYPE = None
+
+
+def _packed_dtype():
+    global _DTYPE
+    if _DTYPE is None:
+        _DTYPE = _numpy_dtype()
+    return _DTYPE
 
 
 def _numpy_dtype():

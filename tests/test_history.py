@@ -224,3 +224,120 @@ def test_last_row_is_the_newest_row_with_its_error():
     for row in ROWS[:3]:
         log.record(*row)
     assert log.last_row() == ROWS[2] and log.last_row() == log.rows[-1]
+
+
+# ------------------------------------------------------------------ building the frame (history.py internals)
+import numpy as np  # noqa: E402
+
+from nbsched import history as _history  # noqa: E402
+
+_EDGE_SECONDS = [0.0, -0.0, 0.5e-9, 1.5e-9, 2.5e-9, -0.5e-9, -1.5e-9, 0.9999999995, 0.99999999949, 0.9999999999,
+                 -0.9999999999, 1.0, -1.0, -1.5, 1e-12, 5e-324, -5e-324, 1.7e9, 1.7e9 + 0.5, 1.7e9 + 1e-6,
+                 2 ** 31 - 1e-7, 4e9 + 0.123456789, -2e9 - 0.987654321, 123.0000000005, 9.2e9, -9.2e9, float("nan"),
+                 1700000000.123456789, float(np.nextafter(1.0, 0)), float(np.nextafter(1.0, 2))]
+
+
+def _seconds_sample():
+    rng = np.random.default_rng(7)
+    x = np.concatenate([_EDGE_SECONDS, 1.7e9 + rng.random(50_000) * 1e6, rng.random(50_000) * 2 - 1,
+                        (rng.random(20_000) - 0.5) * 8e9,
+                        rng.integers(-10 ** 9, 10 ** 9, 20_000) / 1e9 + rng.integers(-10 ** 9, 10 ** 9, 20_000)])
+    x[rng.random(len(x)) < 0.01] = np.nan
+    x[-3 * _history._BLOCK // 2:-_history._BLOCK] = np.nan  # a block with NaN only, blocks without any
+    return x
+
+
+def test_ns_rounds_bit_for_bit_as_pandas_does():
+    x = _seconds_sample()
+    assert len(x) > 3 * _history._BLOCK  # several blocks
+    ns = _history._ns(x.copy())
+    assert ns.dtype == np.int64
+    assert np.array_equal(ns, pd.to_datetime(x, unit="s").asi8)
+    assert np.array_equal(ns, pd.to_timedelta(x, unit="s").asi8)  # lateness goes the same way
+    y = x.copy()
+    assert np.shares_memory(_history._ns(y), y)  # in place: no column-sized temporary
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/New_York"])
+def test_time_columns_are_the_arrays_pandas_builds(zone):
+    from datetime import timezone as tz_
+    from zoneinfo import ZoneInfo
+
+    x = _seconds_sample()[:5000]
+    x = x[np.isnan(x) | (np.abs(x) < 9e9)]
+    for tz in (ZoneInfo(zone), tz_.utc) if zone == "UTC" else (ZoneInfo(zone),):
+        ref = pd.to_datetime(x, unit="s", utc=True).tz_convert(tz)
+        got = _history._ts_column(x.copy(), tz)
+        assert got.dtype == ref.dtype and np.array_equal(got.asi8, ref.asi8)
+        pd.testing.assert_series_equal(pd.Series(got), pd.Series(ref.array))
+        later = pd.Series(_history._ts_column(x + 0.25, tz))
+        pd.testing.assert_series_equal(pd.Series(_history._duration(later.array, got)), later - pd.Series(got))
+
+
+def _reference_argsort(keys):
+    return np.argsort(keys, kind="stable")
+
+
+@pytest.mark.parametrize("case", ["ties", "distinct", "negative", "nan", "ints", "wide", "wide-collide"])
+def test_stable_argsort_is_numpys_stable_argsort(case):
+    rng = np.random.default_rng(3)
+    n = 5000
+    keys = {
+        "ties": 1.7e9 + rng.integers(0, 50, n).astype(float),
+        "distinct": 1.7e9 + rng.permutation(n) / 7,
+        "negative": rng.integers(-20, 20, n) / 4,
+        "nan": np.where(rng.random(n) < 0.1, np.nan, 1.7e9 + rng.integers(0, 9, n)),
+        "ints": rng.integers(0, 40, n).astype(np.int64),
+        # a span that leaves no room for the position bits: the low key bits are dropped, then checked
+        "wide": np.concatenate([[1e-300, 1e300], 1.7e9 + rng.integers(0, 30, n - 2)]),
+        "wide-collide": np.concatenate([[1e-300, 1e300], 1.7e9 + rng.permutation(n - 2) * 2.4e-7]),
+    }[case]
+    assert np.array_equal(_history._stable_argsort(keys), _reference_argsort(keys))
+
+
+def _random_logs(jobs, rows_each, seed, max_rows=None):
+    """Logs with many tied scheduled times, retried runs (attempts), errors and workers kept aside."""
+    rng = np.random.default_rng(seed)
+    logs, run_id = [], 0
+    for j in range(jobs):
+        log = RunLog(f"j{j}", max_rows=max_rows)
+        t = float(rng.integers(0, 5))
+        for _ in range(rows_each):
+            t += float(rng.integers(0, 3))  # each job's rows in time order, ties across jobs and within one
+            run_id += int(rng.integers(1, 4))
+            for attempt in range(1, int(rng.integers(1, 3)) + 1):
+                err = ErrorInfo("E", f"m{run_id}.{attempt}", "tb") if rng.random() < 0.2 else None
+                worker = f"w{run_id}" if rng.random() < 0.1 else None
+                outcome = "error" if err else "success"
+                log.record(run_id, 1.7e9 + t, 1.7e9 + t + 0.1, 1.7e9 + t + 0.2, 0.1, outcome, attempt, err, "schedule",
+                           worker)
+        logs.append(log)
+    return logs
+
+
+def _reference_order(logs):
+    """(job, run_id, attempt, error, worker) in the documented order, by plain Python sorting."""
+    rows = [(r[1], r[0], k, log.job, r) for log in logs for k, r in enumerate(log.rows)]
+    rows.sort(key=lambda x: (x[0], x[1]))  # stable: rows of one (scheduled, run id) stay as recorded
+    return [(job, r[0], r[6], None if r[7] is None else f"{r[7].type}: {r[7].message}", r[9])
+            for _, _, _, job, r in rows]
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 200])
+def test_frame_order_contract_with_ties_across_chunks(monkeypatch, chunk):
+    monkeypatch.setattr(_history, "_CHUNK_BYTES", chunk)  # 200 bytes: many chunks, logs split over none
+    logs = _random_logs(30, 40, seed=chunk, max_rows=60)  # retention dropped rows (and errors) from the front
+    f = history_frame_of(logs, timezone.utc)
+    assert list(zip(f["job"], f["run_id"], f["attempt"], f["error"], f["worker"])) == _reference_order(logs)
+    assert f["error_type"].notna().tolist() == f["error"].notna().tolist()
+    g = history_frame([(log.job, log.rows) for log in logs], timezone.utc)
+    pd.testing.assert_frame_equal(f, g)
+
+
+def test_decoding_takes_the_rows_counted_when_a_buffer_grew_meanwhile():
+    log = RunLog("j", max_rows=None)
+    for row in ROWS:
+        log.record(*row)
+    counted = np.array([ROW_BYTES * 3], dtype=np.int64)
+    columns = _history._decode_columns([log._buf], counted)
+    assert columns[0].tolist() == [1, 2, 2]  # run ids of the first three rows, the later ones left out
