@@ -331,6 +331,8 @@ class Scheduler:
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
             )
+        if self._binding.here():  # on the loop's thread (the common case, e.g. adding 100,000 jobs in a cell)
+            return self._add(func, name, trig, policy, now, paused, meta, persist, not_before, catchup)
         return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist,
                                   not_before, catchup)
 
