@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the engine talks to a store only through the protocol's met
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
+_get_ident = threading.get_ident
 
 #: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
 #: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
@@ -495,8 +496,11 @@ class Scheduler:
 
         A job that others run after cannot be removed alone (the error names them): ``cascade=True``
         removes them too."""
-        if not cascade and self._binding.here():
-            self._remove(name)  # on the loop's thread (the common case, e.g. removing 100,000 jobs in a cell)
+        binding = self._binding
+        loop = binding.loop
+        if not cascade and binding.thread == _get_ident() and loop is not None and not binding.closed \
+                and not loop.is_closed():  # (binding.here(), written out: removing 100,000 jobs in a cell)
+            self._remove(name)
         else:
             self._binding.call("Scheduler.remove", self._remove_cascade if cascade else self._remove, name)
 
