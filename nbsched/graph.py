@@ -15,9 +15,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable
-from xml.sax.saxutils import escape, quoteattr
 
 from .job import DEFAULT_TRIGGER_RULE
+
+
+def escape(text: str) -> str:
+    """``xml.sax.saxutils.escape``, imported when a graph is first drawn (that module pulls in urllib,
+    http.client and email: about 2 MB a kernel would hold for nothing until then)."""
+    from xml.sax.saxutils import escape as _escape
+
+    return _escape(text)
+
+
+def quoteattr(text: str) -> str:
+    """``xml.sax.saxutils.quoteattr``, imported when first used (see :func:`escape`)."""
+    from xml.sax.saxutils import quoteattr as _quoteattr
+
+    return _quoteattr(text)
+
 
 __all__ = ["GraphNode", "GraphEdge", "JobGraph", "OUTCOME_COLOURS", "NEVER_RAN", "DEFAULT_RULE"]
 

@@ -4,7 +4,7 @@ import gc
 import pytest
 
 import nbsched
-from nbsched.engine._gc import GcFreezer
+from nbsched.engine._gc import STEP, GcFreezer
 
 
 @pytest.fixture
@@ -75,3 +75,43 @@ async def test_bulk_remove_unfreezes(clock, unfrozen, monkeypatch):
         assert gc.get_freeze_count() == 0
     finally:
         s.shutdown()
+
+
+def test_a_long_bulk_add_is_frozen_in_steps_within_one_loop_turn(unfrozen, monkeypatch):
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    real_freeze = gc.freeze
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze") or real_freeze())
+    posted = []
+    f = GcFreezer(posted.append, threshold=3)
+    step = STEP * 3
+    for _ in range(step - 1):
+        f.added()
+    assert len(posted) == 1 and calls == [] and not f.frozen  # the first freeze waits for the loop's turn
+    f.added()  # the loop has not turned yet: a step, right away
+    assert calls == ["collect", "freeze"] and f.frozen and len(posted) == 1
+    for _ in range(step - 1):
+        f.added()
+    assert calls == ["collect", "freeze"]
+    f.added()
+    assert calls == ["collect", "freeze"] * 2
+    posted.pop()()  # the loop's turn: the rest since the last step
+    assert calls == ["collect", "freeze"] * 3 and posted == []
+    for _ in range(step - 1):  # a new bulk add after the turn: its first freeze waits for the next turn again
+        f.added()
+    assert len(posted) == 1 and calls == ["collect", "freeze"] * 3
+
+
+def test_steps_while_a_bulk_remove_is_pending_still_unfreeze_then_freeze_at_the_turn(unfrozen):
+    posted = []
+    f = GcFreezer(posted.append, threshold=2)
+    f.added(), f.added()
+    posted.pop()()
+    assert f.frozen
+    f.removed(), f.removed()
+    assert len(posted) == 1  # the unfreeze waits for the turn
+    for _ in range(STEP * 2):  # adds in the same turn: steps freeze as they go
+        f.added()
+    assert f.frozen and gc.get_freeze_count() > 0 and len(posted) == 1
+    posted.pop()()
+    assert f.frozen and gc.get_freeze_count() > 0  # unfrozen for the removed jobs, then frozen again

@@ -15,6 +15,8 @@ from ..errors import NoEventLoopError, SchedulerShutdownError
 
 __all__ = ["LoopBinding"]
 
+_get_ident = threading.get_ident
+
 
 class LoopBinding:
     """Which loop (and thread) the scheduler belongs to, and how to get work onto it."""
@@ -74,6 +76,13 @@ class LoopBinding:
                 and self.thread != threading.get_ident():
             return loop
         return None
+
+    def here(self) -> bool:
+        """Whether this thread is the open loop's own (then work runs directly, as :meth:`call` does).
+
+        A caller may test this before building :meth:`call`'s arguments (bulk ``add``/``remove``)."""
+        loop = self.loop
+        return self.thread == _get_ident() and loop is not None and not self.closed and not loop.is_closed()
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the loop: directly when we are on it, else hand it over and wait."""

@@ -98,7 +98,7 @@ class TimingWheel:
 
     @staticmethod
     def take(job: Any) -> None:
-        """Take ``job`` out (lazily: its bucket entry goes stale)."""
+        """Take ``job`` out (lazily: its bucket entry goes stale).  Scheduler._remove writes this out."""
         job._key = None
         job._next_ts = job._planned = None
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the engine talks to a store only through the protocol's met
 __all__ = ["Scheduler", "RunHandle", "SchedulerStatistics", "get_scheduler", "MaxInstancesReachedError"]
 
 log = logging.getLogger("nbsched")
+_get_ident = threading.get_ident
 
 #: A change of the wall clock against elapsed time larger than this (seconds) is a step (NTP, a VM
 #: resumed), not drift: interval jobs are moved with it and it is recorded (see Scheduler.clock_jumps).
@@ -125,8 +126,8 @@ class Scheduler:
 
     After a bulk add (``gc_freeze_after`` jobs, default 1,000) the scheduler freezes the objects
     alive at that moment out of the garbage collector's full collections (:func:`gc.freeze`), so a
-    full collection's pause does not grow with the number of jobs; removing as many jobs unfreezes
-    them.  The collector itself stays on.  Set ``Scheduler.gc_freeze_after = None`` (before creating
+    full collection's pause does not grow with the number of jobs (a longer bulk add is frozen in steps
+    as it goes); removing as many jobs unfreezes them.  The collector itself stays on.  Set ``Scheduler.gc_freeze_after = None`` (before creating
     the scheduler) to never freeze - see ``nbsched/engine/_gc.py`` for the trade-off.
 
     While firing jobs takes a quarter or more of the loop's time (100,000 jobs a second), the
@@ -155,6 +156,7 @@ class Scheduler:
         self._random = random.Random(random_seed)
         self._jobs: dict[str, Job] = {}
         self._trigger_cache: dict[tuple, Trigger] = {}
+        self._policy_cache: dict[Any, JobPolicy] = {}  # see _policy (key None: the defaults it was built on)
         self._logs: dict[str, RunLog] = {}  # by job name; outlives the job (history carries on)
         self._downstream: dict[str, list[str]] = {}  # upstream name -> names of the jobs after it
         self._gates: dict[str, Gate] = {}  # after-job name -> its deliveries
@@ -271,17 +273,18 @@ class Scheduler:
         if not callable(func):
             raise TypeError(f"add() needs a callable to run, got {func!r}; use sched.add(func, 'every 5m')")
         # validate everything first: nothing is half-registered
-        policy = JobPolicy.build(self.defaults, **options)
+        policy = self._policy(options) if options else self.defaults
         executor = self._executors.get(policy.executor)
         if executor is None:
             raise PolicyError(f"unknown executor {policy.executor!r}: choose one of {', '.join(map(repr, self._executors))}")
-        _check_resources(policy, executor)
+        if policy.resources:
+            _check_resources(policy, executor)
         executor.check(func)
         if name is None:
             name = getattr(func, "__name__", None) or repr(func)
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or not name or name.isspace():  # isspace: what strip() would remove
             raise PolicyError(f"invalid job name {name!r}: use a non-empty string")
-        zone = resolve_zone(tz) if tz is not None else self.tz
+        zone = self.tz if tz is None else resolve_zone(tz)
         t0 = self._time()
         if after is not None:
             if trigger is not None:
@@ -290,19 +293,25 @@ class Scheduler:
             trigger = After((after,) if isinstance(after, str) else tuple(after))
         elif trigger is None:
             raise TriggerError(f"add() needs a trigger: e.g. sched.add(func, 'every 5m') or after='upstream'; {SPEC_HELP}")
-        start_ts = None if start is None else _instant(start, zone, "start")
-        end_ts = None if end is None else _instant(end, zone, "end")
-        if start_ts is not None and end_ts is not None and end_ts < start_ts:
-            raise PolicyError(f"end {end!r} is before start {start!r}: swap them")
-        interval = isinstance(trigger, Interval) or (isinstance(trigger, str) and trigger.split()[:1] == ["every"]
-                                                     and self._parse(trigger, zone, t0, None, None).kind == "interval")
-        if interval:
-            trig = self._parse(trigger, zone, t0, None if start is None else datetime.fromtimestamp(start_ts, zone),
-                               None if end is None else datetime.fromtimestamp(end_ts, zone)).anchored(t0)
+        if start is None and end is None:  # the common case: no bounds, so interval or not parses alike
+            start_ts = end_ts = None
+            interval = False  # (only bounds and not_before depend on it)
+            parsed = self._trigger_cache.get((trigger, zone)) if trigger.__class__ is str else None
+            trig = (parsed or self._parse(trigger, zone, t0, None, None)).anchored(t0)
         else:
-            trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
-            if end_ts is not None and policy.until is None:
-                policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
+            start_ts = None if start is None else _instant(start, zone, "start")
+            end_ts = None if end is None else _instant(end, zone, "end")
+            if start_ts is not None and end_ts is not None and end_ts < start_ts:
+                raise PolicyError(f"end {end!r} is before start {start!r}: swap them")
+            interval = isinstance(trigger, Interval) or (isinstance(trigger, str) and trigger.split()[:1] == ["every"]
+                                                         and self._parse(trigger, zone, t0, None, None).kind == "interval")
+            if interval:
+                trig = self._parse(trigger, zone, t0, None if start is None else datetime.fromtimestamp(start_ts, zone),
+                                   None if end is None else datetime.fromtimestamp(end_ts, zone)).anchored(t0)
+            else:
+                trig = self._parse(trigger, zone, t0, None, None).anchored(t0)
+                if end_ts is not None and policy.until is None:
+                    policy = replace(policy, until=end_ts)  # a cron or date trigger ends at `end`
         if debounce is not None:
             if not isinstance(trig, OnFile):
                 raise PolicyError(f"debounce={debounce!r} applies to 'on file PATTERN' triggers, not to {trig.spec!r}")
@@ -335,6 +344,8 @@ class Scheduler:
                 f"trigger {trig.spec!r} never fires after now ({datetime.fromtimestamp(t0, zone):%Y-%m-%d %H:%M:%S %Z}): "
                 "pick a future time, or pass now=True to run it once right away"
             )
+        if self._binding.here():  # on the loop's thread (the common case, e.g. adding 100,000 jobs in a cell)
+            return self._add(func, name, trig, policy, now, paused, meta, persist, not_before, catchup)
         return self._binding.call("Scheduler.add", self._add, func, name, trig, policy, now, paused, meta, persist,
                                   not_before, catchup)
 
@@ -430,6 +441,26 @@ class Scheduler:
         func = notebook_job(path, name=name, parameters=parameters, output_dir=output_dir, kernel_name=kernel_name)
         return self.add(func, trigger, name=func.__name__, after=after, **options)
 
+    def _policy(self, options: dict[str, Any]) -> JobPolicy:
+        """``JobPolicy.build(self.defaults, **options)``, shared by the jobs added with the same options
+        (100,000 jobs with ``retries=2`` hold one policy, validated once).  Options are keyed with their
+        types (``True == 1`` but ``max_instances=True`` is an error); unhashable values are not cached."""
+        defaults = self.defaults
+        cache = self._policy_cache
+        if cache and cache.get(None) is not defaults:  # the defaults were replaced: start over
+            cache.clear()
+        try:
+            key = tuple([(k, v.__class__, v) for k, v in options.items()])
+            policy = cache.get(key)
+        except TypeError:  # an unhashable value (resources={'GPU': 1})
+            return JobPolicy.build(defaults, **options)
+        if policy is None:
+            policy = JobPolicy.build(defaults, **options)
+            if len(cache) < 256:
+                cache[None] = defaults
+                cache[key] = policy
+        return policy
+
     def _parse(self, trigger: "str | Trigger", zone: tzinfo, now: float, start: Any, end: Any) -> Trigger:
         # Absolute specs parse to the same frozen value every time: cache them (adding 100,000 jobs
         # 'every 1s' parses once).  Relative specs ('in 10m', 'at 09:00') depend on now: never cached.
@@ -477,7 +508,13 @@ class Scheduler:
 
         A job that others run after cannot be removed alone (the error names them): ``cascade=True``
         removes them too."""
-        self._binding.call("Scheduler.remove", self._remove_cascade if cascade else self._remove, name)
+        binding = self._binding
+        loop = binding.loop
+        if not cascade and binding.thread == _get_ident() and loop is not None and not binding.closed \
+                and not loop.is_closed():  # (binding.here(), written out: removing 100,000 jobs in a cell)
+            self._remove(name)
+        else:
+            self._binding.call("Scheduler.remove", self._remove_cascade if cascade else self._remove, name)
 
     def downstream_of(self, name: str) -> list[str]:
         """The jobs that run after ``name`` (directly), in the order they were added."""
@@ -730,38 +767,60 @@ class Scheduler:
 
     # ======================================================================== internals: jobs
     def _add(self, func, name, trig, policy, now, paused, meta, persist=None, not_before=None, catchup=()) -> Job:
+        # (hot when a cell adds 100,000 jobs: the common steps are written out here rather than called)
         if self._closed:
             raise SchedulerShutdownError("this scheduler was shut down; create a new Scheduler()")
-        if not self._wheel.draining:
+        wheel = self._wheel
+        if not wheel.draining:
             self._check_clock()  # a step not noticed yet must not move the new job's fire times
-        log_ = self._log_for(name, policy)
-        old = self._jobs.pop(name, None)
+        log_ = self._logs.get(name)
+        if log_ is None:  # a new name (else _log_for applies the policy's retention to the kept log)
+            log_ = self._logs[name] = RunLog(name, policy.history_rows, policy.history_age,
+                                             results_rows=policy.results_rows, results_age=policy.results_age)
+        else:
+            log_ = self._log_for(name, policy)
+        jobs = self._jobs
+        old = jobs.pop(name, None)
         if old is not None:
             self._detach(old)
         job = Job(self, name, func, trig, policy, meta, log_)
         self._gc.added()
-        self._link(job)
+        after = isinstance(trig, After)
+        if after:
+            self._link(job)
+        store = self._store
         if persist is None:
-            persist = self._store is not None and getattr(self._store, "persist_all", True)
-        if persist and self._store is None:
-            self.attach_store(None, persist_all=False)  # the default file, for this job only
-        job._persist = bool(persist)
-        self._jobs[name] = job
+            persist = store is not None and getattr(store, "persist_all", True)
+        if persist:
+            if store is None:
+                self.attach_store(None, persist_all=False)  # the default file, for this job only
+            job._persist = True
+        jobs[name] = job
         self._version += 1
         t0 = self._time()
         if paused:
             job._paused = True
-        elif isinstance(trig, After):
+        elif after:
             pass  # runs when its upstreams deliver
         elif isinstance(trig, OnFile):
             self._watch(job)
         else:
             first = trig.next_timestamp(t0 if not_before is None else max(t0, not_before - 1e-6))
-            if first is not None and (policy.until is None or first <= policy.until):
-                self._schedule(job, first)
+            until = policy.until
+            if first is not None and (until is None or first <= until):
+                job._next_ts = first  # (self._schedule, written out)
+                jitter = policy.jitter
+                wheel.put(job, first + self._random.uniform(0.0, jitter) if jitter else first)
             elif not now:
                 job._finished = True
-        self._announce(job, replaced=old is not None)
+        if self._started:  # (self._announce, written out)
+            events = self.events
+            if events._subs:
+                kind = ev.JobAdded if old is None else ev.JobModified
+                if events.wants(kind, name):
+                    events.emit(kind(self.clock.now(), name))
+        else:
+            self._announce(job, replaced=old is not None)
         if job._persist:
             self._store.on_job_saved(job)
         if now:
@@ -878,20 +937,32 @@ class Scheduler:
         return out
 
     def _remove(self, name: str) -> None:
-        job = self.get(name)
-        downs = self._downstream.get(name)
-        if downs:
-            downs = [d for d in downs if d in self._jobs]
-        if downs:
-            raise PolicyError(f"cannot remove {name!r}: {', '.join(map(repr, downs))} run(s) after it; remove those "
-                              f"first, or remove({name!r}, cascade=True) (%schedule remove {name} --cascade) for all")
-        del self._jobs[name]
-        self._detach(job)
+        # (hot when a cell removes 100,000 jobs: get, _detach's common case and _emit_job written out)
+        jobs = self._jobs
+        job = jobs.get(name)
+        if job is None:
+            raise JobLookupError(self._unknown(name))
+        if self._downstream:
+            downs = self._downstream.get(name)
+            if downs:
+                downs = [d for d in downs if d in jobs]
+            if downs:
+                raise PolicyError(f"cannot remove {name!r}: {', '.join(map(repr, downs))} run(s) after it; remove "
+                                  f"those first, or remove({name!r}, cascade=True) (%schedule remove {name} --cascade) "
+                                  "for all")
+        del jobs[name]
+        if self._gates or self._watches or self._landed or job._waiters:
+            self._detach(job)
+        else:  # (_detach's common case, with TimingWheel.take written out: its bucket entry goes stale)
+            job._removed = True
+            job._key = job._next_ts = job._planned = None
         self._gc.removed()
         self._version += 1
         if job._persist and self._store is not None:
             self._store.on_job_removed(name)
-        self._emit_job(ev.JobRemoved, name)
+        events = self.events
+        if events._subs and events.wants(ev.JobRemoved, name):
+            events.emit(ev.JobRemoved(self.clock.now(), name))
 
     def _changed(self, job: Job) -> None:
         self._version += 1
