@@ -4,6 +4,11 @@
   a single timer (from the clock) is armed for the earliest.  Adding, removing (lazy: a job's entry
   is live only while ``job._key`` equals its bucket's key) and firing cost O(1) amortised per job,
   plus O(log buckets) for a new bucket.  Jobs go in the buckets as they are: no per-fire tuples.
+* **Never early.**  Bucket ``k`` holds the planned times in ``(k - 1, k]`` ms.  The timer is armed
+  for a small bucket's earliest job (a big one's end); woken, the wheel fires every bucket that
+  has ended and, of the current millisecond's bucket, the jobs planned by now - the others wait
+  for the timer it arms next.  So a job starts as close after its time as a timer of its own would
+  start it, and never before.
 * **Exact instants.**  A timer may fire up to ``clock.timer_slack`` late (the selector rounds to
   milliseconds); when the schedule is sparse (:data:`SPIN_MIN_GAP`) the wheel arms that much early
   and spins to the instant within a CPU budget (:data:`SPIN_BUDGET` of a core).  The same code runs
@@ -141,13 +146,13 @@ class TimingWheel:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_key = key
-        when = key / 1000.0
+        when = self._bucket_target(key)  # a small bucket's earliest job (a timer per job would wake there)
         slack = self._clock.timer_slack
         if slack and self._spin_tokens >= slack and when - self._spin_refilled >= SPIN_MIN_GAP:
             # a sparse schedule: wake a little early and spin to the instant (see the module docstring);
             # a big bucket (a thousand jobs on the same second) is worth twice the margin
             big = len(self._buckets.get(key, ())) > _SMALL_BUCKET
-            when = self._bucket_target(key) - (2 * slack if big else slack)
+            when -= 2 * slack if big else slack
         wake = self._wake_interval
         if wake is not None and when - self._time() > wake:
             when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
@@ -179,7 +184,7 @@ class TimingWheel:
                 pass
             self._spin_tokens -= remaining
             return True
-        return remaining < 0.001  # within the bucket's millisecond the bucket counts as due
+        return False  # woke early (a long horizon, or no spin budget): never fire a job before its time
 
     def _on_timer(self) -> None:
         key = self._timer_key
@@ -189,10 +194,12 @@ class TimingWheel:
             return
         if self._on_wake is not None and self._on_wake():
             return
-        if key is not None and not self._spin_to(key):
-            self._arm(key)  # woke too early (long horizon, or no spin budget): wait for the instant
+        if key is not None:
+            self._spin_to(key)  # a sparse schedule: spin to the instant if it is a hair away
+        if not self._collect_due():
+            if self._keys:
+                self._arm(self._keys[0])  # woke too early (long horizon, or no spin budget): wait
             return
-        self._collect_due()
         self._drain()
 
     # ------------------------------------------------------------------------------ due jobs
@@ -209,23 +216,42 @@ class TimingWheel:
         if self._on_load is not None:
             self._on_load(share)
 
-    def _collect_due(self) -> None:
-        now_key = bucket_key(self._time())
+    def _collect_due(self) -> bool:
+        """Move what is due now to the due list: every bucket that has ended, and the jobs of the
+        current millisecond's (small) bucket planned by now - never a job before its time.  Returns
+        whether anything was added."""
+        now = self._time()
+        ended = math.floor(now * 1000.0 + 1e-6)  # bucket k holds planned times in (k - 1, k] ms
         keys = self._keys
         buckets = self._buckets
         due = self._due
         if self._due_chunk and self._due_chunk >= len(due):
             due.clear()
             self._due_chunk = self._due_pos = 0
-        while keys and keys[0] <= now_key:
+        count = len(due)
+        while keys and keys[0] <= ended:
             key = heapq.heappop(keys)
             due.append((key, buckets.pop(key)))
+        if keys and keys[0] == ended + 1:  # the current millisecond: its jobs planned by now
+            key = keys[0]
+            bucket = buckets[key]
+            if len(bucket) <= _SMALL_BUCKET:
+                ready = [job for job in bucket if job._key == key and job._planned <= now]
+                if ready:
+                    rest = [job for job in bucket if job._key == key and job._planned > now]
+                    if rest:
+                        buckets[key] = rest
+                    else:
+                        heapq.heappop(keys)
+                        del buckets[key]
+                    due.append((key, ready))
+        return len(due) > count
 
     def _drain(self) -> None:
         """Start due jobs for at most SLICE_SECONDS, then record them (or yield to the loop first)."""
         self.draining = True
         due = self._due
-        if self._due_chunk >= len(due) and self._keys and self._keys[0] <= bucket_key(self._time()):
+        if self._due_chunk >= len(due) and self._keys:
             self._collect_due()  # releasing a burst's records took a turn of the loop: new ones first
         chunk = self._due_chunk
         pos = self._due_pos
@@ -278,8 +304,7 @@ class TimingWheel:
         self.draining = False
         if self.stopped:
             return
-        if self._keys and self._keys[0] <= bucket_key(self._time()):  # anything fall due meanwhile?
-            self._collect_due()
+        if self._keys and self._collect_due():  # anything fall due meanwhile?
             self.draining = True
             loop.call_soon(self._drain)
             return
