@@ -39,9 +39,9 @@ def test_the_wheel_spins_only_for_sparse_schedules():
     assert clock.armed == [far - clock.timer_slack]
     wheel.clear()
     clock.armed.clear()
-    near = 1_000.0 + 0.0014  # dense (the loop is awake every millisecond or so): a plain timer for the job
+    near = 1_000.0 + 0.0014  # dense (the loop is awake every millisecond or so): a plain timer for the bucket
     wheel.put(_Job(), near)
-    assert clock.armed == [near]
+    assert clock.armed == [1_000.002]
 
 
 
@@ -137,8 +137,9 @@ def test_a_bad_switch_interval_is_refused_with_the_valid_range():
 
 
 def test_no_job_fires_before_its_time_and_a_bucket_fires_as_its_jobs_come_due():
-    """A bucket holds a millisecond of planned times: woken for its earliest job, the wheel fires the
-    jobs planned by now and waits for the others (it used to fire the whole bucket, up to 1 ms early)."""
+    """A bucket holds a millisecond of planned times: woken inside it, the wheel fires the jobs
+    planned by now and leaves the others for the next wake (it used to fire the whole current
+    bucket, up to 1 ms early)."""
     from nbsched.engine._wheel import TimingWheel
 
     clock = _StubClock(1_000.0)
@@ -146,20 +147,19 @@ def test_no_job_fires_before_its_time_and_a_bucket_fires_as_its_jobs_come_due():
     fired = []
     wheel = TimingWheel(clock, lambda: loop, fire=lambda job, now: fired.append((job.name, now)),
                         on_drained=lambda: None)
-    jobs = {}
     for name, planned in (("a", 1_000.0003), ("b", 1_000.0008), ("c", 1_000.0013)):  # a, b: one bucket
-        jobs[name] = job = _Job()
+        job = _Job()
         job.name = name
         wheel.put(job, planned)
-    assert clock.armed[-1] == 1_000.0003  # the bucket's earliest job, not the bucket's end
-    clock.now = 1_000.0005
+    assert clock.armed[-1] == 1_000.001  # the earliest bucket's end
+    clock.now = 1_000.0005  # a wake inside the bucket (e.g. for another bucket's timer)
     wheel._on_timer()
     assert fired == [("a", 1_000.0005)]
-    assert clock.armed[-1] == 1_000.0008  # b waits for its own time
-    clock.now = 1_000.0007  # a timer that fires a hair early fires nothing
+    assert clock.armed[-1] == 1_000.001  # b waits
+    clock.now = 1_000.0007  # woken again before b's time: nothing fires
     wheel._on_timer()
-    assert fired == [("a", 1_000.0005)] and clock.armed[-1] == 1_000.0008
-    clock.now = 1_000.0011  # b's bucket has ended; c (next bucket) is not due yet
+    assert fired == [("a", 1_000.0005)] and clock.armed[-1] == 1_000.001
+    clock.now = 1_000.0011  # b's bucket has ended; c (the next bucket) is not due yet
     wheel._on_timer()
     assert fired == [("a", 1_000.0005), ("b", 1_000.0011)]
-    assert clock.armed[-1] == 1_000.0013
+    assert clock.armed[-1] == 1_000.002

@@ -5,10 +5,11 @@
   is live only while ``job._key`` equals its bucket's key) and firing cost O(1) amortised per job,
   plus O(log buckets) for a new bucket.  Jobs go in the buckets as they are: no per-fire tuples.
 * **Never early.**  Bucket ``k`` holds the planned times in ``(k - 1, k]`` ms.  The timer is armed
-  for a small bucket's earliest job (a big one's end); woken, the wheel fires every bucket that
-  has ended and, of the current millisecond's bucket, the jobs planned by now - the others wait
-  for the timer it arms next.  So a job starts as close after its time as a timer of its own would
-  start it, and never before.
+  for the earliest bucket's end; woken (the selector wakes up to a millisecond late), the wheel
+  fires every bucket that has ended and, of the current millisecond's (small) bucket, the jobs
+  planned by now - the others wait for the next wake.  So in a dense schedule a job starts about
+  as soon after its time as a timer of its own would start it, never before, and the loop wakes
+  at most about once a millisecond (on a VM a wake costs tens of microseconds of CPU).
 * **Exact instants.**  A timer may fire up to ``clock.timer_slack`` late (the selector rounds to
   milliseconds); when the schedule is sparse (:data:`SPIN_MIN_GAP`) the wheel arms that much early
   and spins to the instant within a CPU budget (:data:`SPIN_BUDGET` of a core).  The same code runs
@@ -146,13 +147,13 @@ class TimingWheel:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_key = key
-        when = self._bucket_target(key)  # a small bucket's earliest job (a timer per job would wake there)
+        when = key / 1000.0
         slack = self._clock.timer_slack
         if slack and self._spin_tokens >= slack and when - self._spin_refilled >= SPIN_MIN_GAP:
             # a sparse schedule: wake a little early and spin to the instant (see the module docstring);
             # a big bucket (a thousand jobs on the same second) is worth twice the margin
             big = len(self._buckets.get(key, ())) > _SMALL_BUCKET
-            when -= 2 * slack if big else slack
+            when = self._bucket_target(key) - (2 * slack if big else slack)
         wake = self._wake_interval
         if wake is not None and when - self._time() > wake:
             when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
@@ -248,66 +249,67 @@ class TimingWheel:
         return len(due) > count
 
     def _drain(self) -> None:
-        """Start due jobs for at most SLICE_SECONDS, then record them (or yield to the loop first)."""
+        """Start due jobs for at most SLICE_SECONDS, then record them (or yield to the loop first);
+        while the slice lasts, jobs that fell due meanwhile are started in the same turn of the loop."""
         self.draining = True
-        due = self._due
-        if self._due_chunk >= len(due) and self._keys:
+        if self._due_chunk >= len(self._due) and self._keys:
             self._collect_due()  # releasing a burst's records took a turn of the loop: new ones first
-        chunk = self._due_chunk
-        pos = self._due_pos
-        if self._hold is not None:
-            self._hold()
         began = perf_counter()
         deadline = began + SLICE_SECONDS
         fire = self._fire
         time = self._time
-        count = 0
-        out_of_time = False
-        try:
-            while chunk < len(due):
-                key, jobs = due[chunk]
-                end = len(jobs)
-                while pos < end:
-                    job = jobs[pos]
-                    pos += 1
-                    if job._key == key:
-                        fire(job, time())
-                    count += 1
-                    if count == _CHECK_EVERY:
-                        count = 0
-                        if perf_counter() > deadline:
-                            out_of_time = True
-                            break
-                if out_of_time and pos < end:
-                    break
-                chunk += 1
-                pos = 0
-                if out_of_time:
-                    break
-        finally:
-            self._due_chunk = chunk
-            self._due_pos = pos
         loop = self._loop_of()
-        if chunk < len(due):
-            if self._park is not None:
-                self._park()
-            self._account(began)
-            loop.call_soon(self._drain)  # more to start: give the loop back first
-            return
-        due.clear()
-        self._due_chunk = self._due_pos = 0
-        if self._release is not None and not self._release(deadline):
-            self._account(began)
-            loop.call_soon(self._drain)  # more to record: give the loop back first
-            return
+        while True:
+            due = self._due
+            chunk = self._due_chunk
+            pos = self._due_pos
+            if self._hold is not None:
+                self._hold()
+            count = 0
+            out_of_time = False
+            try:
+                while chunk < len(due):
+                    key, jobs = due[chunk]
+                    end = len(jobs)
+                    while pos < end:
+                        job = jobs[pos]
+                        pos += 1
+                        if job._key == key:
+                            fire(job, time())
+                        count += 1
+                        if count == _CHECK_EVERY:
+                            count = 0
+                            if perf_counter() > deadline:
+                                out_of_time = True
+                                break
+                    if out_of_time and pos < end:
+                        break
+                    chunk += 1
+                    pos = 0
+                    if out_of_time:
+                        break
+            finally:
+                self._due_chunk = chunk
+                self._due_pos = pos
+            if chunk < len(due):
+                if self._park is not None:
+                    self._park()
+                self._account(began)
+                loop.call_soon(self._drain)  # more to start: give the loop back first
+                return
+            due.clear()
+            self._due_chunk = self._due_pos = 0
+            if self._release is not None and not self._release(deadline):
+                self._account(began)
+                loop.call_soon(self._drain)  # more to record: give the loop back first
+                return
+            if self.stopped or not self._keys or perf_counter() > deadline or not self._collect_due():
+                break
+            # more fell due while these started and were recorded: the same slice goes on with them
         self._account(began)
         self.draining = False
         if self.stopped:
             return
-        if self._keys and self._collect_due():  # anything fall due meanwhile?
-            self.draining = True
-            loop.call_soon(self._drain)
-            return
         if self._keys:
-            self._arm(self._keys[0])
+            self._arm(self._keys[0])  # (already due: the loop runs it at its next turn)
         self._on_drained()
