@@ -33,7 +33,7 @@ def test_the_wheel_spins_only_for_sparse_schedules():
     clock = _StubClock(1_000.0)
     wheel = TimingWheel(clock, lambda: None, fire=lambda job, now: None, on_drained=lambda: None)
     wheel._spin_tokens = SPIN_BUDGET  # a full budget
-    wheel._spin_refilled = clock.now  # the last wake: now
+    wheel._last_wake = clock.now  # the last wake: now
     far = 1_000.0 + SPIN_MIN_GAP + 0.0104  # sparse: wake a timer slack early, then spin to the instant
     wheel.put(_Job(), far)
     assert clock.armed == [far - clock.timer_slack]
@@ -51,7 +51,7 @@ def test_a_big_bucket_in_a_sparse_schedule_is_armed_twice_as_early():
     clock = _StubClock(1_000.0)
     wheel = TimingWheel(clock, lambda: None, fire=lambda job, now: None, on_drained=lambda: None)
     wheel._spin_tokens = SPIN_BUDGET
-    wheel._spin_refilled = clock.now
+    wheel._last_wake = clock.now
     second = 1_001.0  # a thousand jobs on 'cron * * * * * *' wait for the next second
     for _ in range(_SMALL_BUCKET + 1):
         wheel.put(_Job(), second)

@@ -7,8 +7,8 @@ to the store and bumps the job's counters.  Events and waiters are told afterwar
 Plain functions on the ``loop`` executor run inline (no Task per fire); coroutines, retries,
 timeouts and other executors get a Task.
 
-**Starting comes first.**  While the timing wheel starts a slice of due jobs it *holds* the
-lifecycle (:meth:`RunLifecycle.hold`): an inline run that ends leaves what is left to do (its
+**Starting comes first.**  While the timing wheel starts a slice of many due jobs (more than
+:data:`_HOLD_FROM`: a burst) it *holds* the lifecycle (:meth:`RunLifecycle.hold`): an inline run that ends leaves what is left to do (its
 history row, counters, events, waiters, downstream deliveries) in a flat list instead, and once
 every due job has started, :meth:`RunLifecycle.release` does it all, in the order the runs ended
 (in slices too, if there is much).  So the last of a thousand jobs due on the same second starts
@@ -48,6 +48,8 @@ _EVENT_OF = {ERROR: ev.JobFailed, TIMEOUT: ev.JobTimedOut, CANCELLED: ev.JobCanc
 _CANCELLED_INFO = ErrorInfo("CancelledError", "the run was cancelled (scheduler shut down or task cancelled)", "")
 #: Values kept per ended inline run until it is recorded (see RunLifecycle.hold).
 _HELD = 11
+#: Due jobs from which a slice keeps its completions for after (fewer: recorded as they end).
+_HOLD_FROM = 64
 #: Runs recorded between two looks at the release deadline.
 _RELEASE_CHUNK = 32
 #: Finished-run outcomes kept for handles awaited late (oldest half dropped beyond this).
@@ -105,9 +107,11 @@ class RunLifecycle:
         self._releasing = False
 
     # ================================================================== starting comes first
-    def hold(self) -> None:
-        """Keep the completions of inline runs from now on (a slice of due jobs is starting)."""
-        if self._held is None:
+    def hold(self, due: int) -> None:
+        """A slice of ``due`` jobs is starting: keep the completions of its inline runs - if there are
+        enough for it to matter (a few dozen are recorded as they end, which costs less), or if
+        completions of the same burst are kept already (they are recorded in order)."""
+        if self._held is None and (due > _HOLD_FROM or self._parked):
             self._held = []
 
     def park(self) -> None:

@@ -16,8 +16,8 @@
   on every clock: a fake clock has no slack.
 * **Slices.**  When thousands of jobs fall due at once they are worked through in slices of
   :data:`SLICE_SECONDS`, giving the loop back between slices, so a kernel's cells, widget clicks and
-  comms are never held up by bookkeeping.  Starting comes first: the owner's ``hold()`` is called
-  before a slice starts jobs, ``park()`` when it ends with more due, and ``release(deadline)``
+  comms are never held up by bookkeeping.  Starting comes first: the owner's ``hold(due)`` is called
+  before a slice starts jobs (with how many are due), ``park()`` when it ends with more due, and ``release(deadline)``
   once every due job has started (it records what the runs left to record, and says whether it is
   done: if not, the wheel calls it again at the loop's next turn, after any newly due jobs).
 * **Load.**  About once a second the wheel tells its owner (``on_load(share)``) the share of wall
@@ -62,7 +62,7 @@ class TimingWheel:
 
     def __init__(self, clock: Clock, loop_of: Callable[[], Any], fire: Callable[[Any, float], None],
                  on_drained: Callable[[], None], on_wake: Callable[[], bool] | None = None,
-                 on_load: Callable[[float], None] | None = None, hold: Callable[[], None] | None = None,
+                 on_load: Callable[[float], None] | None = None, hold: Callable[[int], None] | None = None,
                  park: Callable[[], None] | None = None, release: Callable[[float], bool] | None = None):
         self._clock = clock
         self._time = clock.time
@@ -81,6 +81,8 @@ class TimingWheel:
         self._timer_key: int | None = None
         self._spin_tokens = 0.0
         self._spin_refilled = self._time()
+        self._last_wake = self._spin_refilled  # the last timer wake (a dense schedule wakes often)
+        self._early = False  # the timer was armed early, to spin to the instant
         self._due: list[tuple[int, list]] = []  # (bucket key, jobs) waiting to be processed
         self._due_chunk = 0
         self._due_pos = 0
@@ -149,11 +151,15 @@ class TimingWheel:
         self._timer_key = key
         when = key / 1000.0
         slack = self._clock.timer_slack
-        if slack and self._spin_tokens >= slack and when - self._spin_refilled >= SPIN_MIN_GAP:
+        self._early = False
+        if slack and when - self._last_wake >= SPIN_MIN_GAP:
+            self._refill(self._time())
+        if slack and self._spin_tokens >= slack and when - self._last_wake >= SPIN_MIN_GAP:
             # a sparse schedule: wake a little early and spin to the instant (see the module docstring);
             # a big bucket (a thousand jobs on the same second) is worth twice the margin
             big = len(self._buckets.get(key, ())) > _SMALL_BUCKET
             when = self._bucket_target(key) - (2 * slack if big else slack)
+            self._early = True
         wake = self._wake_interval
         if wake is not None and when - self._time() > wake:
             when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
@@ -167,15 +173,18 @@ class TimingWheel:
         planned = [job._planned for job in bucket if job._key == key]
         return min(planned) if planned else key / 1000.0
 
+    def _refill(self, now: float) -> None:
+        """Add the spin budget earned since the last refill (SPIN_BUDGET of a core, capped)."""
+        self._spin_tokens = min(SPIN_BUDGET * 2.5, self._spin_tokens + (now - self._spin_refilled) * SPIN_BUDGET)
+        self._spin_refilled = now
+
     def _spin_to(self, key: int) -> bool:
         """Before processing bucket ``key``: spin to its instant if it is a hair away and the budget
         allows.  Returns False if the timer fired too early to spin (the caller re-arms)."""
         target = self._bucket_target(key)
         time = self._time
         now = time()
-        elapsed = now - self._spin_refilled  # refill the budget for the time that passed
-        self._spin_refilled = now
-        self._spin_tokens = min(SPIN_BUDGET * 2.5, self._spin_tokens + elapsed * SPIN_BUDGET)
+        self._refill(now)
         remaining = target - now
         if remaining <= 0:
             return True
@@ -195,8 +204,9 @@ class TimingWheel:
             return
         if self._on_wake is not None and self._on_wake():
             return
-        if key is not None:
-            self._spin_to(key)  # a sparse schedule: spin to the instant if it is a hair away
+        self._last_wake = self._time()
+        if key is not None and self._early:
+            self._spin_to(key)  # armed early (a sparse schedule): spin to the instant
         if not self._collect_due():
             if self._keys:
                 self._arm(self._keys[0])  # woke too early (long horizon, or no spin budget): wait
@@ -264,7 +274,7 @@ class TimingWheel:
             chunk = self._due_chunk
             pos = self._due_pos
             if self._hold is not None:
-                self._hold()
+                self._hold(self.backlog)
             count = 0
             out_of_time = False
             try:

@@ -180,7 +180,7 @@ class Scheduler:
         self._binding = LoopBinding(on_move=self._rearm_all)
         self._switch = SwitchInterval(self.switch_interval)
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
-                                  self._check_clock, self._switch.report, hold=lambda: self._runs.hold(),
+                                  self._check_clock, self._switch.report, hold=lambda due: self._runs.hold(due),
                                   park=lambda: self._runs.park(), release=lambda deadline: self._runs.release(deadline))
         elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
         self._elapsed: Callable[[], float] | None = elapsed
@@ -1360,7 +1360,7 @@ class Scheduler:
 
     def _maybe_idle(self) -> None:
         """Wake ``wait_idle()`` callers once nothing runs and nothing is due."""
-        if not self._busy():
+        if self._idle_waiters and not self._busy():
             waiters, self._idle_waiters = self._idle_waiters, []
             for fut in waiters:
                 if not fut.done():
