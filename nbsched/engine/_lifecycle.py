@@ -8,10 +8,11 @@ Plain functions on the ``loop`` executor run inline (no Task per fire); coroutin
 timeouts and other executors get a Task.
 
 **Starting comes first.**  While the timing wheel starts a slice of many due jobs (more than
-:data:`_HOLD_FROM`: a burst) it *holds* the lifecycle (:meth:`RunLifecycle.hold`): an inline run that ends leaves what is left to do (its
-history row, counters, events, waiters, downstream deliveries) in a flat list instead, and once
-every due job has started, :meth:`RunLifecycle.release` does it all, in the order the runs ended
-(in slices too, if there is much).  So the last of a thousand jobs due on the same second starts
+:data:`_HOLD_FROM`: a burst) it *holds* the lifecycle (:meth:`RunLifecycle.hold`): an inline run
+that ends leaves what is left to do (its history row, counters, events, waiters, downstream
+deliveries) in a flat list instead, and once every due job has started,
+:meth:`RunLifecycle.release` does it all, in the order the runs ended (in slices too, if there is
+much).  So the last of a thousand jobs due on the same second starts
 after the others *started*, not after they were also recorded.  ``history()``, ``results()`` and
 shutdown record what is left first, and so does a run started any other way (``run_now``); other
 state (a job's last outcome, events, a card) may lag by the burst's few milliseconds.
@@ -27,10 +28,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from .. import events as ev
+from ..clock import perf_counter
 from ..context import Branch, RunInputs, Skip, _current, _inline, make_context
 from ..errors import NbschedError
 from ..executors import run_worker
-from ..clock import perf_counter
 from ..history import MANUAL, SCHEDULE, UPSTREAM, ErrorInfo, Outcome, RunRecord
 
 __all__ = ["RunLifecycle", "MaxInstancesReachedError"]

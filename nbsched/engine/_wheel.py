@@ -16,10 +16,11 @@
   on every clock: a fake clock has no slack.
 * **Slices.**  When thousands of jobs fall due at once they are worked through in slices of
   :data:`SLICE_SECONDS`, giving the loop back between slices, so a kernel's cells, widget clicks and
-  comms are never held up by bookkeeping.  Starting comes first: the owner's ``hold(due)`` is called
-  before a slice starts jobs (with how many are due), ``park()`` when it ends with more due, and ``release(deadline)``
-  once every due job has started (it records what the runs left to record, and says whether it is
-  done: if not, the wheel calls it again at the loop's next turn, after any newly due jobs).
+  comms are never held up by bookkeeping.  Starting comes first: the owner's ``hold(due)`` is
+  called before a slice starts jobs (with how many are due), ``park()`` when it ends with more
+  due, and ``release(deadline)`` once every due job has started (it records what the runs left
+  to record, and says whether it is done: if not, the wheel calls it again at the loop's next
+  turn, after any newly due jobs).
 * **Load.**  About once a second the wheel tells its owner (``on_load(share)``) the share of wall
   time it spent firing jobs (the scheduler uses it for the thread switch interval, see
   :mod:`nbsched.engine._gil`).

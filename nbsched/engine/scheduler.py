@@ -126,9 +126,10 @@ class Scheduler:
 
     After a bulk add (``gc_freeze_after`` jobs, default 1,000) the scheduler freezes the objects
     alive at that moment out of the garbage collector's full collections (:func:`gc.freeze`), so a
-    full collection's pause does not grow with the number of jobs (a longer bulk add is frozen in steps
-    as it goes); removing as many jobs unfreezes them.  The collector itself stays on.  Set ``Scheduler.gc_freeze_after = None`` (before creating
-    the scheduler) to never freeze - see ``nbsched/engine/_gc.py`` for the trade-off.
+    full collection's pause does not grow with the number of jobs (a longer bulk add is frozen in
+    steps as it goes); removing as many jobs unfreezes them.  The collector itself stays on.  Set
+    ``Scheduler.gc_freeze_after = None`` (before creating the scheduler) to never freeze - see
+    ``nbsched/engine/_gc.py`` for the trade-off.
 
     While firing jobs takes a quarter or more of the loop's time (100,000 jobs a second), the
     scheduler shortens the interpreter's thread switch interval (:func:`sys.setswitchinterval`) from
