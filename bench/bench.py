@@ -352,13 +352,13 @@ class RawAsyncio(Adapter):
         self.st = array.array("d")
         self.lat = array.array("d")
 
-    def add(self, i, interval, first_at=None):
+    def _parts(self):
+        """What a job's fire callback closes over (bound once per job, not looked up per fire)."""
         loop = self.loop
-        now = loop.time
-        call_at = loop.call_at
-        handles = self.handles
-        st_append = self.st.append
-        lat_append = self.lat.append
+        return loop.time, loop.call_at, self.handles, self.st.append, self.lat.append
+
+    def add(self, i, interval, first_at=None):
+        now, call_at, handles, st_append, lat_append = self._parts()
 
         def fire(when):
             t = now()
@@ -374,12 +374,7 @@ class RawAsyncio(Adapter):
         """Each fire computes the job's next fire time with its own croniter, as a hand-rolled loop would."""
         from croniter import croniter
 
-        loop = self.loop
-        now = loop.time
-        call_at = loop.call_at
-        handles = self.handles
-        st_append = self.st.append
-        lat_append = self.lat.append
+        now, call_at, handles, st_append, lat_append = self._parts()
         offset = self.offset
         it = croniter(expr, time.time(), second_at_beginning=True)
         get_next = it.get_next

@@ -152,15 +152,21 @@ async def test_backfill_runs_each_fire_time_with_its_downstream_chain(clock):
     sched.shutdown()
 
 
-async def test_backfill_progress_is_told_after_every_run_and_once_finished(clock):
-    await clock.set(day(20, 12))
+async def slow_daily_backfill(clock, now, run_seconds: float, end: str):
+    """A scheduler at ``now`` with job 'daily' (02:00, each run taking ``run_seconds`` on the fake
+    clock) and a backfill of it from 2026-01-01 to ``end``: (scheduler, backfill handle)."""
+    await clock.set(now)
     sched = nbsched.Scheduler(clock=clock, tz="UTC")
 
     async def slow():
-        await clock.sleep(60)
+        await clock.sleep(run_seconds)
 
     sched.add(slow, "daily at 02:00", name="daily")
-    handle = sched.backfill("daily", "2026-01-01", "2026-01-03")
+    return sched, sched.backfill("daily", "2026-01-01", end)
+
+
+async def test_backfill_progress_is_told_after_every_run_and_once_finished(clock):
+    sched, handle = await slow_daily_backfill(clock, day(20, 12), 60, "2026-01-03")
     progress = []
     handle.on_progress(lambda b: progress.append((b.done, b.finished)))
     await clock.advance(200)
@@ -171,14 +177,7 @@ async def test_backfill_progress_is_told_after_every_run_and_once_finished(clock
 
 
 async def test_backfill_alongside_the_schedule_and_cancel(clock):
-    await clock.set(day(20, 1))
-    sched = nbsched.Scheduler(clock=clock, tz="UTC")
-
-    async def slow():
-        await clock.sleep(3600)
-
-    sched.add(slow, "daily at 02:00", name="daily")
-    handle = sched.backfill("daily", "2026-01-01", "2026-01-10")
+    sched, handle = await slow_daily_backfill(clock, day(20, 1), 3600, "2026-01-10")
     await clock.advance(3600 * 1.5)  # two backfill runs done, one going; the 02:00 fire ran beside it
     assert handle.done == 1 and handle.running == 1
     assert handle.cancel() == 1
