@@ -24,7 +24,8 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Iterable, NamedTuple
 
 __all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS",
-           "COLUMNS", "Column", "ROW_BYTES"]
+           "COLUMNS", "Column", "ROW_BYTES",
+           "ASIDE_FIELDS", "PACKED_OFFSETS", "pack_row", "unpack_row", "category_values"]
 
 
 class Outcome(str, enum.Enum):
@@ -135,6 +136,12 @@ _ROW = struct.Struct("<" + "".join(COLUMNS[i].code for i in _PACKED))
 #: Bytes of one packed history row.
 ROW_BYTES = _ROW.size
 _SCHEDULED_OFFSET = struct.calcsize("<" + "".join(COLUMNS[i].code for i in _PACKED[:_PACKED.index(SCHEDULED)]))
+#: The fields kept aside, not packed (an error, a worker address): a packed row plus a tuple of these
+#: values (``None`` when all are None, the common case) is a whole row.  See :func:`unpack_row`.
+ASIDE_FIELDS = tuple(COLUMNS[i].field for i in _ASIDE)
+#: Where each packed field sits in a packed row (little-endian): field -> (byte offset, struct code).
+PACKED_OFFSETS = {COLUMNS[i].field: (struct.calcsize("<" + "".join(COLUMNS[j].code for j in _PACKED[:k])),
+                                     COLUMNS[i].code) for k, i in enumerate(_PACKED)}
 _NAN = float("nan")
 
 
@@ -228,25 +235,35 @@ def _make_recorder() -> Any:
             break
         optional.append(c.field)
     params = ", ".join(f"{c.field}=None" if c.field in optional else c.field for c in COLUMNS)
-    src = (f"def record(self, {params}) -> None:\n"
+    src = (f"def record(self, {params}) -> bytes:\n"
            "    buf = self._buf\n"
-           f"    buf += _pack({', '.join(packed)})\n"
+           f"    row = _pack({', '.join(packed)})\n"
+           "    buf += row\n"
            f"{aside}"
            "    self._frame = None\n"
            "    if len(buf) > self._limit:\n"
            "        self._trim_rows()\n"
            "    if self.max_age is not None:\n"
-           "        self._trim_age(scheduled - self.max_age)\n")
+           "        self._trim_age(scheduled - self.max_age)\n"
+           "    return row\n"
+           f"def pack_row({params}) -> bytes:\n"
+           f"    return _pack({', '.join(packed)})\n")
     namespace: dict[str, Any] = {"_NAN": _NAN, "_pack": _ROW.pack}
     for i, cats in _CATEGORIES.items():
         namespace[f"_code{i}"] = cats.code
         namespace[f"_intern{i}"] = cats.intern
     exec(compile(src, f"<nbsched.history recorder for {params}>", "exec"), namespace)  # noqa: S102 - our own text
-    record = namespace["record"]
+    record, pack_row = namespace["record"], namespace["pack_row"]
     record.__doc__ = ("Append one row (the only place rows are recorded), then apply retention.  "
-                      f"Arguments in :data:`COLUMNS` order: {params}.")
-    record.__source__ = src
-    return record
+                      f"Arguments in :data:`COLUMNS` order: {params}.  Returns the packed row "
+                      "(:data:`ROW_BYTES` bytes; the values kept aside are not in it).")
+    pack_row.__doc__ = ("The packed bytes of one row, as :meth:`RunLog.record` packs it (values kept aside "
+                        "are left out; see :data:`ASIDE_FIELDS`).")
+    record.__source__ = pack_row.__source__ = src
+    return record, pack_row
+
+
+_record, pack_row = _make_recorder()
 
 
 class RunLog:
@@ -264,7 +281,7 @@ class RunLog:
     __slots__ = ("job", "_buf", "_limit", "_max_rows", "max_age", "_dropped", "_aside_rows", "_frame",
                  "_results", "_results_retention")
 
-    record = _make_recorder()
+    record = _record
 
     def __init__(self, job: str, max_rows: int | None = 10_000, max_age: float | None = None,
                  results: "ResultLog | None" = None, results_rows: int | None = 10_000,
@@ -401,6 +418,23 @@ class RunLog:
 
 
 _unpack_time = struct.Struct("<d").unpack_from
+
+
+def unpack_row(packed: bytes, aside: tuple | None = None) -> tuple:
+    """The plain row tuple (:class:`HistoryRow` layout) of a packed row and its values kept aside
+    (in :data:`ASIDE_FIELDS` order; ``None``: all None)."""
+    row = _decode(packed, 0, None)[0]
+    if aside is None:
+        return row
+    row = list(row)
+    for i, value in zip(_ASIDE, aside):
+        row[i] = value
+    return tuple(row)
+
+
+def category_values(field: str) -> list:
+    """The values of a category column's codes, by code (the packed rows hold the codes)."""
+    return list(_CATEGORIES[HistoryRow._fields.index(field)].values)
 
 
 @functools.lru_cache(maxsize=64)

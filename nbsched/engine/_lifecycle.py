@@ -181,13 +181,12 @@ class RunLifecycle:
         cluster worker that ran the attempt (None: this machine).
 
         The job's log packs the values (no object per row, nothing the garbage collector tracks); a
-        row tuple (:class:`~nbsched.history.HistoryRow` layout) is built only for a store."""
-        job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
+        store gets those packed bytes, and the values kept aside (error, worker) only when a row has them."""
+        packed = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
         s = self._sched
         store = s._store
         if job._persist and store is not None:
-            store.on_row(job.name, (run_id, nominal, started, finished, lateness, outcome, attempt, err, reason,
-                                    worker))
+            store.on_row(job.name, packed, None if err is None and worker is None else (err, worker))
         if outcome is _MISSED_S:
             job._missed += 1
             self.missed += 1

@@ -29,11 +29,11 @@ from itertools import repeat
 from operator import call
 from typing import TYPE_CHECKING, Any
 
-from ._codec import CHUNK_COLUMNS, MISSED_CODE, decode_chunk, encode_chunk, encode_value_rows, to_json, unencodable
+from ._codec import (CHUNK_COLUMNS, MISSED_CODE, chunk_times, decode_chunk, encode_chunk, encode_packed,
+                     encode_value_rows, to_json, unencodable)
 from ._leases import acquire_leases
 from ._schema import StoreError, connect
 from ..clock import perf_counter
-from ..history import Outcome
 
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
@@ -43,7 +43,6 @@ log = logging.getLogger("nbsched")
 _INSERT_CHUNK = ("INSERT INTO history(owner, n, first_scheduled, last_scheduled, job, run_id, scheduled, started, "
                  "finished, lateness, outcome, attempt, errors, reason, workers) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _CHUNK_ROWS = 20_000
-_MISSED = Outcome.MISSED.value
 
 
 
@@ -176,7 +175,7 @@ class BatchWriter:
                               [(jid, owner, run_id, scheduled, frame, d) for d in datas])
 
     def _rows(self, rows: list, owner: int) -> None:
-        """Store the flat [name, row, name, row, ...] list as history chunks (see :func:`encode_chunk`)."""
+        """Store the flat [name, row, name, row, ...] list as history chunks (see :func:`encode_packed`)."""
         ids = self.ids
         step = 2 * _CHUNK_ROWS
         for start in range(0, len(rows), step):
@@ -186,14 +185,16 @@ class BatchWriter:
                 job_ids = list(map(ids.__getitem__, names))
             except KeyError:
                 job_ids = [self.job_id(n) for n in names]
-            values = encode_chunk(job_ids, records)
-            if MISSED_CODE in values[9]:  # missed fire times of a job another process owns are its to record
+            values = encode_packed(job_ids, records)
+            codes = values[9]
+            if MISSED_CODE in codes:  # missed fire times of a job another process owns are its to record
                 claimable = self.store._claimable
-                keep = [i for i, r in enumerate(records) if r[5] != _MISSED or claimable(names[i], r[1])]
+                scheduled = chunk_times(values)
+                keep = [i for i, code in enumerate(codes) if code != MISSED_CODE or claimable(names[i], scheduled[i])]
                 if len(keep) < len(records):
                     if not keep:
                         continue
-                    values = encode_chunk([job_ids[i] for i in keep], [records[i] for i in keep])
+                    values = encode_packed([job_ids[i] for i in keep], [records[i] for i in keep])
             self.conn.execute(_INSERT_CHUNK, (owner, *values))
 
     # -------------------------------------------------------------------------------- leases

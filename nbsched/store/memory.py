@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..history import unpack_row
 from ..job import Job, StoredJob
 
 __all__ = ["MemoryStore"]
@@ -49,8 +50,8 @@ class MemoryStore:
         self.definitions.pop(name, None)
         self.states.pop(name, None)
 
-    def on_row(self, job_name: str, row: tuple) -> None:
-        self.rows.setdefault(job_name, []).append(row)
+    def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:
+        self.rows.setdefault(job_name, []).append(unpack_row(packed, aside))
 
     def on_result(self, job_name: str, run_id: int, scheduled: float, value: Any) -> None:
         self.results.setdefault(job_name, []).append((run_id, scheduled, value))

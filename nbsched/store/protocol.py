@@ -6,7 +6,9 @@ the engine only through its public methods: ``clock``, ``tz``, ``load()`` to bri
 is a complete implementation in about a hundred lines, written against this file alone.
 
 Threading: every method is called on the scheduler's loop thread; the hot ones (``on_row``,
-``claim``) on every fire, so they must not do I/O there (queue it).  Rows are plain tuples in the
+``claim``) on every fire, so they must not do I/O there (queue it).  A history row arrives packed,
+as the job's log packed it (bytes: nothing the garbage collector tracks), with the values kept aside
+(error, worker) when it has any; :func:`nbsched.history.unpack_row` makes the plain tuple in the
 layout of :class:`nbsched.history.HistoryRow`.
 """
 from __future__ import annotations
@@ -35,8 +37,12 @@ class Store(Protocol):
     def on_job_removed(self, name: str) -> None:
         """A persisted job was removed (its history stays)."""
 
-    def on_row(self, job_name: str, row: tuple) -> None:
-        """A history row of a persisted job was recorded (hot path: queue, do not block)."""
+    def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:
+        """A history row of a persisted job was recorded (hot path: queue, do not block).
+
+        ``packed``: the row's packed bytes; ``aside``: the values kept aside, in
+        :data:`nbsched.history.ASIDE_FIELDS` order, or ``None`` when all are None (the common case).
+        ``unpack_row(packed, aside)`` is the row as a plain tuple."""
 
     def on_result(self, job_name: str, run_id: int, scheduled: float, value: Any) -> None:
         """A persisted job's run returned ``value`` (not None)."""

@@ -211,8 +211,8 @@ class SQLiteStore:
         self._ops.append(("remove", name))
         self._kick()
 
-    def on_row(self, job_name: str, row: tuple) -> None:  # replaced per instance by _hot_path()
-        self._rows.extend((job_name, row))
+    def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:  # replaced per instance by _hot_path()
+        self._rows.extend((job_name, packed if aside is None else (packed, aside)))
         self._kick()
 
     def on_result(self, job_name: str, run_id: int, scheduled_ts: float, value: Any) -> None:
@@ -241,10 +241,11 @@ class SQLiteStore:
         wall = self._wall
         store = self
 
-        def on_row(job_name: str, row: tuple) -> None:
-            # name and row go in as two items: no pair tuple per fire (fewer GC passes on the loop)
+        def on_row(job_name: str, packed: bytes, aside: tuple | None) -> None:
+            # name and row go in as two items, the row as its packed bytes: no object the garbage
+            # collector tracks per fire (a rare row with an error or a worker goes as a pair)
             rows_append(job_name)
-            rows_append(row)
+            rows_append(packed if aside is None else (packed, aside))
             if sleeping[0]:
                 wake_set()
 
@@ -279,7 +280,8 @@ class SQLiteStore:
             return
         self._closed = True
         atexit.unregister(self._atexit)
-        self.on_row = lambda job_name, row: self._late([], [job_name, row])  # runs ending after close
+        self.on_row = lambda job_name, packed, aside: self._late(  # runs ending after close
+            [], [job_name, packed if aside is None else (packed, aside)])
         writer = self._writer
         if writer is not None and writer.is_alive():
             writer.stopping = True

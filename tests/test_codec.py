@@ -1,0 +1,85 @@
+"""History chunks: the rows the loop hands the store packed, cut into stored columns, and back."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+
+import pytest
+
+from nbsched.history import ROW_BYTES, ErrorInfo, OUTCOME_CATEGORIES, REASONS, RunLog, pack_row, unpack_row
+from nbsched.store._codec import decode_chunk, encode_chunk, encode_packed
+from nbsched.store._schema import OUTCOME_CODES, REASON_CODES
+
+
+def _reference(job_ids, rows):
+    """The stored layout written out row by row (little-endian columns), to compare with."""
+    def col(code, values):
+        return b"".join(struct.pack("<" + code, v) for v in values)
+
+    def t(v):
+        return math.nan if v is None else v
+
+    times = [r[1] for r in rows]
+    errors = {i: list(r[7]) for i, r in enumerate(rows) if r[7] is not None}
+    workers = {i: r[9] for i, r in enumerate(rows) if r[9] is not None}
+    reasons = bytes(REASON_CODES[r[8]] for r in rows)
+    return (len(rows), min(times), max(times), col("i", job_ids), col("q", [r[0] for r in rows]), col("d", times),
+            col("d", [t(r[2]) for r in rows]), col("d", [t(r[3]) for r in rows]), col("d", [r[4] for r in rows]),
+            bytes(OUTCOME_CODES[r[5]] for r in rows), col("i", [r[6] for r in rows]),
+            json.dumps(errors, separators=(",", ":")) if errors else None,
+            None if set(reasons) == {REASON_CODES["schedule"]} else reasons,
+            json.dumps(workers, separators=(",", ":")) if workers else None)
+
+
+def _rows(n, seed, plain=False):
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        outcome = "success" if plain else rnd.choice(OUTCOME_CATEGORIES)
+        ok = outcome == "success"
+        scheduled = 1.8e9 + rnd.random() * 1e6
+        started = None if outcome in ("missed", "skipped") else scheduled + rnd.random()
+        finished = None if started is None or outcome == "cancelled" else started + rnd.random()
+        err = None if ok or outcome in ("missed", "skipped") else ErrorInfo("ValueError", f"bad {i}", "tb\nline")
+        out.append((rnd.randrange(1, 2 ** 40), scheduled, started, finished, rnd.random() * 5, outcome,
+                    rnd.randrange(0, 6), err, "schedule" if plain else rnd.choice(REASONS),
+                    None if plain or rnd.random() < 0.7 else f"tcp://10.0.0.{i % 250}:4000"))
+    return out
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if isinstance(x, str) and isinstance(y, str) and x.startswith("{"):
+            assert json.loads(x) == json.loads(y)
+        else:
+            assert x == y
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_packed_rows_encode_to_the_stored_columns_and_decode_back(plain):
+    rows = _rows(500, seed=7 if plain else 8, plain=plain)
+    job_ids = [i % 37 + 1 for i in range(len(rows))]
+    expected = _reference(job_ids, rows)
+    _same(encode_chunk(job_ids, rows), expected)
+    # as the loop hands them over: the bytes RunLog.record returns, plus the values kept aside
+    log = RunLog("j", max_rows=None)
+    handed = []
+    for r in rows:
+        packed = log.record(*r)
+        handed.append(packed if r[7] is None and r[9] is None else (packed, (r[7], r[9])))
+    assert all(type(h) is bytes for h in handed) == plain
+    values = encode_packed(job_ids, handed)
+    _same(values, expected)
+    ids, back = decode_chunk(*values[3:])
+    assert list(ids) == job_ids
+    assert back == rows
+    assert [unpack_row(*((h, None) if type(h) is bytes else h)) for h in handed] == rows
+
+
+def test_a_row_of_the_wrong_size_is_refused_with_the_sizes():
+    good = pack_row(1, 2.0, 2.5, 3.0, 0.5, "success", 1, None, "schedule")
+    with pytest.raises(ValueError, match=rf"{ROW_BYTES} packed bytes each; got {2 * ROW_BYTES - 1} bytes for 2 rows"):
+        encode_packed([1, 2], [good, good[:-1]])
