@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._durations import parse_duration
 from .clock import to_timestamp
 from .errors import PolicyError
-from .history import Outcome, ResultLog, RunLog
+from .history import Outcome, PackedRows, ResultLog, RunLog
 
 if TYPE_CHECKING:
     from .triggers import Trigger
@@ -449,7 +449,8 @@ class StoredJob:
     half-loaded).  ``resume_at`` is the nominal fire time to wait for (None with neither ``paused``
     nor ``finished``: the job is finished); fire times before now then go through the job's
     misfire/coalesce policy like any other overdue fire.  ``history`` holds rows in the layout of
-    :class:`~nbsched.history.HistoryRow`; ``results`` holds ``(run_id, scheduled, value)``.
+    :class:`~nbsched.history.HistoryRow`, or is a :class:`~nbsched.history.PackedRows` (rows packed as
+    a log packs them, taken as they are); ``results`` holds ``(run_id, scheduled, value)``.
     """
 
     name: str
@@ -461,7 +462,7 @@ class StoredJob:
     finished: bool = False
     resume_at: float | None = None
     runs: int = 0
-    history: tuple = ()
+    history: "tuple | PackedRows" = ()
     results: tuple = ()
 
 

@@ -5,11 +5,12 @@ import json
 import math
 import random
 import struct
+from array import array
 
 import pytest
 
-from nbsched.history import ROW_BYTES, ErrorInfo, OUTCOME_CATEGORIES, REASONS, RunLog, pack_row, unpack_row
-from nbsched.store._codec import decode_chunk, encode_chunk, encode_packed
+from nbsched.history import ROW_BYTES, ErrorInfo, PackedRows, OUTCOME_CATEGORIES, REASONS, RunLog, pack_row, unpack_row
+from nbsched.store._codec import decode_chunk, decode_packed, encode_chunk, encode_packed
 from nbsched.store._schema import OUTCOME_CODES, REASON_CODES
 
 
@@ -77,9 +78,31 @@ def test_packed_rows_encode_to_the_stored_columns_and_decode_back(plain):
     assert list(ids) == job_ids
     assert back == rows
     assert [unpack_row(*((h, None) if type(h) is bytes else h)) for h in handed] == rows
+    # and back packed, as a restore takes them: the very bytes the log packed
+    ids, packed = decode_packed(*values[3:])
+    assert list(array("i", ids)) == job_ids
+    assert packed.data == bytes(log._buf)
+    assert packed.rows() == rows
+    assert len(packed) == len(rows) and (packed.aside is None) == plain
+    assert packed.column("outcome") == [r[5] for r in rows]
+    assert packed.column("scheduled") == [r[1] for r in rows]
+    fresh = RunLog("k", max_rows=None)
+    fresh.prepend(packed)
+    assert fresh.rows == rows
+    assert PackedRows.of(rows).data == packed.data and PackedRows.of(rows).aside == packed.aside
 
 
 def test_a_row_of_the_wrong_size_is_refused_with_the_sizes():
     good = pack_row(1, 2.0, 2.5, 3.0, 0.5, "success", 1, None, "schedule")
     with pytest.raises(ValueError, match=rf"{ROW_BYTES} packed bytes each; got {2 * ROW_BYTES - 1} bytes for 2 rows"):
         encode_packed([1, 2], [good, good[:-1]])
+
+
+def test_a_log_prepends_packed_rows_before_its_own_within_retention():
+    rows = _rows(30, seed=3)
+    log = RunLog("j", max_rows=25)
+    newer = _rows(10, seed=4)
+    for r in newer:
+        log.record(*r)
+    log.prepend(PackedRows.of(rows))
+    assert log.rows == (rows + newer)[-25:]

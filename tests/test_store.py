@@ -525,3 +525,39 @@ async def test_shutdown_by_a_job_of_a_burst_stores_the_runs_that_started_before_
     assert CALLS == ["tick"]
     listing = scheduler(clock, db).store.listing()
     assert listing[["name", "runs"]].values.tolist() == [["tick", 1], ["stop_the_scheduler", 1]]
+
+
+async def test_restore_gives_each_job_its_own_rows_in_order_with_errors_and_a_job_added_first(clock, db):
+    # several commits (chunks) mixing three jobs' rows, errors among them; then a new session adds
+    # "tick" itself before restore(): it keeps this session's rows and gains only the older ones
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s")
+    sched.add(failing, "every 20s")
+    sched.add(frame_job, "every 30s")
+    for _ in range(6):
+        await clock.advance(10)
+        sched.store.flush()  # one chunk per step
+    before = sched.history()
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db)
+    sched2.add(tick, "every 10s")
+    await clock.advance(10)
+    sched2.store.flush()
+    mine = sched2.history("tick")
+    assert len(mine) == 1
+    sched2.restore()
+    after = sched2.history()
+    cols = ["job", "run_id", "scheduled_at", "outcome", "attempt", "error_type", "error"]
+    # this session's own row ran before restore() and so numbers from 1; it is the one row scheduled
+    # after the last stored one
+    older = after[after["scheduled_at"] <= before["scheduled_at"].max()].reset_index(drop=True)
+    assert len(after) == len(before) + 1
+    pd.testing.assert_frame_equal(before[cols].sort_values(["job", "run_id"]).reset_index(drop=True),
+                                  older[cols].sort_values(["job", "run_id"]).reset_index(drop=True))
+    assert (before["outcome"] == "error").sum() == 3 and set(before.loc[before["outcome"] == "error", "job"]) == {"failing"}
+    ticks = sched2.history("tick")
+    assert len(ticks) == 6 + 1 and ticks["scheduled_at"].is_monotonic_increasing
+    assert ticks["run_id"].iloc[-1] == mine["run_id"].iloc[0]
+    assert sched2.get("failing").last_error == "ValueError: boom"
+    sched2.shutdown()

@@ -28,7 +28,7 @@ from ..errors import JobLookupError, PolicyError, SchedulerShutdownError, Trigge
 from ..executors import Executor, default_executors
 from ..clock import perf_counter
 from ..graph import GraphEdge, GraphNode, JobGraph
-from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, RunLog, history_frame_of
+from ..history import BACKFILL, CATCHUP, OUTCOME, REASON, SCHEDULE, Outcome, PackedRows, RunLog, history_frame_of
 from ..job import Job, JobPolicy, StoredJob
 from ..context import RunInputs
 from ..notebook_files import notebook_job
@@ -1384,8 +1384,9 @@ class Scheduler:
             self._jobs[item.name] = job
             self._gc.added()
             if item.history:
-                job.log.prepend(list(item.history))
-                self._count(job, item.history)
+                rows = item.history if isinstance(item.history, PackedRows) else list(item.history)
+                job.log.prepend(rows)
+                self._count(job, rows)
             for run_id, scheduled, value in item.results:
                 job.results_log.append(run_id, scheduled, value)
             job._runs = item.runs
@@ -1423,21 +1424,24 @@ class Scheduler:
                 log_ = self._logs.get(name)
                 if log_ is None:
                     log_ = self._logs[name] = RunLog(name)
-                log_.prepend(list(rows))
+                log_.prepend(rows if isinstance(rows, PackedRows) else list(rows))
         self._runs.run_ids = max(self._runs.run_ids, run_ids_above)
         self._version += 1
         return loaded
 
     @staticmethod
-    def _count(job: Job, rows: Iterable[tuple]) -> None:
+    def _count(job: Job, rows: "PackedRows | list[tuple]") -> None:
         """Counters and last outcome of a loaded job, from its stored rows."""
-        counts = Counter(row[OUTCOME] for row in rows)
+        packed = isinstance(rows, PackedRows)
+        outcomes = rows.column("outcome") if packed else [row[OUTCOME] for row in rows]
+        counts = Counter(outcomes)
         job._successes = counts["success"]
         job._failures = counts["error"] + counts["timeout"]
         job._missed = counts["missed"]
         job._skipped = counts["skipped"]
-        for row in reversed(rows):
-            if row[OUTCOME] not in _NOT_RUNS:
+        for i in range(len(outcomes) - 1, -1, -1):
+            if outcomes[i] not in _NOT_RUNS:
+                row = rows.row(i) if packed else rows[i]
                 job._last_outcome, job._last_started, job._last_finished = Outcome(row[OUTCOME]), row[2], row[3]
                 err = row[7]
                 job._last_error = None if err is None else f"{err.type}: {err.message}"

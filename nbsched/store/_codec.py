@@ -30,9 +30,10 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from ._schema import OUTCOME_CODES, REASON_CODES
-from ..history import ASIDE_FIELDS, PACKED_OFFSETS, ROW_BYTES, ErrorInfo, HistoryRow, Outcome, category_values, pack_row
+from ..history import (ASIDE_FIELDS, PACKED_OFFSETS, ROW_BYTES, PackedRows, ErrorInfo, HistoryRow, Outcome, category_values, pack_row,
+                       packed_column)
 
-__all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk",
+__all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk", "decode_packed",
            "CHUNK_COLUMNS", "CODE_OF",
            "OUTCOME_BY_CODE", "to_json"]
 
@@ -203,20 +204,6 @@ _ERROR_AT = ASIDE_FIELDS.index("error")
 _WORKER_AT = ASIDE_FIELDS.index("worker")
 
 
-def _column(joined: bytes, field: str, width: int) -> bytes:
-    """One packed field of every row as a contiguous little-endian column of ``width`` bytes a value
-    (a narrower field is zero-extended): strided byte copies, C speed, no object per row."""
-    offset, code = PACKED_OFFSETS[field]
-    size = struct.calcsize(code)
-    n = len(joined) // ROW_BYTES
-    if size == width == 1:
-        return joined[offset::ROW_BYTES]
-    out = bytearray(width * n)
-    for k in range(size):
-        out[k::width] = joined[offset + k::ROW_BYTES]
-    return bytes(out)
-
-
 def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
     """(n, first_scheduled, last_scheduled, job, run_id, scheduled, started, finished, lateness, outcome,
     attempt, errors, reason, workers) SQL values for history rows and their job ids.
@@ -247,17 +234,17 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
     joined = b"".join(rows)
     if len(joined) != n * ROW_BYTES:
         raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for {n} rows")
-    scheduled = _column(joined, "scheduled", 8)
+    scheduled = packed_column(joined, "scheduled", 8)
     times = array("d")
     times.frombytes(scheduled)
     if _BIG_ENDIAN:
         times.byteswap()
-    codes = _column(joined, "outcome", 1).translate(_OUTCOME_TABLE)
-    reasons = _column(joined, "reason", 1)
+    codes = packed_column(joined, "outcome", 1).translate(_OUTCOME_TABLE)
+    reasons = packed_column(joined, "reason", 1)
     reasons = None if reasons.count(_SCHEDULE_BYTE) == n else reasons.translate(_REASON_TABLE)
-    return (n, min(times), max(times), _pack("i", job_ids), _column(joined, "run_id", 8), scheduled,
-            _column(joined, "started", 8), _column(joined, "finished", 8), _column(joined, "lateness", 8), codes,
-            _column(joined, "attempt", 4), errors, reasons, workers)
+    seconds = [packed_column(joined, field, 8) for field in ("started", "finished", "lateness")]
+    return (n, min(times), max(times), _pack("i", job_ids), packed_column(joined, "run_id", 8), scheduled, *seconds,
+            codes, packed_column(joined, "attempt", 4), errors, reasons, workers)
 
 
 def chunk_times(values: tuple) -> array:
@@ -273,6 +260,39 @@ def encode_chunk(job_ids: "list[int] | tuple[int, ...]", rows: "list[tuple] | tu
         extra = tuple(row[i] if i < len(row) else None for i in aside)
         packed.append((pack_row(*row), extra) if extra.count(None) != len(extra) else pack_row(*row))
     return encode_packed(job_ids, packed)
+
+
+_OUTCOME_BACK = bytes(category_values("outcome").index(v) if v else 255 for v in OUTCOME_BY_CODE).ljust(256, b"\xff")
+_REASON_BACK = bytes(category_values("reason").index(v) if v else 255 for v in REASON_BY_CODE).ljust(256, b"\xff")
+
+
+def decode_packed(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, finished: bytes, lateness: bytes,
+                  outcome: bytes, attempt: bytes, errors: str | None, reason: bytes | None = None,
+                  workers: str | None = None) -> tuple[bytes, PackedRows]:
+    """(job ids as little-endian int32 bytes, the rows packed as a log packs them) from a stored chunk:
+    the inverse of :func:`encode_packed`, strided byte copies (no object per row)."""
+    n = len(outcome)
+    data = bytearray(n * ROW_BYTES)
+    for field, column, width in (("run_id", run_id, 8), ("scheduled", scheduled, 8), ("started", started, 8),
+                                 ("finished", finished, 8), ("lateness", lateness, 8), ("attempt", attempt, 4),
+                                 ("outcome", outcome.translate(_OUTCOME_BACK), 1),
+                                 ("reason", None if reason is None else reason.translate(_REASON_BACK), 1)):
+        offset, code = PACKED_OFFSETS[field]
+        if column is None:  # reason NULL: every row "schedule"
+            data[offset::ROW_BYTES] = bytes([_SCHEDULE_BYTE]) * n
+            continue
+        if len(column) != n * width:
+            raise ValueError(f"a stored history chunk's {field} column has {len(column)} bytes for {n} rows")
+        for k in range(struct.calcsize(code)):
+            data[offset + k::ROW_BYTES] = column[k::width]
+    aside: dict[int, list] = {}
+    if errors:
+        for k, v in json.loads(errors).items():
+            aside.setdefault(int(k), [None] * len(ASIDE_FIELDS))[_ERROR_AT] = ErrorInfo(*v)
+    if workers:
+        for k, address in json.loads(workers).items():
+            aside.setdefault(int(k), [None] * len(ASIDE_FIELDS))[_WORKER_AT] = address
+    return job, PackedRows(bytes(data), {k: tuple(v) for k, v in aside.items()})
 
 
 def decode_chunk(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, finished: bytes, lateness: bytes,

@@ -21,16 +21,14 @@ import gc
 import json
 import sqlite3
 import warnings
-from collections import defaultdict
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from ._codec import CHUNK_COLUMNS, decode_chunk
+from ._codec import CHUNK_COLUMNS, decode_packed
 from ._schema import StoreError
 from ._targets import code_hash, load_target, target_code
 from ._leases import acquire_leases
 from ..errors import NbschedWarning, PolicyError
-from ..history import Outcome
+from ..history import ROW_BYTES, Outcome, PackedRows, packed_column
 from ..job import JobPolicy, StoredJob
 from ..triggers import trigger_from_dict
 
@@ -41,16 +39,20 @@ if TYPE_CHECKING:
 __all__ = ["restore"]
 
 _NOT_RUNS = (Outcome.MISSED.value, Outcome.SKIPPED.value)  # rows hold plain outcome strings
-_FAILED = (Outcome.ERROR.value, Outcome.TIMEOUT.value)
 _POLICY_KEYS = set(JobPolicy.names())
 
 
 def _hashable(value: Any) -> Any:
     """A policy value from JSON as a cache key (``resources`` comes back as lists of pairs)."""
     return tuple(map(_hashable, value)) if isinstance(value, list) else value
-_RUN_ID = itemgetter(0)
-_SCHEDULED = itemgetter(1)
-_OUTCOME = itemgetter(5)
+
+
+_NO_ROWS = PackedRows(b"")
+
+
+def _counts_as_run(row: tuple) -> bool:
+    """A stored row that the run count includes: a first attempt (retries are the same run) that ran."""
+    return row[6] <= 1 and row[5] not in _NOT_RUNS
 
 
 def restore(store: "SQLiteStore", sched: Any, namespace: dict | None = None) -> list["Job"]:
@@ -74,7 +76,7 @@ def restore(store: "SQLiteStore", sched: Any, namespace: dict | None = None) -> 
 def _restore(store: "SQLiteStore", sched: Any, namespace: dict) -> list["Job"]:
     known = set(sched.history_names())
     early = {jid for jid, name, *_ in _jobs_table(store) if name in known}
-    jobs, by_job, early_rows, results, upto, max_run_id = _read_all(store, early)
+    jobs, by_job, results, upto, max_run_id = _read_all(store, early)
     names = {jid: name for jid, name, *_ in jobs}
     plans, errors = [], {}
     trig_cache: dict[str, Any] = {}
@@ -129,7 +131,7 @@ def _restore(store: "SQLiteStore", sched: Any, namespace: dict) -> list["Job"]:
             raise StoreError(f"restoring from {str(store.path)!r} failed while taking the job leases: {exc}. "
                              "Another program may hold the file locked; try again") from None
         store._leases.update(got)
-    restored = _register(store, sched, plans, by_job, early_rows, results, names, upto, max_run_id, known)
+    restored = _register(store, sched, plans, by_job, results, names, upto, max_run_id, known)
     if errors:
         shown = "; ".join(f"{n!r} ({why})" for n, why in list(errors.items())[:5])
         warnings.warn(NbschedWarning(
@@ -183,8 +185,9 @@ def _jobs_table(store: "SQLiteStore") -> list[tuple]:
 
 
 def _read_all(store: "SQLiteStore", early: set[int]):
-    """One consistent snapshot, in sequential scans: job rows, decoded history rows by job id (rows of
-    ``early`` jobs - registered before restore - apart, with their ids), result rows, cursor, max run id."""
+    """One consistent snapshot, in sequential scans: job rows, history rows by job id (packed, see
+    :func:`_by_job`; rows of ``early`` jobs - registered before restore - only from chunks written
+    before this session), result rows, cursor, max run id."""
     owner = store.owner_id
     with store._fg_lock:
         conn = store._fg
@@ -193,19 +196,8 @@ def _read_all(store: "SQLiteStore", early: set[int]):
             try:
                 jobs = _jobs_table(store)
                 upto = store._applied_cursor
-                by_job: dict[int, list] = defaultdict(list)
-                early_rows: dict[int, list] = defaultdict(list)  # jobs registered before restore(): chunk ids
-                max_run_id = 0
-                for cid, *chunk in conn.execute(f"SELECT id, {CHUNK_COLUMNS} FROM history WHERE owner != ? AND id <= ? "
-                                                "ORDER BY id", (owner, upto)):
-                    job_ids, rows = decode_chunk(*chunk)
-                    for jid, row in zip(job_ids, rows):
-                        by_job[jid].append(row)
-                    if rows:
-                        max_run_id = max(max_run_id, max(map(_RUN_ID, rows)))
-                    if early:
-                        for jid in early.intersection(job_ids):
-                            early_rows[jid].extend([cid] * job_ids.count(jid))
+                chunks = [(cid, *decode_packed(*chunk)) for cid, *chunk in conn.execute(
+                    f"SELECT id, {CHUNK_COLUMNS} FROM history WHERE owner != ? AND id <= ? ORDER BY id", (owner, upto))]
                 results: dict[int, list] = {}
                 for r in conn.execute("SELECT job, run_id, scheduled, frame, data, owner FROM results "
                                       "WHERE owner != ? ORDER BY id", (owner,)):
@@ -215,10 +207,57 @@ def _read_all(store: "SQLiteStore", early: set[int]):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"restoring from {str(store.path)!r} failed: {exc}. If the file is damaged, move it "
                              "aside and start a new store (`sqlite3 FILE .recover` can salvage rows)") from None
-    return jobs, by_job, early_rows, results, upto, max_run_id
+    by_job, max_run_id = _by_job(chunks, early, store._session_start)
+    return jobs, by_job, results, upto, max_run_id
 
 
-def _register(store, sched, plans, by_job, early_rows, results, names, upto, max_run_id, known) -> list["Job"]:
+def _by_job(chunks: list[tuple[int, bytes, PackedRows]], early: set[int], session_start: int):
+    """The chunks' rows grouped by job id, each job's rows in chunk order, as :class:`PackedRows`;
+    and the largest run id.  Grouped with numpy (one stable sort of every row by job): a million rows
+    are a few array operations, not a million tuples."""
+    import numpy as np
+
+    if not chunks:
+        return {}, 0
+    counts = [len(rows) for _, _, rows in chunks]
+    ids = np.frombuffer(b"".join(job for _, job, _ in chunks), dtype="<i4")
+    data = np.frombuffer(b"".join(rows.data for _, _, rows in chunks), dtype=f"V{ROW_BYTES}")
+    if len(ids) != len(data):
+        raise StoreError(f"restoring from the store failed: a history chunk lists {len(ids)} jobs for {len(data)} "
+                         "rows. The file is damaged: move it aside and start a new store")
+    run_ids = np.frombuffer(packed_column(data.tobytes(), "run_id"), dtype="<i8")
+    max_run_id = int(run_ids.max()) if len(run_ids) else 0
+    aside: dict[int, tuple] = {}
+    at = 0
+    for (_, _, rows), n in zip(chunks, counts):
+        for i, values in (rows.aside or {}).items():
+            aside[at + i] = values
+        at += n
+    keep = np.ones(len(ids), dtype=bool)
+    if early:  # jobs registered before restore(): only rows written before this session (the rest are in memory)
+        chunk_ids = np.repeat(np.array([cid for cid, _, _ in chunks], dtype=np.int64), counts)
+        keep = ~np.isin(ids, np.fromiter(early, dtype=np.int64, count=len(early))) | (chunk_ids <= session_start)
+    order = np.argsort(ids, kind="stable")
+    order = order[keep[order]]
+    ids, data = ids[order], data[order].tobytes()
+    jobs, starts = np.unique(ids, return_index=True)
+    ends = np.append(starts[1:], len(ids))
+    extra: dict[int, dict[int, tuple]] = {}  # group -> {row within the group: values kept aside}
+    if aside:
+        position = np.full(len(keep), -1, dtype=np.int64)
+        position[order] = np.arange(len(order))
+        for g, values in aside.items():
+            p = int(position[g])
+            if p >= 0:
+                group = int(np.searchsorted(starts, p, side="right")) - 1
+                extra.setdefault(group, {})[p - int(starts[group])] = values
+    out = {}
+    for group, (jid, start, end) in enumerate(zip(jobs.tolist(), starts.tolist(), ends.tolist())):
+        out[jid] = PackedRows(data[start * ROW_BYTES:end * ROW_BYTES], extra.get(group))
+    return out, max_run_id
+
+
+def _register(store, sched, plans, by_job, results, names, upto, max_run_id, known) -> list["Job"]:
     """Build the stored jobs and hand them to the engine in one ``load()`` (nothing fires half-loaded)."""
     import pandas as pd
 
@@ -227,28 +266,24 @@ def _register(store, sched, plans, by_job, early_rows, results, names, upto, max
     now = sched.clock.time()
     stored = []
     for jid, name, spec, trig, policy, func, paused, finished, next_ts, runs in plans:
-        rows = by_job.pop(jid, None) or []
+        rows = by_job.pop(jid, None) or _NO_ROWS
         last = None
         if rows:
-            last = max(map(_SCHEDULED, rows))
+            scheduled = rows.column("scheduled")
+            last = max(scheduled)
             if next_ts is not None and last >= next_ts:  # runs since the last checkpoint of the run count
-                runs += sum(1 for r in rows if r[1] >= next_ts and r[6] <= 1 and r[5] not in _NOT_RUNS)
+                runs += sum(1 for i, t in enumerate(scheduled) if t >= next_ts and _counts_as_run(rows.row(i)))
         values = tuple((run_id, scheduled, value) for run_id, scheduled, _is_frame, value
                        in _result_chunks(results.pop(jid, []), json.loads, pd))
         resume_at = None if paused or finished else _resume_point(store, trig, name, last, next_ts, now)
         stored.append(StoredJob(name, func, trig, policy, spec.get("meta"), paused, finished, resume_at, runs,
-                                tuple(rows), values))
-    # jobs registered before restore(): their earlier history (this session's rows are in memory)
-    older: dict[str, list] = {}
-    for jid, ids in early_rows.items():
-        name = names.get(jid)
-        if name is None or name in store._history_loaded or name not in known:
-            continue
-        older[name] = [row for rid, row in zip(ids, by_job.pop(jid, ())) if rid <= store._session_start]
-    # a removed job's history stays queryable, as within a session
+                                rows, values))
+    # jobs registered before restore(): their earlier history (this session's rows are in memory);
+    # and a removed job's history stays queryable, as within a session
+    older: dict[str, PackedRows] = {}
     for jid, rows in by_job.items():
         name = names.get(jid)
-        if name is not None and name not in known and rows:
+        if name is not None and rows and not (name in known and name in store._history_loaded):
             older[name] = rows
     loaded = sched.load(stored, history=older, run_ids_above=max_run_id)
     for job in loaded:
