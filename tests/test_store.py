@@ -561,3 +561,29 @@ async def test_restore_gives_each_job_its_own_rows_in_order_with_errors_and_a_jo
     assert ticks["run_id"].iloc[-1] == mine["run_id"].iloc[0]
     assert sched2.get("failing").last_error == "ValueError: boom"
     sched2.shutdown()
+
+
+async def test_restore_does_not_repeat_rows_another_kernel_wrote_since_this_one_started(clock, db):
+    # "shared" ran in an earlier session, then runs in kernel b; kernel a adds it too (b holds the
+    # lease) and sees b's runs through the file.  a's restore() adds the earlier session's rows only:
+    # b's are in a's memory already
+    s0 = scheduler(clock, db)
+    s0.add(tick, "every 10s", name="shared")
+    await clock.advance(30)
+    s0.shutdown()
+    b = scheduler(clock, db)
+    b.add(tick, "every 10s", name="shared")
+    b.store.flush()  # b's writer takes the lease
+    a = nbsched.Scheduler(clock=clock, tz="UTC", store=SQLiteStore(db))
+    a.add(tick, "every 10s", name="shared")
+    await clock.advance(30)
+    b.store.flush()
+    a.store._call_writer(lambda w: w.fetch_foreign(), 5)
+    await clock.advance(0)
+    assert len(a.history("shared")) == 3  # b's runs
+    a.restore()
+    mine = a.history("shared")
+    assert len(mine) == 6 and mine["scheduled_at"].is_unique and mine["scheduled_at"].is_monotonic_increasing
+    assert mine["scheduled_at"].iloc[0] == pd.Timestamp("2026-01-05 09:00:10", tz="UTC")
+    a.shutdown()
+    b.shutdown()
