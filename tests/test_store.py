@@ -320,7 +320,7 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
     conn.commit()
     conn.close()
     before = _snapshot(newer)
-    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 4\)"
+    with pytest.raises(StoreError, match=r"written by a newer nbsched \(schema version 99; this nbsched reads up to 5\)"
                                          r".*pip install -U nbsched"):
         SQLiteStore(newer)
     assert _snapshot(newer) == before
@@ -329,13 +329,58 @@ def test_another_applications_database_and_a_newer_schema_are_refused(db, tmp_pa
 def test_migrations_run_in_order(db, monkeypatch):
     SQLiteStore(db).close()
 
-    def v5(conn):
+    def next_step(conn):
         conn.execute("CREATE TABLE notes (text)")
 
-    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, v5])
+    newest = _store_schema.schema_version()
+    monkeypatch.setattr(_store_schema, "MIGRATIONS", [*_store_schema.MIGRATIONS, next_step])
     with SQLiteStore(db) as store:
-        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert store._fg.execute("PRAGMA user_version").fetchone()[0] == newest + 1
         store._fg.execute("INSERT INTO notes VALUES ('ok')")
+
+
+def _state_back_into_jobs(conn):
+    """Undo schema step 5 in a file: jobs' live state back in their ``jobs`` rows, no job_state."""
+    conn.execute("UPDATE jobs SET paused = s.paused, finished = s.finished, next_ts = s.next_ts, runs = s.runs "
+                 "FROM job_state s WHERE s.id = jobs.id")
+    conn.execute("DROP TABLE job_state")
+
+
+async def test_a_version_4_file_keeps_each_jobs_state_and_checkpoints_no_longer_rewrite_the_definitions(clock, db):
+    old = scheduler(clock, db)
+    old.add(tick, "every 10s", name="running")
+    old.add(tick, "every 10s", name="held")
+    old.add(tick, "every 10s", name="done", max_runs=2)
+    await clock.advance(30)
+    old.pause("held")
+    old.shutdown()
+    conn = sqlite3.connect(db)  # what schema 4 wrote: the state in the jobs rows
+    _state_back_into_jobs(conn)
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    state = conn.execute("SELECT name, paused, finished, next_ts, runs FROM jobs ORDER BY id").fetchall()
+    conn.close()
+    start = clock.time()
+    assert [s[:3] + (s[4],) for s in state] == [("running", 0, 0, 3), ("held", 1, 0, 3), ("done", 0, 1, 2)]
+
+    again = scheduler(clock, db)
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == _store_schema.schema_version()
+    listing = again.store.listing().set_index("name")
+    assert listing.loc[["running", "held", "done"], ["paused", "finished", "runs"]].values.tolist() == [
+        [False, False, 3], [True, False, 3], [False, True, 2]]
+    again.restore()
+    assert again.get("held").paused and again.get("done").finished and again.get("running").runs == 3
+    await clock.advance(10)
+    assert again.get("running").runs == 4
+    definition = again.store._fg.execute("SELECT spec, saved_at FROM jobs WHERE name = 'running'").fetchone()
+    again.store._call_writer(lambda w: w.checkpoint(), 5)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT s.runs, s.next_ts FROM job_state s JOIN jobs j ON j.id = s.id "
+                        "WHERE j.name = 'running'").fetchone() == (4, start + 20)
+    assert conn.execute("SELECT spec, saved_at FROM jobs WHERE name = 'running'").fetchone() == definition
+    assert conn.execute("SELECT runs FROM jobs WHERE name = 'running'").fetchone() == (3,)  # not written since
+    conn.close()
+    again.shutdown()
 
 
 async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock, db):
@@ -344,6 +389,7 @@ async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock
     await clock.advance(3)
     old.shutdown()
     conn = sqlite3.connect(db)  # turn it into what round 1 wrote: no reason column, user_version 1
+    _state_back_into_jobs(conn)
     conn.execute("ALTER TABLE history DROP COLUMN reason")
     conn.execute("ALTER TABLE history DROP COLUMN workers")
     conn.execute("PRAGMA user_version = 1")
@@ -351,7 +397,7 @@ async def test_a_version_1_file_is_migrated_and_its_runs_read_as_scheduled(clock
     conn.close()
     again = scheduler(clock, db)
     again.restore()
-    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == _store_schema.schema_version()
     assert list(again.history("old")["reason"]) == ["schedule"] * 3
     again.run_now("old")
     await clock.advance(0)
@@ -495,12 +541,13 @@ async def test_a_version_3_file_gains_the_worker_column(clock, db):
     await clock.advance(20)
     old.shutdown()
     conn = sqlite3.connect(db)  # what schema 3 wrote: no workers column
+    _state_back_into_jobs(conn)
     conn.execute("ALTER TABLE history DROP COLUMN workers")
     conn.execute("PRAGMA user_version = 3")
     conn.commit()
     conn.close()
     again = scheduler(clock, db)
-    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert again.store._fg.execute("PRAGMA user_version").fetchone()[0] == _store_schema.schema_version()
     again.restore()
     frame = again.history("tick")
     assert list(frame["outcome"]) == ["success", "success"] and list(frame["worker"]) == [None, None]

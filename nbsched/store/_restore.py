@@ -24,7 +24,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._codec import CHUNK_COLUMNS, decode_packed
-from ._schema import StoreError
+from ._schema import STATE_COLUMNS, STATE_JOIN, StoreError
 from ._targets import code_hash, load_target, target_code
 from ._leases import acquire_leases
 from ..errors import NbschedWarning, PolicyError
@@ -181,7 +181,7 @@ def _target_key(target: Any) -> Any:
 
 
 def _jobs_table(store: "SQLiteStore") -> list[tuple]:
-    return store._read("SELECT id, name, spec, paused, finished, next_ts, runs FROM jobs ORDER BY id")
+    return store._read(f"SELECT j.id, j.name, j.spec, {STATE_COLUMNS} FROM jobs j {STATE_JOIN} ORDER BY j.id")
 
 
 def _read_all(store: "SQLiteStore", early: set[int]):

@@ -128,7 +128,8 @@ class BatchWriter:
                         self.names.pop(jid, None)
                         self._filter_history(lambda job_id, scheduled: job_id != jid)
                         conn.execute("DELETE FROM results WHERE job = ?", (jid,))
-                        conn.execute("DELETE FROM jobs WHERE id = ? AND spec IS NULL", (jid,))
+                        if conn.execute("DELETE FROM jobs WHERE id = ? AND spec IS NULL", (jid,)).rowcount:
+                            conn.execute("DELETE FROM job_state WHERE id = ?", (jid,))
                 else:
                     after.append(op)
             if rows:
@@ -148,15 +149,13 @@ class BatchWriter:
                           "ON CONFLICT(job, writer) DO UPDATE SET code_hash = excluded.code_hash, "
                           "owner = excluded.owner, at = excluded.at",
                           (name, store.writer, code_hash, store.owner_id, store._wall()))
-        state = _state(job)
+        self.conn.execute("UPDATE jobs SET spec = ?, saved_by = ?, saved_at = ? WHERE name = ?",
+                          (spec_json, store.owner_id, store._wall(), name))
         if name in store._leases:
-            self.conn.execute(
-                "UPDATE jobs SET spec = ?, paused = ?, finished = ?, next_ts = ?, runs = ?, saved_by = ?, "
-                "saved_at = ? WHERE name = ?", (spec_json, *state, store.owner_id, store._wall(), name))
+            state = _state(job)
+            self.conn.execute(_UPSERT_STATE, (*state, self.ids[name]))
             self.states[name] = state
-        else:  # another process runs it: take the new definition, leave its live state alone
-            self.conn.execute("UPDATE jobs SET spec = ?, saved_by = ?, saved_at = ? WHERE name = ?",
-                              (spec_json, store.owner_id, store._wall(), name))
+        # else another process runs it: the new definition is taken, its live state left alone
 
     def _result(self, name: str, run_id: int, scheduled: float, value: Any) -> None:
         problems: list = []
@@ -245,7 +244,8 @@ class BatchWriter:
 
     # -------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
-        """Write next fire time / run count / paused / finished of the jobs whose state changed."""
+        """Write next fire time / run count / paused / finished of the jobs whose state changed (in
+        ``job_state``, narrow rows: the job's definition is not rewritten with them)."""
         store = self.store
         params = []
         for name, job in list(store._jobs.items()):
@@ -254,12 +254,11 @@ class BatchWriter:
             state = _state(job)
             if self.states.get(name) != state:
                 self.states[name] = state
-                params.append((*state, name))
+                params.append((*state, self.job_id(name)))
         if params:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.executemany("UPDATE jobs SET paused = ?, finished = ?, next_ts = ?, runs = ? WHERE name = ?",
-                                      params)
+                self.conn.executemany(_UPSERT_STATE, params)
                 self.conn.execute("COMMIT")
             except BaseException:
                 if self.conn.in_transaction:
@@ -534,6 +533,12 @@ class WriterThread(threading.Thread):
 
 def _call_waiting(store: "SQLiteStore") -> bool:
     return any(op[0] == "call" for op in list(store._ops))
+
+
+#: A job's live state, by job id (see the schema's version 5).
+_UPSERT_STATE = ("INSERT INTO job_state(paused, finished, next_ts, runs, id) VALUES (?,?,?,?,?) ON CONFLICT(id) "
+                 "DO UPDATE SET paused = excluded.paused, finished = excluded.finished, next_ts = excluded.next_ts, "
+                 "runs = excluded.runs")
 
 
 def _state(job: Any) -> tuple:

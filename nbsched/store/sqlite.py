@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._codec import CHUNK_COLUMNS, decode_chunk, json_safe, to_json
-from ._schema import MIGRATIONS, StoreError, diagnose, open_database, schema_version
+from ._schema import MIGRATIONS, STATE_COLUMNS, STATE_JOIN, StoreError, diagnose, open_database, schema_version
 from ._targets import TargetLoader, code_hash, register_target_loader, target_code, target_label
 from ._leases import acquire_leases
 from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, WriterThread, drain_rows
@@ -379,15 +379,15 @@ class SQLiteStore:
         from ..triggers import trigger_from_dict
 
         now = self._wall()
-        rows = self._read("SELECT j.name, j.spec, j.paused, j.finished, j.runs, j.next_ts, "
+        rows = self._read(f"SELECT j.name, j.spec, {STATE_COLUMNS}, "
                           "(SELECT o.pid FROM leases l JOIN owners o ON o.id = l.owner WHERE l.job = j.name "
                           "AND l.released IS NULL "
                           "AND o.closed IS NULL AND o.expires > ?), "
                           "(SELECT c.writer FROM code_writes c WHERE c.job = j.name ORDER BY c.at DESC LIMIT 1) "
-                          "FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.id",
+                          f"FROM jobs j {STATE_JOIN} WHERE j.spec IS NOT NULL ORDER BY j.id",
                           (now,))
         out = []
-        for name, spec_json, paused, finished, runs, next_ts, holder, saved_by in rows:
+        for name, spec_json, paused, finished, next_ts, runs, holder, saved_by in rows:
             spec = json.loads(spec_json)
             target = spec.get("target") or {}
             try:
