@@ -370,8 +370,10 @@ async def test_a_version_4_file_keeps_each_jobs_state_and_checkpoints_no_longer_
         [False, False, 3], [True, False, 3], [False, True, 2]]
     again.restore()
     assert again.get("held").paused and again.get("done").finished and again.get("running").runs == 3
+    again.store.flush()  # what restore() saved is written: the run count below comes from the checkpoint
     await clock.advance(10)
     assert again.get("running").runs == 4
+    again.store.flush()
     definition = again.store._fg.execute("SELECT spec, saved_at FROM jobs WHERE name = 'running'").fetchone()
     again.store._call_writer(lambda w: w.checkpoint(), 5)
     conn = sqlite3.connect(db)
@@ -634,3 +636,24 @@ async def test_restore_does_not_repeat_rows_another_kernel_wrote_since_this_one_
     assert mine["scheduled_at"].iloc[0] == pd.Timestamp("2026-01-05 09:00:10", tz="UTC")
     a.shutdown()
     b.shutdown()
+
+
+async def test_a_checkpoint_in_several_steps_writes_every_jobs_state(clock, db):
+    from nbsched.store._writer import CHECKPOINT_STEP
+
+    sched = scheduler(clock, db)
+    count = 2 * CHECKPOINT_STEP + 7  # three steps
+    for i in range(count):
+        sched.add(tick, "every 10s", name=f"j{i}")
+    sched.pause("j5")
+    sched.store.flush()  # the definitions saved with their first state: 0 runs
+    await clock.advance(10)
+    sched.store.flush()
+    sched.store._call_writer(lambda w: w.checkpoint(), 5)
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT j.name, s.paused, s.runs, s.next_ts FROM jobs j JOIN job_state s ON s.id = j.id "
+                        "ORDER BY j.id").fetchall()
+    conn.close()
+    later = clock.time() + 10
+    assert rows == [(f"j{i}", 1, 0, None) if i == 5 else (f"j{i}", 0, 1, later) for i in range(count)]
+    sched.shutdown()

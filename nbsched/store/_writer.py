@@ -27,6 +27,7 @@ import threading
 from collections import deque
 from itertools import repeat
 from operator import call
+from time import sleep
 from typing import TYPE_CHECKING, Any
 
 from ._codec import (CHUNK_COLUMNS, MISSED_CODE, chunk_times, decode_chunk, encode_chunk, encode_packed,
@@ -245,25 +246,45 @@ class BatchWriter:
     # -------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
         """Write next fire time / run count / paused / finished of the jobs whose state changed (in
-        ``job_state``, narrow rows: the job's definition is not rewritten with them)."""
+        ``job_state``, narrow rows: the job's definition is not rewritten with them).
+
+        Reading the jobs' state and binding it is Python work on this thread, and while this thread
+        holds the interpreter the loop's thread, woken for a fire, waits for it up to the switch
+        interval (5 ms).  So it goes :data:`CHECKPOINT_STEP` jobs at a time with a short sleep in
+        between (``sleep(0)`` would take the interpreter straight back before the loop's thread
+        wakes up): the loop waits for at most one step."""
         store = self.store
-        params = []
-        for name, job in list(store._jobs.items()):
-            if name not in store._leases:
-                continue
-            state = _state(job)
-            if self.states.get(name) != state:
-                self.states[name] = state
-                params.append((*state, self.job_id(name)))
-        if params:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.executemany(_UPSERT_STATE, params)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
+        leases = store._leases
+        states = self.states
+        items = list(store._jobs.items())
+        steps = []
+        for start in range(0, len(items), CHECKPOINT_STEP):
+            if start:
+                sleep(_HAND_OVER)
+            params = []
+            for name, job in items[start:start + CHECKPOINT_STEP]:
+                if name not in leases:
+                    continue
+                state = _state(job)
+                if states.get(name) != state:
+                    states[name] = state
+                    params.append((*state, self.job_id(name)))
+            if params:
+                steps.append(params)
+        if not steps:
+            return
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i, params in enumerate(steps):
+                if i:
+                    sleep(_HAND_OVER)
+                conn.executemany(_UPSERT_STATE, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     # -------------------------------------------------------------------------------- merging
     def fetch_foreign(self) -> None:
@@ -534,6 +555,11 @@ class WriterThread(threading.Thread):
 def _call_waiting(store: "SQLiteStore") -> bool:
     return any(op[0] == "call" for op in list(store._ops))
 
+
+#: Jobs a checkpoint reads (and writes) between two pauses of :data:`_HAND_OVER` seconds, which let
+#: the loop's thread take the interpreter (see :meth:`BatchWriter.checkpoint`).
+CHECKPOINT_STEP = 250
+_HAND_OVER = 0.0003
 
 #: A job's live state, by job id (see the schema's version 5).
 _UPSERT_STATE = ("INSERT INTO job_state(paused, finished, next_ts, runs, id) VALUES (?,?,?,?,?) ON CONFLICT(id) "
