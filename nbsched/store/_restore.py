@@ -24,7 +24,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._codec import CHUNK_COLUMNS, decode_packed
-from ._schema import STATE_COLUMNS, STATE_JOIN, StoreError
+from ._schema import STATE_COLUMNS, STATE_JOIN, StoreError, immediate
 from ._targets import code_hash, load_target, target_code
 from ._leases import acquire_leases
 from ..errors import NbschedWarning, PolicyError
@@ -122,12 +122,9 @@ def _restore(store: "SQLiteStore", sched: Any, namespace: dict) -> list["Job"]:
         conn = store._fg
         t = store._wall()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            got = acquire_leases(conn, store, [p[1] for p in plans], t)
-            conn.execute("COMMIT")
+            with immediate(conn):
+                got = acquire_leases(conn, store, [p[1] for p in plans], t)
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             raise StoreError(f"restoring from {str(store.path)!r} failed while taking the job leases: {exc}. "
                              "Another program may hold the file locked; try again") from None
         store._leases.update(got)

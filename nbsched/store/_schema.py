@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
@@ -22,7 +23,7 @@ from urllib.parse import quote
 from ..errors import StoreError
 
 __all__ = ["StoreError", "MIGRATIONS", "APPLICATION_ID", "schema_version", "open_database", "OUTCOME_CODES", "REASON_CODES",
-           "STATE_COLUMNS", "STATE_JOIN"]
+           "STATE_COLUMNS", "STATE_JOIN", "immediate"]
 
 #: ``PRAGMA application_id`` of nbsched stores ("nbsd"): tells our files from other SQLite files.
 APPLICATION_ID = 0x6E627364
@@ -359,12 +360,25 @@ def open_database(path: Path, *, durable: bool = False) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection):
+    """One write transaction: ``BEGIN IMMEDIATE`` (the write lock at once), then COMMIT; ROLLBACK and
+    re-raise if anything in it (or the COMMIT) fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     target = schema_version()
     if conn.execute("PRAGMA user_version").fetchone()[0] == target:
         return
-    conn.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may have migrated
-    try:
+    with immediate(conn):  # re-read under the write lock: another process may have migrated
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         if current > target:
             raise _fail(path, f"it was written by a newer nbsched (schema version {current}; this nbsched reads "
@@ -373,11 +387,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             step(conn)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {target}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def is_private(path: Path) -> bool:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ._codec import (CHUNK_COLUMNS, MISSED_CODE, chunk_times, decode_chunk, encode_chunk, encode_packed,
                      encode_value_rows, to_json, unencodable)
 from ._leases import acquire_leases
-from ._schema import StoreError, connect
+from ._schema import StoreError, connect, immediate
 from ..clock import perf_counter
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ class BatchWriter:
         after = []
         if store._detached is not None:
             raise StoreError(store._detached)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             for op in ops:
                 kind = op[0]
                 if kind == "save":
@@ -135,11 +134,6 @@ class BatchWriter:
                     after.append(op)
             if rows:
                 self._rows(rows, owner)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return after
 
     def _save(self, job: Any, spec_json: str, code_hash: str) -> None:
@@ -211,8 +205,7 @@ class BatchWriter:
             t = store._wall()
             ttl = store.lease_ttl
             leases = store._leases
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 before = conn.execute("SELECT expires FROM owners WHERE id = ?", (owner,)).fetchone()
                 conn.execute("UPDATE owners SET heartbeat = ?, expires = ?, fence = ? WHERE id = ?",
                              (t, t + ttl, store._sched_now() + ttl, owner))
@@ -226,11 +219,6 @@ class BatchWriter:
                 if len(store._jobs) > len(leases):  # some job we want is held elsewhere (or new)
                     missing = set(list(store._jobs)) - set(list(leases))
                     acquired = acquire_leases(conn, store, missing, t) if missing else {}
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             leases.update(acquired)
             store._valid_until = t + ttl - store.lease_margin
 
@@ -274,17 +262,11 @@ class BatchWriter:
         if not steps:
             return
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             for i, params in enumerate(steps):
                 if i:
                     sleep(_HAND_OVER)
                 conn.executemany(_UPSERT_STATE, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     # -------------------------------------------------------------------------------- merging
     def fetch_foreign(self) -> None:
@@ -351,16 +333,10 @@ class BatchWriter:
         if not cuts:
             return 0
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             get = cuts.get
             gone = self._filter_history(lambda jid, scheduled: scheduled >= get(jid, scheduled),
                                         "first_scheduled < ?", (max(cuts.values()),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return gone
 
     def _filter_history(self, keep, where: str = "1", args: tuple = ()) -> int:
@@ -389,18 +365,12 @@ class BatchWriter:
             return 0
         conn = self.conn
         bound = self._first_id_at(max(cuts.values()))
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS cut (job INTEGER PRIMARY KEY, before REAL NOT NULL)")
             conn.execute("DELETE FROM temp.cut")
             conn.executemany("INSERT INTO temp.cut VALUES (?, ?)", cuts.items())
             cur = conn.execute("DELETE FROM results WHERE id < ? AND scheduled < "
                                "(SELECT before FROM temp.cut WHERE cut.job = results.job)", (bound,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return max(cur.rowcount, 0)
 
     def _first_id_at(self, when: float, table: str = "results") -> int:
@@ -509,9 +479,8 @@ class WriterThread(threading.Thread):
                     break
             try:
                 writer.checkpoint()
-                writer.conn.execute("BEGIN IMMEDIATE")
-                writer.release_all()
-                writer.conn.execute("COMMIT")
+                with immediate(writer.conn):
+                    writer.release_all()
                 writer.conn.execute("PRAGMA optimize")
             except sqlite3.Error as exc:
                 log.error("nbsched: closing the store %s: the last job states and lease releases were not written "

@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._codec import CHUNK_COLUMNS, decode_chunk, json_safe, to_json
-from ._schema import MIGRATIONS, STATE_COLUMNS, STATE_JOIN, StoreError, diagnose, open_database, schema_version
+from ._schema import (MIGRATIONS, STATE_COLUMNS, STATE_JOIN, StoreError, diagnose, immediate, open_database,
+                      schema_version)
 from ._targets import TargetLoader, code_hash, register_target_loader, target_code, target_label
 from ._leases import acquire_leases
 from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, WriterThread, drain_rows
@@ -476,12 +477,9 @@ class SQLiteStore:
                 return
             t = self._wall()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                got = acquire_leases(conn, self, names, t)
-                conn.execute("COMMIT")
+                with immediate(conn):
+                    got = acquire_leases(conn, self, names, t)
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 import logging
 
                 logging.getLogger("nbsched").error("nbsched: taking the leases of %d jobs in %s failed (%s); "
