@@ -492,7 +492,7 @@ class PackedRows:
 
     def column(self, field: str) -> list:
         """The values of one packed field, oldest first (a category field: its values, not codes)."""
-        offset, code = PACKED_OFFSETS[field]
+        code = PACKED_OFFSETS[field][1]
         raw = packed_column(self.data, field)
         if field in _CATEGORY_FIELDS:
             return list(map(category_values(field).__getitem__, raw))
