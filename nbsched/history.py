@@ -366,17 +366,14 @@ class RunLog:
             self._drop(n)
 
     def prepend(self, rows: "PackedRows | Iterable[tuple]") -> None:
-        """Put older rows (from a store: plain tuples, or :class:`PackedRows` taken as they are) before
+        """Put older rows (from a store: :class:`PackedRows` taken as they are, or plain tuples) before
         the ones recorded in this session, within retention."""
+        rows = PackedRows.of(rows)
         older = RunLog(self.job, max_rows=None)
-        if isinstance(rows, PackedRows):
-            older._buf = bytearray(rows.data)
-            if rows.aside:
-                older._aside_rows = deque((i, position, value) for i, values in sorted(rows.aside.items())
-                                          for position, value in zip(_ASIDE, values) if value is not None)
-        else:
-            for row in rows:
-                older.record(*row)
+        older._buf = bytearray(rows.data)
+        if rows.aside:
+            older._aside_rows = deque((i, position, value) for i, values in sorted(rows.aside.items())
+                                      for position, value in zip(_ASIDE, values) if value is not None)
         n_old = len(older)
         aside = deque(older._aside_rows or ())
         for number, position, value in self._aside_rows or ():
@@ -474,8 +471,10 @@ class PackedRows:
         self.aside = aside or None
 
     @classmethod
-    def of(cls, rows: Iterable[tuple]) -> "PackedRows":
-        """Rows given as plain tuples (:class:`HistoryRow` layout), packed."""
+    def of(cls, rows: "PackedRows | Iterable[tuple]") -> "PackedRows":
+        """Rows given as plain tuples (:class:`HistoryRow` layout), packed (PackedRows: as they are)."""
+        if isinstance(rows, PackedRows):
+            return rows
         data, aside = [], {}
         for i, row in enumerate(rows):
             data.append(pack_row(*row))
@@ -784,8 +783,6 @@ def _order(scheduled, run_id):
     """The frame's row order as an index array, or ``None`` if the rows are in it already: by
     scheduled time, then run id, then as recorded (attempts of one run are recorded in attempt order,
     so attempt needs no key).  The sorts are stable; run id is needed only where scheduled times tie."""
-    import numpy as np
-
     if len(scheduled) < 2 or (scheduled[1:] > scheduled[:-1]).all():
         return None
     order = _stable_argsort(scheduled)

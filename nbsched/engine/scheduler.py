@@ -1384,7 +1384,7 @@ class Scheduler:
             self._jobs[item.name] = job
             self._gc.added()
             if item.history:
-                rows = item.history if isinstance(item.history, PackedRows) else list(item.history)
+                rows = PackedRows.of(item.history)
                 job.log.prepend(rows)
                 self._count(job, rows)
             for run_id, scheduled, value in item.results:
@@ -1424,16 +1424,15 @@ class Scheduler:
                 log_ = self._logs.get(name)
                 if log_ is None:
                     log_ = self._logs[name] = RunLog(name)
-                log_.prepend(rows if isinstance(rows, PackedRows) else list(rows))
+                log_.prepend(rows)
         self._runs.run_ids = max(self._runs.run_ids, run_ids_above)
         self._version += 1
         return loaded
 
     @staticmethod
-    def _count(job: Job, rows: "PackedRows | list[tuple]") -> None:
+    def _count(job: Job, rows: PackedRows) -> None:
         """Counters and last outcome of a loaded job, from its stored rows."""
-        packed = isinstance(rows, PackedRows)
-        outcomes = rows.column("outcome") if packed else [row[OUTCOME] for row in rows]
+        outcomes = rows.column("outcome")
         counts = Counter(outcomes)
         job._successes = counts["success"]
         job._failures = counts["error"] + counts["timeout"]
@@ -1441,7 +1440,7 @@ class Scheduler:
         job._skipped = counts["skipped"]
         for i in range(len(outcomes) - 1, -1, -1):
             if outcomes[i] not in _NOT_RUNS:
-                row = rows.row(i) if packed else rows[i]
+                row = rows.row(i)
                 job._last_outcome, job._last_started, job._last_finished = Outcome(row[OUTCOME]), row[2], row[3]
                 err = row[7]
                 job._last_error = None if err is None else f"{err.type}: {err.message}"
