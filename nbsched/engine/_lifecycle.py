@@ -129,6 +129,8 @@ class RunLifecycle:
     def release(self, deadline: float | None) -> bool:
         """Every due job has started: record the kept completions, oldest first, until ``deadline``
         (``perf_counter``; None: all).  True when none is left."""
+        if self._held is None and not self._parked:
+            return True  # the common case (a few jobs due at a time: recorded as they ended)
         self.park()
         if self._releasing:  # asked from within a completion (a listener reading history): later
             return not self._parked

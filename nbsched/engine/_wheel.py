@@ -50,7 +50,10 @@ _SMALL_BUCKET = 64
 
 def bucket_key(ts: float) -> int:
     """The millisecond bucket of POSIX time ``ts`` (rounded up: a job never fires before its time)."""
-    return math.ceil(ts * 1000.0 - 1e-6)
+    return _ceil(ts * 1000.0 - 1e-6)
+
+
+_ceil = math.ceil
 
 
 class TimingWheel:
@@ -94,7 +97,7 @@ class TimingWheel:
     def put(self, job: Any, planned: float) -> None:
         """Wait ``job`` for POSIX time ``planned`` (its entry replaces any earlier one)."""
         job._planned = planned
-        key = bucket_key(planned)
+        key = _ceil(planned * 1000.0 - 1e-6)  # bucket_key(planned), written out: once per fire
         job._key = key
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -139,7 +142,11 @@ class TimingWheel:
     @property
     def backlog(self) -> int:
         """Due entries not processed yet (a burst being worked through)."""
-        return sum(len(jobs) for _, jobs in self._due[self._due_chunk:]) - self._due_pos
+        due = self._due
+        count = -self._due_pos
+        for chunk in range(self._due_chunk, len(due)):  # usually one or two: no generator for them
+            count += len(due[chunk][1])
+        return count
 
     @property
     def busy(self) -> bool:
@@ -248,9 +255,15 @@ class TimingWheel:
             key = keys[0]
             bucket = buckets[key]
             if len(bucket) <= _SMALL_BUCKET:
-                ready = [job for job in bucket if job._key == key and job._planned <= now]
+                ready = []
+                rest = []
+                for job in bucket:  # one pass: this runs at nearly every wake of a dense schedule
+                    if job._key == key:
+                        if job._planned <= now:
+                            ready.append(job)
+                        else:
+                            rest.append(job)
                 if ready:
-                    rest = [job for job in bucket if job._key == key and job._planned > now]
                     if rest:
                         buckets[key] = rest
                     else:

@@ -180,14 +180,15 @@ class Scheduler:
         self._listener_tasks: set[asyncio.Task] = set()  # async listener calls (not work in progress)
         self._binding = LoopBinding(on_move=self._rearm_all)
         self._switch = SwitchInterval(self.switch_interval)
+        self._runs = RunLifecycle(self)
+        runs = self._runs
         self._wheel = TimingWheel(self.clock, lambda: self._binding.loop, self._fire, self._maybe_idle,
-                                  self._check_clock, self._switch.report, hold=lambda due: self._runs.hold(due),
-                                  park=lambda: self._runs.park(), release=lambda deadline: self._runs.release(deadline))
+                                  self._check_clock, self._switch.report, hold=runs.hold, park=runs.park,
+                                  release=runs.release)
         elapsed = getattr(self.clock, "elapsed", None)  # clocks without it cannot tell a step from time
         self._elapsed: Callable[[], float] | None = elapsed
         self._clock_offset = self._time() - elapsed() if elapsed is not None else 0.0
         self._clock_jumps: list[tuple[float, float]] = []  # (wall time noticed, step in seconds)
-        self._runs = RunLifecycle(self)
         self._gc = GcFreezer(self._post_soon, self.gc_freeze_after)
         self._background = None
         if background:  # a loop of its own in a daemon thread (terminal IPython, REPL, plain script)
