@@ -86,6 +86,16 @@ class JobPolicy:
     catchup: bool = False
     max_active_runs: int = 1
 
+    def __post_init__(self) -> None:
+        # Derived once per policy (policies are shared by many jobs), read on every fire.  Attributes,
+        # not fields: they are not compared, stored, replaced or shown.
+        #: Every fire is planned the same way: no ``until``, ``max_runs`` or ``misfire_grace`` to check.
+        object.__setattr__(self, "unbounded", self.until is None and self.max_runs is None
+                           and self.misfire_grace is None)
+        #: A plain function with this policy is called right on the loop: executor ``loop``, no
+        #: timeout, no retries.
+        object.__setattr__(self, "inline", self.executor == "loop" and self.timeout is None and not self.retries)
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]

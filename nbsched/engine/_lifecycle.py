@@ -189,7 +189,12 @@ class RunLifecycle:
         store = s._store
         if job._persist and store is not None:
             store.on_row(job.name, packed, None if err is None and worker is None else (err, worker))
-        if outcome is _MISSED_S:
+        if outcome is _SUCCESS_S:  # first: nearly every row
+            job._last_started = started
+            job._last_finished = finished
+            job._successes += 1
+            job._last_outcome = SUCCESS
+        elif outcome is _MISSED_S:
             job._missed += 1
             self.missed += 1
         elif outcome is _SKIPPED_S and attempt == 0:  # a fire time skipped (max_instances, a full queue)
@@ -200,15 +205,11 @@ class RunLifecycle:
         else:
             job._last_started = started
             job._last_finished = finished
-            if outcome is _SUCCESS_S:
-                job._successes += 1
-                job._last_outcome = SUCCESS
-            else:
-                job._last_outcome = Outcome(outcome)
-                job._last_error = f"{err.type}: {err.message}"
-                if outcome in ("error", "timeout"):
-                    job._failures += 1
-                    self.errors += 1
+            job._last_outcome = Outcome(outcome)
+            job._last_error = f"{err.type}: {err.message}"
+            if outcome in ("error", "timeout"):
+                job._failures += 1
+                self.errors += 1
         s._version += 1
 
     # ================================================================== fire times that do not run
@@ -348,7 +349,7 @@ class RunLifecycle:
         if events._subs and events.wants(ev.JobSubmitted, job.name):
             events.emit(ev.JobSubmitted(self._clock.now(), job.name, run_id,
                                         datetime.fromtimestamp(nominal, self._sched.tz), 1))
-        if policy.executor == "loop" and not job.is_coroutine and policy.timeout is None and not policy.retries:
+        if policy.inline and not job.is_coroutine:
             # fast path: a plain function, called right here on the loop
             time = self._time
             started = time() if now is None else now

@@ -1140,8 +1140,7 @@ class Scheduler:
         nominal = job._next_ts
         planned = job._planned
         policy = job.policy
-        if policy.until is None and policy.max_runs is None and policy.misfire_grace is None \
-                and not self._catchups:
+        if policy.unbounded and not self._catchups:
             # The common case, without building a plan: no bounds, no grace, the next fire time is
             # still ahead, so the planner's answer is "run this one, wait for the next" (tests check
             # both paths agree).  Anything else goes through plan_fire.
