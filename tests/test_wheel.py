@@ -39,9 +39,25 @@ def test_the_wheel_spins_only_for_sparse_schedules():
     assert clock.armed == [far - clock.timer_slack]
     wheel.clear()
     clock.armed.clear()
-    near = 1_000.0 + 0.0014  # dense (the loop is awake every millisecond or so): a plain timer for the bucket
+    near = 1_000.0 + 0.0014  # dense (the loop is awake every millisecond or so): a plain timer for the job
     wheel.put(_Job(), near)
-    assert clock.armed == [1_000.002]
+    assert clock.armed == [near]
+
+
+def test_a_dense_schedule_arms_for_the_buckets_first_job_and_never_before_it():
+    from nbsched.engine._wheel import TimingWheel
+
+    clock = _StubClock(1_000.0)
+    wheel = TimingWheel(clock, lambda: None, fire=lambda job, now: None, on_drained=lambda: None)
+    wheel._last_wake = clock.now  # dense: the loop was awake just now
+    first, second = _Job(), _Job()
+    wheel.put(first, 1_000.0016)
+    wheel.put(second, 1_000.0012)  # the same bucket (1000.001, 1000.002], earlier but put second
+    wheel._arm(wheel.next_key)
+    assert clock.armed[-1] == 1_000.0016  # the first entry: later than the earliest, never before a job
+    wheel.take(first)  # the first entry goes stale (its job was removed or moved)
+    wheel._arm(wheel.next_key)
+    assert clock.armed[-1] == 1_000.002  # then the bucket's end, as before
 
 
 
@@ -151,15 +167,15 @@ def test_no_job_fires_before_its_time_and_a_bucket_fires_as_its_jobs_come_due():
         job = _Job()
         job.name = name
         wheel.put(job, planned)
-    assert clock.armed[-1] == 1_000.001  # the earliest bucket's end
-    clock.now = 1_000.0005  # a wake inside the bucket (e.g. for another bucket's timer)
+    assert clock.armed[-1] == 1_000.0003  # the earliest bucket's first job (a dense schedule)
+    clock.now = 1_000.0005  # the timer fires late, inside the bucket
     wheel._on_timer()
     assert fired == [("a", 1_000.0005)]
-    assert clock.armed[-1] == 1_000.001  # b waits
+    assert clock.armed[-1] == 1_000.0008  # b waits, with a timer for its own time
     clock.now = 1_000.0007  # woken again before b's time: nothing fires
     wheel._on_timer()
-    assert fired == [("a", 1_000.0005)] and clock.armed[-1] == 1_000.001
+    assert fired == [("a", 1_000.0005)] and clock.armed[-1] == 1_000.0008
     clock.now = 1_000.0011  # b's bucket has ended; c (the next bucket) is not due yet
     wheel._on_timer()
     assert fired == [("a", 1_000.0005), ("b", 1_000.0011)]
-    assert clock.armed[-1] == 1_000.002
+    assert clock.armed[-1] == 1_000.0013

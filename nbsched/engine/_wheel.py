@@ -5,7 +5,8 @@
   is live only while ``job._key`` equals its bucket's key) and firing cost O(1) amortised per job,
   plus O(log buckets) for a new bucket.  Jobs go in the buckets as they are: no per-fire tuples.
 * **Never early.**  Bucket ``k`` holds the planned times in ``(k - 1, k]`` ms.  The timer is armed
-  for the earliest bucket's end; woken (the selector wakes up to a millisecond late), the wheel
+  for the earliest bucket's first job (its first entry, usually its earliest; a big bucket's or a
+  stale entry's: the bucket's end); woken (the selector wakes up to a millisecond late), the wheel
   fires every bucket that has ended and, of the current millisecond's (small) bucket, the jobs
   planned by now - the others wait for the next wake.  So in a dense schedule a job starts about
   as soon after its time as a timer of its own would start it, never before, and the loop wakes
@@ -168,6 +169,16 @@ class TimingWheel:
             big = len(self._buckets.get(key, ())) > _SMALL_BUCKET
             when = self._bucket_target(key) - (2 * slack if big else slack)
             self._early = True
+        elif slack:
+            # a dense schedule: wake for the bucket's first job, not the bucket's end - the selector
+            # wakes up to a millisecond after the instant asked, and the end could add another.  The
+            # first entry is usually the earliest (jobs are put in the order they fire); if it is not,
+            # the wake is later than it could be, never earlier than its job.
+            bucket = self._buckets.get(key)
+            if bucket:
+                first = bucket[0]
+                if first._key == key:
+                    when = first._planned
         wake = self._wake_interval
         if wake is not None and when - self._time() > wake:
             when = self._time() + wake  # look at the clock at least this often (a wall-clock step)
