@@ -84,3 +84,29 @@ async def test_the_engines_shortcut_and_the_planner_agree(clock, spec, jitter, b
     assert frames[0] == frames[1]
     assert frames[0][0].count("missed") == missed  # the block: fire times coalesced away
 
+
+
+@pytest.mark.parametrize("options, unbounded, inline", [
+    ({}, True, True),
+    ({"until": 1_700_000_000.0}, False, True),
+    ({"max_runs": 3}, False, True),
+    ({"misfire_grace": "5s"}, False, True),
+    ({"jitter": "1s", "coalesce": "all"}, True, True),  # jitter and coalesce do not change how a fire is planned
+    ({"retries": 2}, True, False),
+    ({"timeout": "10s"}, True, False),
+    ({"executor": "thread"}, True, False),
+])
+def test_a_policys_derived_flags_follow_its_fields_and_stay_out_of_its_value(options, unbounded, inline):
+    """The engine reads `unbounded` (no bound the planner must check) and `inline` (a plain function runs
+    right on the loop) on every fire instead of four fields each; they must follow every way a policy
+    is made, and never count in its equality, its stored form or its repr."""
+    from dataclasses import replace
+
+    policy = JobPolicy.build(**options)
+    assert (policy.unbounded, policy.inline) == (unbounded, inline)
+    again = replace(JobPolicy(), **{k: getattr(policy, k) for k in options})
+    assert (again.unbounded, again.inline) == (unbounded, inline) and again == policy
+    built_over = JobPolicy.build(policy, max_runs=None, until=None, misfire_grace=None, retries=0, timeout=None,
+                                 executor="loop")
+    assert (built_over.unbounded, built_over.inline) == (True, True)
+    assert "unbounded" not in policy.to_dict() and "inline" not in repr(policy)
