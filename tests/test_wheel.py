@@ -60,6 +60,29 @@ def test_a_dense_schedule_arms_for_the_buckets_first_job_and_never_before_it():
     assert clock.armed[-1] == 1_000.002  # then the bucket's end, as before
 
 
+def test_a_big_bucket_in_a_dense_schedule_is_armed_for_its_end_and_its_early_wake_does_not_spin():
+    """A big bucket (100,000 jobs a second: ~100 a millisecond) is fired whole once it has ended, so its
+    timer is for its end: armed for its first job, every wake inside it would find nothing to fire
+    and re-arm for a time already past - a busy loop until the bucket ends."""
+    from nbsched.engine._wheel import _SMALL_BUCKET, TimingWheel
+
+    clock = _StubClock(1_000.0)
+    loop = _Loop()
+    fired = []
+    wheel = TimingWheel(clock, lambda: loop, fire=lambda job, now: fired.append(now), on_drained=lambda: None)
+    wheel._last_wake = clock.now
+    for i in range(_SMALL_BUCKET + 1):
+        wheel.put(_Job(), 1_000.0011 + i * 1e-6)
+    assert clock.armed == [1_000.0011]  # armed by the first put, while the bucket was small
+    armed = len(clock.armed)
+    clock.now = 1_000.0015  # woken inside the bucket (another timer, or the selector's rounding)
+    wheel._on_timer()
+    assert fired == [] and clock.armed[armed:] == [1_000.002]  # re-armed for its end, not for the past
+    clock.now = 1_000.0021
+    wheel._on_timer()
+    assert len(fired) == _SMALL_BUCKET + 1
+
+
 
 def test_a_big_bucket_in_a_sparse_schedule_is_armed_twice_as_early():
     from nbsched.engine._wheel import _SMALL_BUCKET, SPIN_BUDGET, TimingWheel

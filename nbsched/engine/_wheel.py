@@ -175,7 +175,7 @@ class TimingWheel:
             # first entry is usually the earliest (jobs are put in the order they fire); if it is not,
             # the wake is later than it could be, never earlier than its job.
             bucket = self._buckets.get(key)
-            if bucket:
+            if bucket and len(bucket) <= _SMALL_BUCKET:  # a big one is fired whole, at its end
                 first = bucket[0]
                 if first._key == key:
                     when = first._planned
