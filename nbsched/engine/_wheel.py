@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from ..clock import Clock, perf_counter
 
-__all__ = ["TimingWheel", "SLICE_SECONDS", "SPIN_BUDGET", "bucket_key"]
+__all__ = ["TimingWheel", "SLICE_SECONDS", "SPIN_BUDGET"]
 
 #: How long one slice of due-job processing may hold the loop before yielding.
 SLICE_SECONDS = 0.002
@@ -47,11 +47,6 @@ SPIN_BUDGET = 0.03
 SPIN_MIN_GAP = 0.005
 #: Buckets with more jobs than this are fired at their end (finding the earliest costs too much).
 _SMALL_BUCKET = 64
-
-
-def bucket_key(ts: float) -> int:
-    """The millisecond bucket of POSIX time ``ts`` (rounded up: a job never fires before its time)."""
-    return _ceil(ts * 1000.0 - 1e-6)
 
 
 _ceil = math.ceil
@@ -98,7 +93,7 @@ class TimingWheel:
     def put(self, job: Any, planned: float) -> None:
         """Wait ``job`` for POSIX time ``planned`` (its entry replaces any earlier one)."""
         job._planned = planned
-        key = _ceil(planned * 1000.0 - 1e-6)  # bucket_key(planned), written out: once per fire
+        key = _ceil(planned * 1000.0 - 1e-6)  # its millisecond, rounded up: never fired before its time
         job._key = key
         bucket = self._buckets.get(key)
         if bucket is None:
