@@ -15,6 +15,8 @@ import enum
 import functools
 import itertools
 import math
+from array import array
+from bisect import bisect_left
 import operator
 import struct
 import sys
@@ -266,11 +268,66 @@ def _make_recorder() -> Any:
 _record, pack_row = _make_recorder()
 
 
+_POSITION_BITS = 4
+assert len(COLUMNS) <= 1 << _POSITION_BITS
+
+
+class _Aside:
+    """The values kept aside (errors, worker addresses) of one log's rows, oldest first: each value's
+    row number and row position packed in one int64 (an ``array``), the values in a list - 16 bytes a
+    value and no object per value (a deque of (number, position, value) tuples took 72 bytes a value
+    and 624 bytes for the first).  Iterating gives (row number, position, value) triples."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self) -> None:
+        self.keys = array("q")
+        self.values: list = []
+
+    def append(self, number: int, position: int, value: Any) -> None:
+        self.keys.append(number << _POSITION_BITS | position)
+        self.values.append(value)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self):
+        mask = (1 << _POSITION_BITS) - 1
+        for key, value in zip(self.keys, self.values):  # a row being recorded meanwhile: left out
+            yield key >> _POSITION_BITS, key & mask, value
+
+    def of_row(self, number: int) -> list[tuple]:
+        """The entries of row ``number`` (a bisection: row numbers only grow)."""
+        keys = self.keys
+        lo = bisect_left(keys, number << _POSITION_BITS)
+        hi = bisect_left(keys, (number + 1) << _POSITION_BITS, lo)
+        mask = (1 << _POSITION_BITS) - 1
+        return [(number, keys[i] & mask, self.values[i]) for i in range(lo, hi)]
+
+    def drop_before(self, number: int) -> None:
+        """Forget the entries of rows before row ``number``."""
+        k = bisect_left(self.keys, number << _POSITION_BITS)
+        if k:  # new objects, both in one go: a frame being built on another thread keeps a pair that matches
+            self.keys, self.values = self.keys[k:], self.values[k:]
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple]) -> "_Aside | None":
+        """An aside of (row number, position, value) entries in row order (None: there are none)."""
+        aside = cls()
+        for number, position, value in entries:
+            aside.append(number, position, value)
+        return aside if aside.values else None
+
+    def nbytes(self) -> int:
+        return sys.getsizeof(self) + self.keys.__sizeof__() + sys.getsizeof(self.values)
+
+
 class RunLog:
     """A job's history rows (bounded), packed, with a cached frame.
 
     Rows live in one ``bytearray`` per job, :data:`ROW_BYTES` bytes each (the packed columns of
-    :data:`COLUMNS`); the rare values kept aside (errors) sit in a small deque keyed by row number.
+    :data:`COLUMNS`); the rare values kept aside (errors) sit in a small :class:`_Aside` keyed by row
+    number.
     No Python object per row: a million rows are a few tens of MB that the garbage collector never
     walks, and a frame is built from the buffers with numpy, without a Python loop per row.
     Retention is exact: beyond ``max_rows`` (or older than ``max_age`` before the newest row) the
@@ -295,7 +352,7 @@ class RunLog:
         self._limit = _limit(max_rows)
         self.max_age = max_age
         self._dropped = 0  # rows dropped from the front so far (row numbers of aside values count from 0)
-        self._aside_rows: deque | None = None  # (row number, row position, value), oldest first
+        self._aside_rows: _Aside | None = None  # (row number, row position, value), oldest first
         self._frame = None
 
     # ------------------------------------------------------------------ results
@@ -331,7 +388,7 @@ class RunLog:
         if not buf:
             return None
         number = self._dropped + len(buf) // ROW_BYTES - 1
-        aside = [a for a in reversed(self._aside_rows or ()) if a[0] == number]
+        aside = self._aside_rows.of_row(number) if self._aside_rows else None
         return _decode(buf[-ROW_BYTES:], number, aside)[0]
 
     def append(self, row: tuple) -> None:
@@ -341,17 +398,15 @@ class RunLog:
     def _aside(self, position: int, value: Any) -> None:
         aside = self._aside_rows
         if aside is None:
-            aside = self._aside_rows = deque()
-        aside.append((self._dropped + len(self._buf) // ROW_BYTES - 1, position, value))
+            aside = self._aside_rows = _Aside()
+        aside.append(self._dropped + len(self._buf) // ROW_BYTES - 1, position, value)
 
     def _drop(self, n: int) -> None:
         del self._buf[:n * ROW_BYTES]
         self._dropped += n
         aside = self._aside_rows
         if aside:
-            first = self._dropped
-            while aside and aside[0][0] < first:
-                aside.popleft()
+            aside.drop_before(self._dropped)
 
     def _trim_rows(self) -> None:
         self._drop((len(self._buf) - self._limit) // ROW_BYTES)
@@ -369,18 +424,14 @@ class RunLog:
         """Put older rows (from a store: :class:`PackedRows` taken as they are, or plain tuples) before
         the ones recorded in this session, within retention."""
         rows = PackedRows.of(rows)
-        older = RunLog(self.job, max_rows=None)
-        older._buf = bytearray(rows.data)
-        if rows.aside:
-            older._aside_rows = deque((i, position, value) for i, values in sorted(rows.aside.items())
-                                      for position, value in zip(_ASIDE, values) if value is not None)
-        n_old = len(older)
-        aside = deque(older._aside_rows or ())
-        for number, position, value in self._aside_rows or ():
-            aside.append((number - self._dropped + n_old, position, value))
-        self._buf = older._buf + self._buf
+        n_old = len(rows)
+        stored = ((i, position, value) for i, values in sorted((rows.aside or {}).items())
+                  for position, value in zip(_ASIDE, values) if value is not None)
+        shift = n_old - self._dropped
+        mine = ((number + shift, position, value) for number, position, value in self._aside_rows or ())
+        self._buf = bytearray(rows.data) + self._buf
         self._dropped = 0
-        self._aside_rows = aside or None
+        self._aside_rows = _Aside.of(itertools.chain(stored, mine))
         self._apply_retention()
 
     def set_retention(self, max_rows: int | None, max_age: float | None) -> None:
@@ -407,7 +458,7 @@ class RunLog:
     def nbytes(self) -> int:
         """Bytes this log holds for its rows (the buffer's allocation and the values kept aside)."""
         aside = self._aside_rows
-        return self._buf.__sizeof__() + (0 if aside is None else sys.getsizeof(aside) + 64 * len(aside))
+        return self._buf.__sizeof__() + (0 if aside is None else aside.nbytes())
 
     def frame(self, tz: tzinfo):
         frame = self._frame

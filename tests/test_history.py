@@ -226,6 +226,21 @@ def test_last_row_is_the_newest_row_with_its_error():
     assert log.last_row() == ROWS[2] and log.last_row() == log.rows[-1]
 
 
+def test_values_kept_aside_follow_their_rows_through_retention():
+    log = RunLog("e", max_rows=4)
+    for i in range(10):
+        err = ErrorInfo("ValueError", str(i), "") if i % 3 == 0 else None
+        log.record(i, float(i), i + 0.5, i + 0.75, 0.5, "success" if err is None else "error", 1, err, "schedule",
+                   "tcp://w:8" if i == 8 else None)
+    assert [r[0] for r in log.rows] == [6, 7, 8, 9]  # retention: exact, errors dropped with their rows
+    assert [(r[7] and r[7].message, r[9]) for r in log.rows] == [("6", None), (None, None), (None, "tcp://w:8"),
+                                                                 ("9", None)]
+    error_at, worker_at = HistoryRow._fields.index("error"), HistoryRow._fields.index("worker")
+    assert [(n, p) for n, p, _ in log._aside_rows] == [(6, error_at), (8, worker_at), (9, error_at)]
+    assert log.last_row() == log.rows[-1] and log.last_row()[7].message == "9"
+    assert log.frame(timezone.utc)["error"].tolist() == ["ValueError: 6", None, None, "ValueError: 9"]
+
+
 # ------------------------------------------------------------------ building the frame (history.py internals)
 import numpy as np  # noqa: E402
 
