@@ -24,7 +24,7 @@ wall time at which they started to an ``array.array``):
 Each is measured ``rounds`` times (medians reported).  The longest loop block (one event-loop
 iteration's busy time, measured by wrapping the selector as in bench.py) is recorded around the
 delivery and the burst, as wall time and as the loop thread's CPU time: target <= 5 ms - a fan-out is
-handed over in 2 ms slices, so a cell or a widget click never waits long.  On a shared machine the
+handed over in 1 ms slices, so a cell or a widget click never waits long.  On a shared machine the
 wall figure also holds the time the OS ran other processes mid-iteration, so the target is checked
 on the CPU figure and both are printed.  The machine's load average is printed with the table.
 """
