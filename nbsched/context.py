@@ -79,10 +79,11 @@ class Skip(Exception):
 
 
 # Runs on a Task (coroutines, retries, executors) set the context variable; plain functions called
-# inline on the loop use the slot below instead (no allocation per fire).  The slot holds the job, the
-# run id, the nominal time, the reason and the upstream values while the call lasts.
+# inline on the loop use the slot below instead (no context object per fire).  While the call lasts,
+# _inline[0] is (job, run id, nominal time, reason, upstream values, the thread running it); None
+# between calls.  A job that runs another job inline puts the outer tuple back after it.
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("nbsched_run")
-_inline: list = [None, 0, 0.0, "", None, 0]  # ... and the thread that is running it
+_inline: list = [None]
 
 
 class RunInputs:
@@ -114,21 +115,22 @@ def current_job_name() -> str | None:
 
     What :func:`current_run` answers first, without building a context or raising: cheap enough to
     ask on every ``print`` (the notebook's output router does)."""
-    job, _run_id, _nominal, _reason, _inputs, thread = _inline
-    if job is None or (thread is not None and thread != threading.get_ident()):
+    inline = _inline[0]
+    if inline is None or (inline[5] is not None and inline[5] != threading.get_ident()):
         ctx = _current.get(None)
         return None if ctx is None else ctx.job
-    return job.name
+    return inline[0].name
 
 
 def current_run() -> RunContext:
     """The :class:`RunContext` of the run this code belongs to; :class:`NotInRunError` outside a run."""
-    job, run_id, nominal, reason, inputs, thread = _inline
-    if job is None or (thread is not None and thread != threading.get_ident()):  # a Task's (or thread's) run?
+    inline = _inline[0]
+    if inline is None or (inline[5] is not None and inline[5] != threading.get_ident()):  # a Task's (or thread's) run?
         ctx = _current.get(None)
         if ctx is not None:
             return ctx
         raise NotInRunError(
             "current_run() works only inside a run of a job (a scheduled function, coroutine or %%schedule cell); "
             "here no job is running")
+    job, run_id, nominal, reason, inputs, _thread = inline
     return make_context(job, run_id, 1, nominal, reason, inputs)

@@ -427,14 +427,6 @@ class _CronTimes:
         self.known: tuple[float, tuple[float, ...]] = (math.inf, ())
         self._iter: Any = None
 
-    def lookup(self, after: float) -> float | None:
-        """The next instant after ``after`` if the known run covers it (no lock needed: it reads one
-        immutable snapshot), else None (ask :meth:`next_after` under the lock)."""
-        lo, times = self.known
-        if times and lo <= after < times[-1]:
-            return times[bisect_right(times, after)]
-        return None
-
     def next_after(self, after: float) -> float | None:
         times = self.times
         if times and self.lo <= after < times[-1]:
@@ -559,12 +551,12 @@ class Cron(Trigger):
         object.__setattr__(self, "_times", _cron_times(expanded, self.tz, len(fields) == 6, self._fixed_hour))
 
     def next_timestamp(self, after: float) -> float | None:
-        times = self._times
-        nxt = times.lookup(after)
-        if nxt is not None:
-            return nxt
+        # The known run covers it (the common case): a bisection of one immutable snapshot, no lock.
+        lo, known = self._times.known
+        if known and lo <= after < known[-1]:
+            return known[bisect_right(known, after)]
         with _CRON_LOCK:
-            return times.next_after(after)
+            return self._times.next_after(after)
 
     def describe(self) -> str:
         zone = _zone_name(self.tz)

@@ -355,13 +355,12 @@ class RunLifecycle:
             started = time() if now is None else now
             job._running += 1
             slot = _inline
-            thread = self._binding.thread
-            outer = slot[:] if slot[0] is not None else None  # a job that runs another job inline
-            slot[0], slot[1], slot[2], slot[3], slot[4], slot[5] = job, run_id, nominal, reason, inputs, thread
+            outer = slot[0]  # a job that runs another job inline: its run, put back after
+            slot[0] = (job, run_id, nominal, reason, inputs, self._binding.thread)
             try:
                 value = job.func()
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a row, nothing escapes
-                slot[:] = outer or (None, 0, 0.0, "", None, 0)
+                slot[0] = outer
                 job._running -= 1
                 outcome = SKIPPED if isinstance(exc, Skip) else INTERRUPTED if isinstance(exc, KeyboardInterrupt) \
                     else ERROR
@@ -374,10 +373,7 @@ class RunLifecycle:
                 self._attempt_failed(job, run_id, nominal, planned, started, time(), 1, exc, outcome, reason,
                                      deliver=deliver, inputs=inputs)
                 return
-            if outer is None:
-                slot[0] = slot[4] = None
-            else:
-                slot[:] = outer
+            slot[0] = outer
             if value is not None and inspect.isawaitable(value):  # e.g. a compiled cell with top-level await
                 self._spawn(job, run_id, nominal, planned, value, started, reason, inputs, deliver)
                 return
