@@ -855,3 +855,38 @@ def test_job_meta_is_the_jobs_own_dict_made_on_first_use(sched):
     assert sched.get("b").meta == {"team": "data"}
     b.meta = {"x": 1}
     assert b.meta == {"x": 1} and sched.get("a").meta == {"owner": "ana"}
+
+
+async def test_a_job_that_runs_another_inline_gets_its_own_run_back(sched, clock):
+    """A plain function's run sits in the inline slot while it is called; a job that runs another job
+    inline (``run_now`` from its body) finds its own run there again afterwards, on success and failure."""
+    from nbsched.context import NotInRunError, current_job_name
+
+    seen = []
+
+    def inner():
+        ctx = nbsched.current_run()
+        seen.append(("inner", ctx.job, ctx.reason, current_job_name()))
+        if len(seen) > 3:
+            raise ValueError("inner fails the second time")
+
+    def outer():
+        ctx = nbsched.current_run()
+        seen.append(("outer", ctx.job, ctx.run_id, current_job_name()))
+        sched.run_now("inner")
+        after = nbsched.current_run()
+        seen.append(("outer again", after.job, after.run_id, current_job_name()))
+
+    sched.add(inner, "every 1h", name="inner")
+    sched.add(outer, "every 10s", name="outer")
+    await clock.advance(10)
+    await clock.advance(10)
+    first, second = sched.history("outer")["run_id"].tolist()
+    assert seen == [("outer", "outer", first, "outer"), ("inner", "inner", "manual", "inner"),
+                    ("outer again", "outer", first, "outer"),
+                    ("outer", "outer", second, "outer"), ("inner", "inner", "manual", "inner"),
+                    ("outer again", "outer", second, "outer")]
+    assert sched.history("inner")["outcome"].tolist() == ["success", "error"]
+    assert current_job_name() is None
+    with pytest.raises(NotInRunError):
+        nbsched.current_run()
