@@ -110,13 +110,22 @@ def make_context(job: Any, run_id: int, attempt: int, nominal: float, reason: st
                       (inputs.trigger or job.trigger, inputs.interval_start))
 
 
+def _inline_run() -> tuple | None:
+    """The plain function running inline on this thread: (job, run id, nominal, reason, inputs,
+    thread), or None."""
+    inline = _inline[0]
+    if inline is None or inline[5] not in (None, threading.get_ident()):
+        return None
+    return inline
+
+
 def current_job_name() -> str | None:
     """The name of the job whose run this code belongs to, or None outside a run.
 
     What :func:`current_run` answers first, without building a context or raising: cheap enough to
     ask on every ``print`` (the notebook's output router does)."""
-    inline = _inline[0]
-    if inline is None or (inline[5] is not None and inline[5] != threading.get_ident()):
+    inline = _inline_run()
+    if inline is None:
         ctx = _current.get(None)
         return None if ctx is None else ctx.job
     return inline[0].name
@@ -124,8 +133,8 @@ def current_job_name() -> str | None:
 
 def current_run() -> RunContext:
     """The :class:`RunContext` of the run this code belongs to; :class:`NotInRunError` outside a run."""
-    inline = _inline[0]
-    if inline is None or (inline[5] is not None and inline[5] != threading.get_ident()):  # a Task's (or thread's) run?
+    inline = _inline_run()
+    if inline is None:  # a Task's (or another thread's) run?
         ctx = _current.get(None)
         if ctx is not None:
             return ctx

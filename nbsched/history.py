@@ -15,11 +15,11 @@ import enum
 import functools
 import itertools
 import math
-from array import array
-from bisect import bisect_left
 import operator
 import struct
 import sys
+from array import array
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -268,7 +268,8 @@ def _make_recorder() -> Any:
 _record, pack_row = _make_recorder()
 
 
-_POSITION_BITS = 4
+_POSITION_BITS = 4  # an aside key is row number << 4 | row position
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
 assert len(COLUMNS) <= 1 << _POSITION_BITS
 
 
@@ -292,17 +293,15 @@ class _Aside:
         return len(self.values)
 
     def __iter__(self):
-        mask = (1 << _POSITION_BITS) - 1
         for key, value in zip(self.keys, self.values):  # a row being recorded meanwhile: left out
-            yield key >> _POSITION_BITS, key & mask, value
+            yield key >> _POSITION_BITS, key & _POSITION_MASK, value
 
     def of_row(self, number: int) -> list[tuple]:
         """The entries of row ``number`` (a bisection: row numbers only grow)."""
         keys = self.keys
         lo = bisect_left(keys, number << _POSITION_BITS)
         hi = bisect_left(keys, (number + 1) << _POSITION_BITS, lo)
-        mask = (1 << _POSITION_BITS) - 1
-        return [(number, keys[i] & mask, self.values[i]) for i in range(lo, hi)]
+        return [(number, keys[i] & _POSITION_MASK, self.values[i]) for i in range(lo, hi)]
 
     def drop_before(self, number: int) -> None:
         """Forget the entries of rows before row ``number``."""
