@@ -27,7 +27,8 @@ from typing import Any, Iterable, NamedTuple
 
 __all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS",
            "COLUMNS", "Column", "ROW_BYTES",
-           "ASIDE_FIELDS", "PACKED_OFFSETS", "PackedRows", "pack_row", "unpack_row", "category_values", "packed_column"]
+           "ASIDE_FIELDS", "PACKED_OFFSETS", "PackedRows", "pack_row", "unpack_row", "category_values", "packed_column",
+           "packed_fields"]
 
 
 class Outcome(str, enum.Enum):
@@ -220,15 +221,18 @@ def _make_recorder() -> Any:
     """``RunLog.record`` written out for :data:`COLUMNS` (once, at import, like dataclasses do):
     straight-line code, so recording a row allocates no object the garbage collector tracks."""
     params = ", ".join(c.field for c in COLUMNS)
-    packed = []
+    packed, fast = [], []  # fast: as the common row has them (times given, categories known)
     for i in _PACKED:
         c = COLUMNS[i]
         if c.kind == "time":
             packed.append(f"_NAN if {c.field} is None else {c.field}")
+            fast.append(c.field)
         elif c.kind == "category":
             packed.append(f"_code{i}[{c.field}] if {c.field} in _code{i} else _intern{i}({c.field})")
+            fast.append(f"_code{i}[{c.field}]")
         else:
             packed.append(c.field)
+            fast.append(c.field)
     aside = "".join(f"    if {COLUMNS[i].field} is not None:\n        self._aside({i}, {COLUMNS[i].field})\n"
                     for i in _ASIDE)
     optional = []  # trailing text columns may be left out (None): older callers and stored rows
@@ -237,9 +241,14 @@ def _make_recorder() -> Any:
             break
         optional.append(c.field)
     params = ", ".join(f"{c.field}=None" if c.field in optional else c.field for c in COLUMNS)
+    # A time that is None (NaN in the row) or a category value not coded yet fails the fast packing
+    # (struct.error, KeyError): the row is packed again the general way.
     src = (f"def record(self, {params}) -> bytes:\n"
            "    buf = self._buf\n"
-           f"    row = _pack({', '.join(packed)})\n"
+           "    try:\n"
+           f"        row = _pack({', '.join(fast)})\n"
+           "    except (_StructError, KeyError):\n"
+           f"        row = _pack({', '.join(packed)})\n"
            "    buf += row\n"
            f"{aside}"
            "    self._frame = None\n"
@@ -250,7 +259,7 @@ def _make_recorder() -> Any:
            "    return row\n"
            f"def pack_row({params}) -> bytes:\n"
            f"    return _pack({', '.join(packed)})\n")
-    namespace: dict[str, Any] = {"_NAN": _NAN, "_pack": _ROW.pack}
+    namespace: dict[str, Any] = {"_NAN": _NAN, "_pack": _ROW.pack, "_StructError": struct.error}
     for i, cats in _CATEGORIES.items():
         namespace[f"_code{i}"] = cats.code
         namespace[f"_intern{i}"] = cats.intern
@@ -491,19 +500,23 @@ def category_values(field: str) -> list:
     return list(_CATEGORIES[HistoryRow._fields.index(field)].values)
 
 
+def packed_fields(data: bytes):
+    """The rows in ``data`` (whole packed rows) as a numpy structured array over the same memory, one
+    field per packed column, named as in :data:`COLUMNS` (no copy; its fields are strided views)."""
+    import numpy as np
+
+    return np.frombuffer(data, dtype=_packed_dtype(named=True))
+
+
 def packed_column(data: bytes, field: str, width: int = 0) -> bytes:
     """One packed field of every row in ``data`` (whole packed rows) as a contiguous little-endian
     column of ``width`` bytes a value (default: the field's own size; a narrower field is
-    zero-extended): strided byte copies, C speed, no object per row."""
-    offset, code = PACKED_OFFSETS[field]
-    size = struct.calcsize(code)
-    width = width or size
-    if size == width == 1:
-        return data[offset::ROW_BYTES]
-    out = bytearray(width * (len(data) // ROW_BYTES))
-    for k in range(size):
-        out[k::width] = data[offset + k::ROW_BYTES]
-    return bytes(out)
+    zero-extended): one strided copy by numpy, no object per row."""
+    column = packed_fields(data)[field]
+    size = column.dtype.itemsize
+    if width and width != size:
+        column = column.view(f"<u{size}").astype(f"<u{width}")
+    return column.tobytes()
 
 
 class PackedRows:
@@ -957,21 +970,24 @@ def _objects(values: list):
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-_DTYPE = None
+_DTYPES: dict = {}
 
 
-def _packed_dtype():
-    global _DTYPE
-    if _DTYPE is None:
-        _DTYPE = _numpy_dtype()
-    return _DTYPE
+def _packed_dtype(named: bool = False):
+    """The numpy dtype of a packed row: fields ``f0``, ``f1``, ... in packed order, or (``named``)
+    the :data:`COLUMNS` field names."""
+    dtype = _DTYPES.get(named)
+    if dtype is None:
+        dtype = _DTYPES[named] = _numpy_dtype(named)
+    return dtype
 
 
-def _numpy_dtype():
+def _numpy_dtype(named: bool):
     import numpy as np
 
     # packed (no alignment), little-endian: the same bytes as _ROW
-    return np.dtype([(f"f{k}", "<" + COLUMNS[i].code.replace("q", "i8").replace("d", "f8").replace("I", "u4")
+    return np.dtype([(COLUMNS[i].field if named else f"f{k}",
+                      "<" + COLUMNS[i].code.replace("q", "i8").replace("d", "f8").replace("I", "u4")
                       .replace("B", "u1").replace("H", "u2")) for k, i in enumerate(_PACKED)])
 
 

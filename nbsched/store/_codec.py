@@ -31,7 +31,7 @@ from typing import Any, Iterable
 
 from ._schema import OUTCOME_CODES, REASON_CODES
 from ..history import (ASIDE_FIELDS, PACKED_OFFSETS, ROW_BYTES, PackedRows, ErrorInfo, HistoryRow, Outcome, category_values, pack_row,
-                       packed_column)
+                       packed_fields)
 
 __all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk", "decode_packed",
            "CHUNK_COLUMNS", "CODE_OF",
@@ -234,17 +234,19 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
     joined = b"".join(rows)
     if len(joined) != n * ROW_BYTES:
         raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for {n} rows")
-    scheduled = packed_column(joined, "scheduled", 8)
-    times = array("d")
-    times.frombytes(scheduled)
-    if _BIG_ENDIAN:
-        times.byteswap()
-    codes = packed_column(joined, "outcome", 1).translate(_OUTCOME_TABLE)
-    reasons = packed_column(joined, "reason", 1)
+    fields = packed_fields(joined)  # strided views of the joined rows: each column is one copy below
+    scheduled = fields["scheduled"]
+    codes = fields["outcome"].tobytes().translate(_OUTCOME_TABLE)
+    reasons = fields["reason"].tobytes()
     reasons = None if reasons.count(_SCHEDULE_BYTE) == n else reasons.translate(_REASON_TABLE)
-    seconds = [packed_column(joined, field, 8) for field in ("started", "finished", "lateness")]
-    return (n, min(times), max(times), _pack("i", job_ids), packed_column(joined, "run_id", 8), scheduled, *seconds,
-            codes, packed_column(joined, "attempt", 4), errors, reasons, workers)
+    return (n, float(scheduled.min()), float(scheduled.max()), _pack("i", job_ids), _le(fields["run_id"], "<i8"),
+            _le(scheduled, "<f8"), _le(fields["started"], "<f8"), _le(fields["finished"], "<f8"),
+            _le(fields["lateness"], "<f8"), codes, _le(fields["attempt"], "<i4"), errors, reasons, workers)
+
+
+def _le(column, dtype: str) -> bytes:
+    """A field of packed rows as a contiguous column of ``dtype`` (stored little-endian)."""
+    return (column if column.dtype == dtype else column.astype(dtype)).tobytes()
 
 
 def chunk_times(values: tuple) -> array:

@@ -430,6 +430,7 @@ class WriterThread(threading.Thread):
             log.error("nbsched: the store writer cannot open %s (%s); nothing more is written", store.path, exc)
             return
         self.writer = writer = BatchWriter(store, conn)
+        import numpy  # noqa: F401 - the chunks' columns are cut with it: imported here, not in the first commit
         now = perf_counter()
         next_lease = now + store.renew_every
         next_ckpt = now + store.checkpoint_every
