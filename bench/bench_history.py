@@ -6,7 +6,8 @@
 
 Rows are recorded through ``RunLog.record`` (what the engine's recorder calls) into a fresh
 scheduler's logs: 2% errors with a traceback, 3% missed fire times, the rest successes; phases spread
-over the second, one row per job per second.  Then, in the same process:
+over the second, one row per job per second; lateness is started - scheduled, as the engine
+records a run started on its fire time.  Then, in the same process:
 
 * **bytes per stored row**: the growth of ``tracemalloc``'s traced memory while rows are recorded,
   divided by the rows (the job objects are created before tracing starts).  Tracing slows allocation
@@ -48,12 +49,13 @@ def record(logs, rows_per_job: int) -> int:
             run_id += 1
             s = base + r + i / jobs
             k = run_id % 100
+            started = s + 0.0004
             if k < 2:
-                log.record(run_id, s, s + 0.0004, s + 0.0009, 0.0004, "error", 1, err, "schedule")
+                log.record(run_id, s, started, s + 0.0009, started - s, "error", 1, err, "schedule")
             elif k < 5:
                 log.record(run_id, s, None, None, 0.2, "missed", 0, None, "schedule")
             else:
-                log.record(run_id, s, s + 0.0004, s + 0.0005, 0.0004, "success", 1, None, "schedule")
+                log.record(run_id, s, started, s + 0.0005, started - s, "success", 1, None, "schedule")
     return run_id
 
 

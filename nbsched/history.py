@@ -28,7 +28,8 @@ from typing import Any, Iterable, NamedTuple
 __all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS",
            "COLUMNS", "Column", "ROW_BYTES",
            "ASIDE_FIELDS", "PACKED_OFFSETS", "PackedRows", "pack_row", "unpack_row", "category_values", "packed_column",
-           "packed_fields"]
+           "packed_fields", "pack_row_aside",
+           "pack_lateness", "unpack_lateness"]
 
 
 class Outcome(str, enum.Enum):
@@ -72,8 +73,9 @@ class Column(NamedTuple):
     seconds, ``None`` stored as NaN; an aware datetime column), ``"seconds"`` (a float; a timedelta
     column), ``"category"`` (a string or ``None``, stored as a small code; a categorical column - with
     ``categories`` fixed, otherwise interned as they come), ``"error"`` (an :class:`ErrorInfo` or
-    ``None``, kept aside for the rare rows that have one; the columns error, error_type, traceback)
-    and ``"text"`` (any string or ``None``, kept aside like errors; an object column).
+    ``None``, kept aside for the rare rows that have one; the columns error, error_type, traceback),
+    ``"text"`` (any string or ``None``, kept aside like errors; an object column) and ``"lateness"``
+    (float seconds, a timedelta column; not packed: see :data:`COLUMNS`).
     """
 
     field: str
@@ -90,7 +92,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("scheduled", "time", "d"),
     Column("started", "time", "d"),
     Column("finished", "time", "d"),
-    Column("lateness", "seconds", "d"),
+    # Lateness is started - scheduled for nearly every row: it is not packed.  The top two bits of
+    # the reason byte say how a row has it (_LATE_*): that difference, zero, in the started time's
+    # place (a row with no start), or kept aside (a retry, a jittered fire time).
+    Column("lateness", "lateness"),
     Column("outcome", "category", "B", tuple(OUTCOME_CATEGORIES)),
     Column("attempt", "int", "H"),  # at most JobPolicy's retries + 1 (nbsched.job.MAX_RETRIES)
     Column("error", "error"),
@@ -99,9 +104,9 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 _FRAME_NAME = {"scheduled": "scheduled_at", "started": "started_at", "finished": "finished_at"}
-_KINDS = ("int", "time", "seconds", "category", "error", "text")
+_KINDS = ("int", "time", "seconds", "category", "error", "text", "lateness")
 for _c in COLUMNS:
-    assert _c.kind in _KINDS and (_c.code == "") == (_c.kind in ("error", "text")), _c
+    assert _c.kind in _KINDS and (_c.code == "") == (_c.kind in ("error", "text", "lateness")), _c
 
 
 def _frame_columns(columns: tuple[Column, ...]) -> list[str]:
@@ -132,6 +137,15 @@ instance.  Read one by name with ``HistoryRow._make(row)``.
 
 #: Field positions in a row.
 SCHEDULED, OUTCOME, ATTEMPT, REASON = (HistoryRow._fields.index(f) for f in ("scheduled", "outcome", "attempt", "reason"))
+STARTED, LATENESS = HistoryRow._fields.index("started"), HistoryRow._fields.index("lateness")
+#: How a packed row has its lateness, in the top two bits of its reason byte (the reason's code is
+#: below them): the started time minus the scheduled time (nearly every row), zero (a run started
+#: the moment it was decided: upstream, backfill, catch-up), in the started time's place (a fire
+#: time that did not start: missed, skipped), or kept aside with the errors (a retry, a jittered
+#: fire time).  Exact: each is used only when it gives back the very float recorded.
+_LATE_SHIFT = 6
+_LATE_DERIVED, _LATE_ZERO, _LATE_IN_STARTED, _LATE_ASIDE = (k << _LATE_SHIFT for k in range(4))
+_REASON_MASK = (1 << _LATE_SHIFT) - 1
 
 _PACKED = [i for i, c in enumerate(COLUMNS) if c.code]  # row positions stored in the packed buffer
 _ASIDE = [i for i, c in enumerate(COLUMNS) if not c.code]  # row positions kept aside (rare values)
@@ -198,7 +212,9 @@ class _Categories:
         fixed = column.categories
         self.values: list = list(fixed) if fixed else [None]
         self.code: dict = {v: i for i, v in enumerate(self.values)}
-        self.limit = 2 ** (8 * struct.calcsize(column.code))
+        # the reason byte's top bits say how the row has its lateness
+        self.limit = 1 << _LATE_SHIFT if column.field == "reason" else 2 ** (8 * struct.calcsize(column.code))
+        assert len(self.values) <= self.limit, column
 
     def intern(self, value: Any) -> int:
         if self.values[0] is not None:  # fixed categories
@@ -218,63 +234,86 @@ _CATEGORIES = {i: _Categories(c) for i, c in enumerate(COLUMNS) if c.kind == "ca
 
 
 def _make_recorder() -> Any:
-    """``RunLog.record`` written out for :data:`COLUMNS` (once, at import, like dataclasses do):
-    straight-line code, so recording a row allocates no object the garbage collector tracks."""
-    params = ", ".join(c.field for c in COLUMNS)
-    packed, fast = [], []  # fast: as the common row has them (times given, categories known)
+    """``RunLog.record`` and the row packers written out for :data:`COLUMNS` (once, at import, like
+    dataclasses do): straight-line code, so recording a row allocates no object the garbage
+    collector tracks."""
+    fast, full = [], []  # fast: as the common row has them (times given, categories known, lateness derived)
     for i in _PACKED:
         c = COLUMNS[i]
         if c.kind == "time":
-            packed.append(f"_NAN if {c.field} is None else {c.field}")
+            full.append(f"_NAN if {c.field} is None else {c.field}")
             fast.append(c.field)
         elif c.kind == "category":
-            packed.append(f"_code{i}[{c.field}] if {c.field} in _code{i} else _intern{i}({c.field})")
+            code = f"_code{i}[{c.field}] if {c.field} in _code{i} else _intern{i}({c.field})"
+            full.append(f"({code}) | how" if i == REASON else code)
             fast.append(f"_code{i}[{c.field}]")
         else:
-            packed.append(c.field)
+            full.append(c.field)
             fast.append(c.field)
-    aside = "".join(f"    if {COLUMNS[i].field} is not None:\n        self._aside({i}, {COLUMNS[i].field})\n"
-                    for i in _ASIDE)
+    aside_values = ", ".join("kept" if i == LATENESS else COLUMNS[i].field for i in _ASIDE)
     optional = []  # trailing text columns may be left out (None): older callers and stored rows
     for c in reversed(COLUMNS):
         if c.kind != "text":
             break
         optional.append(c.field)
     params = ", ".join(f"{c.field}=None" if c.field in optional else c.field for c in COLUMNS)
-    # A time that is None (NaN in the row) or a category value not coded yet fails the fast packing
-    # (struct.error, KeyError): the row is packed again the general way.
-    src = (f"def record(self, {params}) -> bytes:\n"
+    args = ", ".join(c.field for c in COLUMNS)
+    plain = " and ".join(f"{COLUMNS[i].field} is None" for i in _ASIDE if i != LATENESS)
+    all_none = " and ".join(f"{'kept' if i == LATENESS else COLUMNS[i].field} is None" for i in _ASIDE)
+    src = (f"def record(self, {params}):\n"
            "    buf = self._buf\n"
            "    try:\n"
-           f"        row = _pack({', '.join(fast)})\n"
-           "    except (_StructError, KeyError):\n"
-           f"        row = _pack({', '.join(packed)})\n"
+           f"        row = _pack({', '.join(fast)}) \\\n"
+           f"            if lateness == started - scheduled and {plain} else None\n"
+           "    except (_StructError, KeyError, TypeError):  # a time is None, a category value is new\n"
+           "        row = None\n"
+           "    if row is None:\n"
+           f"        return self._record_full({args})\n"
            "    buf += row\n"
-           f"{aside}"
            "    self._frame = None\n"
            "    if len(buf) > self._limit:\n"
            "        self._trim_rows()\n"
            "    if self.max_age is not None:\n"
            "        self._trim_age(scheduled - self.max_age)\n"
            "    return row\n"
-           f"def pack_row({params}) -> bytes:\n"
-           f"    return _pack({', '.join(packed)})\n")
-    namespace: dict[str, Any] = {"_NAN": _NAN, "_pack": _ROW.pack, "_StructError": struct.error}
+           f"def pack_row_aside({params}):\n"
+           "    if started is None:\n"
+           "        how, started, kept = _LATE_IN_STARTED, lateness, None\n"
+           "    elif scheduled is not None and lateness == started - scheduled:\n"
+           "        how, kept = _LATE_DERIVED, None\n"
+           "    elif lateness == 0.0:\n"
+           "        how, kept = _LATE_ZERO, None\n"
+           "    else:\n"
+           "        how, kept = _LATE_ASIDE, lateness\n"
+           f"    row = _pack({', '.join(full)})\n"
+           f"    return row, (None if {all_none} else ({aside_values},))\n")
+    namespace: dict[str, Any] = {"_NAN": _NAN, "_pack": _ROW.pack, "_StructError": struct.error,
+                                 "_LATE_DERIVED": _LATE_DERIVED,
+                                 "_LATE_ZERO": _LATE_ZERO, "_LATE_IN_STARTED": _LATE_IN_STARTED,
+                                 "_LATE_ASIDE": _LATE_ASIDE}
     for i, cats in _CATEGORIES.items():
         namespace[f"_code{i}"] = cats.code
         namespace[f"_intern{i}"] = cats.intern
     exec(compile(src, f"<nbsched.history recorder for {params}>", "exec"), namespace)  # noqa: S102 - our own text
-    record, pack_row = namespace["record"], namespace["pack_row"]
+    record, pack_row_aside = namespace["record"], namespace["pack_row_aside"]
     record.__doc__ = ("Append one row (the only place rows are recorded), then apply retention.  "
                       f"Arguments in :data:`COLUMNS` order: {params}.  Returns the packed row "
-                      "(:data:`ROW_BYTES` bytes; the values kept aside are not in it).")
-    pack_row.__doc__ = ("The packed bytes of one row, as :meth:`RunLog.record` packs it (values kept aside "
-                        "are left out; see :data:`ASIDE_FIELDS`).")
-    record.__source__ = pack_row.__source__ = src
-    return record, pack_row
+                      "(:data:`ROW_BYTES` bytes), or (packed row, values kept aside in "
+                      ":data:`ASIDE_FIELDS` order) when the row has any.")
+    pack_row_aside.__doc__ = ("(packed bytes, values kept aside in :data:`ASIDE_FIELDS` order or ``None`` when all "
+                              "are None) of one row given in :data:`COLUMNS` order, packed as "
+                              ":meth:`RunLog.record` packs it.  ``unpack_row(*pack_row_aside(*row))`` is the row.")
+    record.__source__ = pack_row_aside.__source__ = src
+    return record, pack_row_aside
 
 
-_record, pack_row = _make_recorder()
+_record, pack_row_aside = _make_recorder()
+
+
+def pack_row(*row: Any) -> bytes:
+    """The packed bytes of one row (:data:`COLUMNS` order), as :meth:`RunLog.record` packs it; the
+    values kept aside are left out (see :func:`pack_row_aside`)."""
+    return pack_row_aside(*row)[0]
 
 
 _POSITION_BITS = 4  # an aside key is row number << 4 | row position
@@ -403,6 +442,23 @@ class RunLog:
         """Append one row given as a tuple in the :class:`HistoryRow` layout."""
         self.record(*row)
 
+    def _record_full(self, *row: Any) -> "bytes | tuple[bytes, tuple]":
+        """:meth:`record` for any row: a time that is None, a category value not coded yet, a
+        lateness that is not started - scheduled, values kept aside."""
+        packed, aside = pack_row_aside(*row)
+        buf = self._buf
+        buf += packed
+        if aside is not None:
+            for position, value in zip(_ASIDE, aside):
+                if value is not None:
+                    self._aside(position, value)
+        self._frame = None
+        if len(buf) > self._limit:
+            self._trim_rows()
+        if self.max_age is not None:
+            self._trim_age(row[SCHEDULED] - self.max_age)
+        return packed if aside is None else (packed, aside)
+
     def _aside(self, position: int, value: Any) -> None:
         aside = self._aside_rows
         if aside is None:
@@ -491,7 +547,8 @@ def unpack_row(packed: bytes, aside: tuple | None = None) -> tuple:
         return row
     row = list(row)
     for i, value in zip(_ASIDE, aside):
-        row[i] = value
+        if value is not None:
+            row[i] = value
     return tuple(row)
 
 
@@ -540,9 +597,9 @@ class PackedRows:
             return rows
         data, aside = [], {}
         for i, row in enumerate(rows):
-            data.append(pack_row(*row))
-            extra = tuple(row[j] if j < len(row) else None for j in _ASIDE)
-            if extra.count(None) != len(extra):
+            packed, extra = pack_row_aside(*row)
+            data.append(packed)
+            if extra is not None:
                 aside[i] = extra
         return cls(b"".join(data), aside)
 
@@ -553,7 +610,10 @@ class PackedRows:
         return f"PackedRows({len(self)} rows)"
 
     def column(self, field: str) -> list:
-        """The values of one packed field, oldest first (a category field: its values, not codes)."""
+        """The values of one field, oldest first (a category field: its values, not codes)."""
+        if field not in PACKED_OFFSETS or field in ("started", "reason"):  # need the lateness bits
+            position = HistoryRow._fields.index(field)
+            return [row[position] for row in self.rows()]
         code = PACKED_OFFSETS[field][1]
         raw = packed_column(self.data, field)
         if field in _CATEGORY_FIELDS:
@@ -588,9 +648,19 @@ def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:
     """Plain row tuples from a packed buffer (a Python loop per row: for small views only)."""
     times = [k for k, i in enumerate(_PACKED) if COLUMNS[i].kind == "time"]
     cats = [(k, _CATEGORIES[i].values) for k, i in enumerate(_PACKED) if i in _CATEGORIES]
+    k_reason, k_started, k_scheduled = (_PACKED.index(i) for i in (REASON, STARTED, SCHEDULED))
     rows = []
     for values in _ROW.iter_unpack(buf):
         values = list(values)
+        how = values[k_reason] & ~_REASON_MASK
+        values[k_reason] &= _REASON_MASK
+        lateness = None  # _LATE_ASIDE: the value kept aside is put in below
+        if how == _LATE_DERIVED:
+            lateness = values[k_started] - values[k_scheduled]
+        elif how == _LATE_ZERO:
+            lateness = 0.0
+        elif how == _LATE_IN_STARTED:
+            lateness, values[k_started] = values[k_started], _NAN
         for k in times:
             if values[k] != values[k]:
                 values[k] = None
@@ -598,6 +668,7 @@ def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:
             values[k] = names[values[k]]
         for i in _ASIDE:
             values.insert(i, None)
+        values[LATENESS] = lateness
         rows.append(values)
     for number, position, value in aside or ():
         rows[number - dropped][position] = value
@@ -608,7 +679,7 @@ def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:
 #: over a block stay in the CPU cache instead of walking the whole column a dozen times.
 _BLOCK = 1 << 15
 #: Bytes of packed rows joined and decoded at a time (:func:`_decode_columns`): one join of every log
-#: would be a temporary of 44 bytes a row (57 MB at 1.3 million rows), paid in page faults and cache
+#: would be a temporary of 36 bytes a row (47 MB at 1.3 million rows), paid in page faults and cache
 #: misses; a chunk of 1 MB is decoded while it is still in the cache.
 _CHUNK_BYTES = 1 << 20
 _NAT = -(2 ** 63)
@@ -887,16 +958,19 @@ def _category_dtype(categories: tuple):
 def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple], tz: tzinfo):
     """The history frame of the rows in ``bufs`` (packed buffers, ``sizes`` their lengths in bytes):
     ``job_codes`` the row's job (an index into ``job_names``) in row order, ``aside`` the values kept
-    aside as (row offset, entries) per log (see :func:`_place_aside`).  Every array built here is the
-    frame's own: converted in place, handed to pandas without a copy."""
+    aside as (row offset, entries) per log (see :func:`_aside_entries`).  Every array built here is
+    the frame's own: converted in place, handed to pandas without a copy."""
     import numpy as np
     import pandas as pd
 
     columns = _decode_columns(bufs, sizes)
     n = len(columns[0])
+    entries = _aside_entries(aside, n) if aside else None
+    lateness = _lateness(columns, entries)
     order = _order(columns[_PACKED.index(SCHEDULED)], columns[_PACKED.index(0)])
     if order is not None:
         columns = [c.take(order) for c in columns]
+        lateness = lateness.take(order)
         job_codes = job_codes.take(order)
     out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, dtype=_job_dtype(job_names))}
     for i, c in enumerate(COLUMNS):
@@ -910,6 +984,8 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
                 out["duration"] = _duration(out["finished_at"], out["started_at"])
         elif c.kind == "seconds":
             out[c.field] = pd.array(_ns(values).view("m8[ns]"))
+        elif c.kind == "lateness":
+            out[c.field] = pd.array(_ns(lateness).view("m8[ns]"))
         elif c.kind == "category":
             if c.categories:
                 codes = values.astype(_codes_dtype(len(c.categories)))
@@ -920,16 +996,64 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
                 codes -= 1
                 out[c.field] = pd.Categorical.from_codes(codes, categories=cats)
     objects = {name: np.empty(n, dtype=object) for name in HISTORY_COLUMNS if name not in out}  # all None
-    if aside:
-        _place_aside(objects, aside, order, n)
+    if entries is not None:
+        _place_aside(objects, entries, order, n)
     for name, col in objects.items():
         out[name] = pd.Series(col, dtype="object", copy=False)
     return pd.DataFrame(out, columns=HISTORY_COLUMNS, copy=False)  # the columns are ours: no copy
 
 
-def _place_aside(objects: dict, aside: list[tuple], order, n: int) -> None:
-    """Put the values kept aside (errors, workers) into the object columns, at their rows' places in
-    the frame.  ``aside``: (row offset, entries) per log, an entry (row number, position, value)."""
+def _lateness(columns: list, entries: "tuple | None"):
+    """The lateness column of decoded packed columns (decoding order; see :func:`unpack_lateness`),
+    ``entries`` the values kept aside (see :func:`_aside_entries`)."""
+    kept = None
+    if entries is not None:
+        rows, positions, values = entries
+        mine = positions == LATENESS
+        if mine.any():
+            kept = (rows[mine], values[mine])
+    return unpack_lateness(columns[_PACKED.index(REASON)], columns[_PACKED.index(STARTED)],
+                           columns[_PACKED.index(SCHEDULED)], kept)
+
+
+def unpack_lateness(reason, started, scheduled, kept: "tuple | None" = None):
+    """The lateness (float64 seconds) of packed rows, from their reason bytes, started and scheduled
+    times (numpy arrays; see :data:`COLUMNS`), and mend the first two **in place**: the reason codes
+    lose the lateness bits, a row that did not start gets NaN as its started time.  ``kept``: (row
+    indexes, values) of the lateness values kept aside."""
+    import numpy as np
+
+    how = np.bitwise_and(reason, ~_REASON_MASK & 0xFF)
+    lateness = np.subtract(started, scheduled)
+    if how.any():
+        np.bitwise_and(reason, _REASON_MASK, out=reason)
+        np.copyto(lateness, 0.0, where=how == _LATE_ZERO)
+        no_start = how == _LATE_IN_STARTED
+        np.copyto(lateness, started, where=no_start)
+        np.copyto(started, np.nan, where=no_start)
+        if kept is not None:
+            lateness[kept[0]] = np.asarray(kept[1], dtype=np.float64)
+    return lateness
+
+
+def pack_lateness(started, lateness, scheduled):
+    """The inverse of :func:`unpack_lateness` for rows given as columns (numpy float64 arrays; NaN
+    started: no start): (what the started time's place holds, the lateness bits to put in the reason
+    bytes (uint8), the indexes of the rows whose lateness is kept aside)."""
+    import numpy as np
+
+    no_start = np.isnan(started)
+    how = np.full(len(started), _LATE_ASIDE, dtype=np.uint8)
+    how[lateness == started - scheduled] = _LATE_DERIVED
+    how[(how == _LATE_ASIDE) & (lateness == 0.0)] = _LATE_ZERO
+    how[no_start] = _LATE_IN_STARTED
+    return np.where(no_start, lateness, started), how, np.flatnonzero(how == _LATE_ASIDE)
+
+
+def _aside_entries(aside: list[tuple], n: int):
+    """The values kept aside as arrays (row in decoding order, row position, value), from (row
+    offset, entries) per log, an entry (row number, position, value); rows beyond ``n`` (recorded
+    after the buffers were taken) are left out."""
     import numpy as np
 
     groups = [tuple(entries) for _, entries in aside]  # as they are now (another thread may record)
@@ -943,9 +1067,16 @@ def _place_aside(objects: dict, aside: list[tuple], order, n: int) -> None:
     keep = (rows >= 0) & (rows < n)  # rows counted when the buffers were taken (not ones recorded meanwhile)
     if not keep.all():
         rows, positions, values = rows[keep], positions[keep], values[keep]
+    return rows, positions, values
+
+
+def _place_aside(objects: dict, entries: tuple, order, n: int) -> None:
+    """Put the values kept aside (errors, workers) into the object columns, at their rows' places in
+    the frame (``entries``: see :func:`_aside_entries`; the lateness values went in :func:`_lateness`)."""
+    rows, positions, values = entries
     at = _sorted_positions(rows, order, n)
     for i, c in enumerate(COLUMNS):
-        if c.code:
+        if c.code or c.kind == "lateness":
             continue
         mine = positions == i
         if not mine.any():

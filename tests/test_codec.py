@@ -6,10 +6,12 @@ import math
 import random
 import struct
 from array import array
+from datetime import timezone
 
 import pytest
 
-from nbsched.history import ROW_BYTES, ErrorInfo, PackedRows, OUTCOME_CATEGORIES, REASONS, RunLog, pack_row, unpack_row
+from nbsched.history import (ROW_BYTES, ErrorInfo, PackedRows, OUTCOME_CATEGORIES, REASONS, RunLog, pack_row,
+                             pack_row_aside, unpack_row)
 from nbsched.store._codec import decode_chunk, decode_packed, encode_chunk, encode_packed
 from nbsched.store._schema import OUTCOME_CODES, REASON_CODES
 
@@ -44,7 +46,15 @@ def _rows(n, seed, plain=False):
         started = None if outcome in ("missed", "skipped") else scheduled + rnd.random()
         finished = None if started is None or outcome == "cancelled" else started + rnd.random()
         err = None if ok or outcome in ("missed", "skipped") else ErrorInfo("ValueError", f"bad {i}", "tb\nline")
-        out.append((rnd.randrange(1, 2 ** 40), scheduled, started, finished, rnd.random() * 5, outcome,
+        # as the engine records it: started - planned, mostly planned = scheduled; else zero (an
+        # upstream run), or another planned time (a retry, a jittered fire time)
+        if started is None:
+            lateness = rnd.random() * 5
+        elif plain:
+            lateness = started - scheduled
+        else:
+            lateness = rnd.choice([started - scheduled, started - scheduled, 0.0, rnd.random() * 5])
+        out.append((rnd.randrange(1, 2 ** 40), scheduled, started, finished, lateness, outcome,
                     rnd.randrange(0, 6), err, "schedule" if plain else rnd.choice(REASONS),
                     None if plain or rnd.random() < 0.7 else f"tcp://10.0.0.{i % 250}:4000"))
     return out
@@ -67,10 +77,7 @@ def test_packed_rows_encode_to_the_stored_columns_and_decode_back(plain):
     _same(encode_chunk(job_ids, rows), expected)
     # as the loop hands them over: the bytes RunLog.record returns, plus the values kept aside
     log = RunLog("j", max_rows=None)
-    handed = []
-    for r in rows:
-        packed = log.record(*r)
-        handed.append(packed if r[7] is None and r[9] is None else (packed, (r[7], r[9])))
+    handed = [log.record(*r) for r in rows]  # the packed row, or (packed row, values kept aside)
     assert all(type(h) is bytes for h in handed) == plain
     values = encode_packed(job_ids, handed)
     _same(values, expected)
@@ -90,6 +97,42 @@ def test_packed_rows_encode_to_the_stored_columns_and_decode_back(plain):
     fresh.prepend(packed)
     assert fresh.rows == rows
     assert PackedRows.of(rows).data == packed.data and PackedRows.of(rows).aside == packed.aside
+
+
+def test_lateness_is_packed_only_as_how_the_row_has_it_and_comes_back_exact():
+    s = 1.7e9 + 0.123
+    rows = [
+        (1, s, s + 0.0004, s + 0.0009, (s + 0.0004) - s, "success", 1, None, "schedule", None),  # derived
+        (2, s, s + 0.0004, s + 0.0009, 0.0004, "success", 1, None, "schedule", None),  # not exactly that: aside
+        (3, s, s + 2.0, s + 2.5, 0.0, "success", 1, None, "upstream", None),  # started when decided
+        (4, s, None, None, 3.25, "missed", 0, None, "schedule", None),  # in the started time's place
+        (5, s, None, None, 0.0, "skipped", 0, None, "catchup", None),
+        (6, s, s + 7.0, s + 7.5, 1.5, "error", 2, ErrorInfo("E", "m", "tb"), "schedule", "tcp://w:1"),  # a retry
+        (7, s, s + 1.0, s + 1.5, -0.25, "success", 1, None, "manual", None),
+    ]
+    assert (s + 0.0004) - s != 0.0004
+    kept = [pack_row_aside(*r)[1] for r in rows]
+    assert kept == [None, (0.0004, None, None), None, None, None, (1.5, rows[5][7], "tcp://w:1"),
+                    (-0.25, None, None)]
+    log = RunLog("j", max_rows=None)
+    handed = [log.record(*r) for r in rows]
+    assert handed == [pack_row_aside(*r)[0] if k is None else pack_row_aside(*r) for r, k in zip(rows, kept)]
+    assert log.rows == rows and [log.last_row()] == rows[-1:]
+    assert [unpack_row(*pack_row_aside(*r)) for r in rows] == rows
+    frame = log.frame(timezone.utc)
+    assert frame["lateness"].dt.total_seconds().tolist() == pytest.approx([r[4] for r in rows], abs=1e-9)
+    assert (frame["lateness"].array.asi8 == [round(r[4] * 1e9) for r in rows]).all()
+    assert frame["started_at"].isna().tolist() == [r[2] is None for r in rows]
+    assert frame["reason"].tolist() == [r[8] for r in rows]
+    values = encode_packed(list(range(1, 8)), handed)
+    assert _unpack_d(values[8]) == [r[4] for r in rows]  # the stored lateness column, every value exact
+    assert _unpack_d(values[6])[3:5] != _unpack_d(values[6])[3:5]  # NaN started where none
+    _, back = decode_packed(*values[3:])
+    assert back.data == bytes(log._buf) and back.rows() == rows
+
+
+def _unpack_d(blob):
+    return list(struct.unpack(f"<{len(blob) // 8}d", blob))
 
 
 def test_a_row_of_the_wrong_size_is_refused_with_the_sizes():

@@ -130,7 +130,7 @@ ROWS = [
 
 def test_row_layout_follows_the_column_table():
     assert HistoryRow._fields == tuple(c.field for c in COLUMNS)
-    assert ROW_BYTES == 44
+    assert ROW_BYTES == 36
 
 
 def test_runlog_gives_back_the_rows_it_recorded():

@@ -187,8 +187,11 @@ class RunLifecycle:
         packed = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
         s = self._sched
         store = s._store
-        if job._persist and store is not None:
-            store.on_row(job.name, packed, None if err is None and worker is None else (err, worker))
+        if job._persist and store is not None:  # the packed row, or (packed row, values kept aside)
+            if type(packed) is bytes:
+                store.on_row(job.name, packed, None)
+            else:
+                store.on_row(job.name, *packed)
         if outcome is _SUCCESS_S:  # first: nearly every row
             job._last_started = started
             job._last_finished = finished
@@ -298,7 +301,8 @@ class RunLifecycle:
     def start_upstream_run(self, job: Any, nominal: float, inputs: RunInputs) -> None:
         """Start a run of downstream ``job`` for upstream runs with logical time ``nominal``."""
         self.run_ids += 1
-        self._start_one(job, self.run_ids, nominal, self._time(), None, UPSTREAM, inputs, True)
+        now = self._time()  # started as soon as decided: no lateness
+        self._start_one(job, self.run_ids, nominal, now, now, UPSTREAM, inputs, True)
 
     def start_run(self, job: Any, nominal: float, reason: str, inputs: RunInputs | None, deliver: bool) -> int:
         """Start one run now for logical time ``nominal`` (backfill, catch-up, data triggers).  Returns its id."""

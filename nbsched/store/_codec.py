@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import sys
 from array import array
 from itertools import repeat
@@ -30,8 +29,8 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from ._schema import OUTCOME_CODES, REASON_CODES
-from ..history import (ASIDE_FIELDS, PACKED_OFFSETS, ROW_BYTES, PackedRows, ErrorInfo, HistoryRow, Outcome, category_values, pack_row,
-                       packed_fields)
+from ..history import (_REASON_MASK, ASIDE_FIELDS, ROW_BYTES, PackedRows, ErrorInfo, Outcome, category_values,
+                       pack_lateness, pack_row_aside, packed_fields, unpack_lateness)
 
 __all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk", "decode_packed",
            "CHUNK_COLUMNS", "CODE_OF",
@@ -191,15 +190,19 @@ def _unpack(typecode: str, blob: bytes) -> array:
     return arr
 
 
-def _code_table(field: str, codes: dict[str, int]) -> bytes:
-    """bytes.translate() table: a log's code of ``field`` -> its stored code (255: not a value)."""
+def _code_table(field: str, codes: dict[str, int], mask: int = 0xFF) -> bytes:
+    """bytes.translate() table: a log's code of ``field`` (its byte & ``mask``) -> its stored code
+    (255: not a value)."""
     values = category_values(field)
-    return bytes(codes[values[h]] if h < len(values) and values[h] in codes else 255 for h in range(256))
+    return bytes(codes[values[h & mask]] if (h & mask) < len(values) and values[h & mask] in codes else 255
+                 for h in range(256))
 
 
 _OUTCOME_TABLE = _code_table("outcome", OUTCOME_CODES)
-_REASON_TABLE = _code_table("reason", REASON_CODES)
+_REASON_TABLE = _code_table("reason", REASON_CODES, _REASON_MASK)  # the byte's top bits: how the row has its lateness
 _SCHEDULE_BYTE = category_values("reason").index(_SCHEDULE)
+_SCHEDULE_CODE = REASON_CODES[_SCHEDULE]
+_LATENESS_AT = ASIDE_FIELDS.index("lateness")
 _ERROR_AT = ASIDE_FIELDS.index("error")
 _WORKER_AT = ASIDE_FIELDS.index("worker")
 
@@ -214,8 +217,9 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
     machine, else JSON {index: worker address}; errors JSON {index: [type, message, traceback]}."""
     n = len(rows)
     errors = workers = None
+    kept: tuple | None = None
     if set(map(type, rows)) != {bytes}:  # some rows carry values kept aside
-        errs, where = {}, {}
+        errs, where, late_rows, late = {}, {}, [], []
         packed = []
         for i, row in enumerate(rows):
             if type(row) is bytes:
@@ -224,24 +228,31 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
             packed.append(row[0])
             aside = row[1]
             if aside is not None:
+                if aside[_LATENESS_AT] is not None:
+                    late_rows.append(i)
+                    late.append(aside[_LATENESS_AT])
                 if aside[_ERROR_AT] is not None:
                     errs[i] = list(aside[_ERROR_AT])
                 if aside[_WORKER_AT] is not None:
                     where[i] = aside[_WORKER_AT]
         errors = to_json(errs) if errs else None
         workers = to_json(where) if where else None
+        kept = (late_rows, late) if late_rows else None
         rows = packed
     joined = b"".join(rows)
     if len(joined) != n * ROW_BYTES:
         raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for {n} rows")
     fields = packed_fields(joined)  # strided views of the joined rows: each column is one copy below
     scheduled = fields["scheduled"]
+    reason, started = fields["reason"].copy(), fields["started"].astype("<f8")  # mended in place:
+    lateness = unpack_lateness(reason, started, scheduled, kept)
     codes = fields["outcome"].tobytes().translate(_OUTCOME_TABLE)
-    reasons = fields["reason"].tobytes()
-    reasons = None if reasons.count(_SCHEDULE_BYTE) == n else reasons.translate(_REASON_TABLE)
+    reasons = fields["reason"].tobytes().translate(_REASON_TABLE)
+    if reasons.count(_SCHEDULE_CODE) == n:
+        reasons = None
     return (n, float(scheduled.min()), float(scheduled.max()), _pack("i", job_ids), _le(fields["run_id"], "<i8"),
-            _le(scheduled, "<f8"), _le(fields["started"], "<f8"), _le(fields["finished"], "<f8"),
-            _le(fields["lateness"], "<f8"), codes, _le(fields["attempt"], "<i4"), errors, reasons, workers)
+            _le(scheduled, "<f8"), started.tobytes(), _le(fields["finished"], "<f8"),
+            _le(lateness, "<f8"), codes, _le(fields["attempt"], "<i4"), errors, reasons, workers)
 
 
 def _le(column, dtype: str) -> bytes:
@@ -256,11 +267,10 @@ def chunk_times(values: tuple) -> array:
 
 def encode_chunk(job_ids: "list[int] | tuple[int, ...]", rows: "list[tuple] | tuple[tuple, ...]") -> tuple:
     """:func:`encode_packed` for rows given as plain tuples (:class:`~nbsched.history.HistoryRow` layout)."""
-    aside = [i for i, c in enumerate(HistoryRow._fields) if c in ASIDE_FIELDS]
     packed = []
     for row in rows:
-        extra = tuple(row[i] if i < len(row) else None for i in aside)
-        packed.append((pack_row(*row), extra) if extra.count(None) != len(extra) else pack_row(*row))
+        data, aside = pack_row_aside(*row)
+        packed.append(data if aside is None else (data, aside))
     return encode_packed(job_ids, packed)
 
 
@@ -272,29 +282,39 @@ def decode_packed(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, f
                   outcome: bytes, attempt: bytes, errors: str | None, reason: bytes | None = None,
                   workers: str | None = None) -> tuple[bytes, PackedRows]:
     """(job ids as little-endian int32 bytes, the rows packed as a log packs them) from a stored chunk:
-    the inverse of :func:`encode_packed`, strided byte copies (no object per row)."""
+    the inverse of :func:`encode_packed`, one numpy copy per column (no object per row)."""
+    import numpy as np
+
     n = len(outcome)
-    data = bytearray(n * ROW_BYTES)
-    for field, column, width in (("run_id", run_id, 8), ("scheduled", scheduled, 8), ("started", started, 8),
-                                 ("finished", finished, 8), ("lateness", lateness, 8), ("attempt", attempt, 4),
-                                 ("outcome", outcome.translate(_OUTCOME_BACK), 1),
-                                 ("reason", None if reason is None else reason.translate(_REASON_BACK), 1)):
-        offset, code = PACKED_OFFSETS[field]
+    rows = np.zeros(n, dtype=packed_fields(b"").dtype)
+    columns = {}
+    for field, column, dtype in (("run_id", run_id, "<i8"), ("scheduled", scheduled, "<f8"),
+                                 ("started", started, "<f8"), ("finished", finished, "<f8"),
+                                 ("lateness", lateness, "<f8"), ("attempt", attempt, "<i4"),
+                                 ("outcome", outcome.translate(_OUTCOME_BACK), "u1"),
+                                 ("reason", None if reason is None else reason.translate(_REASON_BACK), "u1")):
         if column is None:  # reason NULL: every row "schedule"
-            data[offset::ROW_BYTES] = bytes([_SCHEDULE_BYTE]) * n
+            columns[field] = np.full(n, _SCHEDULE_BYTE, dtype=np.uint8)
             continue
-        if len(column) != n * width:
+        if len(column) != n * np.dtype(dtype).itemsize:
             raise ValueError(f"a stored history chunk's {field} column has {len(column)} bytes for {n} rows")
-        for k in range(struct.calcsize(code)):
-            data[offset + k::ROW_BYTES] = column[k::width]
+        columns[field] = np.frombuffer(column, dtype=dtype)
+    slot, how, kept = pack_lateness(columns["started"], columns["lateness"], columns["scheduled"])
+    for field in ("run_id", "scheduled", "finished", "attempt", "outcome"):
+        rows[field] = columns[field]
+    rows["started"] = slot
+    rows["reason"] = columns["reason"] | how
+    data = rows.tobytes()
     aside: dict[int, list] = {}
+    for i in kept.tolist():
+        aside.setdefault(i, [None] * len(ASIDE_FIELDS))[_LATENESS_AT] = float(columns["lateness"][i])
     if errors:
         for k, v in json.loads(errors).items():
             aside.setdefault(int(k), [None] * len(ASIDE_FIELDS))[_ERROR_AT] = ErrorInfo(*v)
     if workers:
         for k, address in json.loads(workers).items():
             aside.setdefault(int(k), [None] * len(ASIDE_FIELDS))[_WORKER_AT] = address
-    return job, PackedRows(bytes(data), {k: tuple(v) for k, v in aside.items()})
+    return job, PackedRows(data, {k: tuple(v) for k, v in aside.items()})
 
 
 def decode_chunk(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, finished: bytes, lateness: bytes,
