@@ -657,3 +657,38 @@ async def test_a_checkpoint_in_several_steps_writes_every_jobs_state(clock, db):
     later = clock.time() + 10
     assert rows == [(f"j{i}", 1, 0, None) if i == 5 else (f"j{i}", 0, 1, later) for i in range(count)]
     sched.shutdown()
+
+
+async def test_lateness_comes_back_exact_however_a_row_keeps_it(clock, db):
+    # a log packs a row's lateness only when it is not started - scheduled: a plain job's rows derive
+    # it, a downstream run has none (started when decided), a jittered job's rows keep it aside (it
+    # counts from the jittered instant, and the fake clock fires a millisecond bucket at its end)
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 10s")
+    sched.add(frame_job, "every 10s", jitter="3s")
+    sched.add(failing, "after tick")
+    for _ in range(4):
+        await clock.advance(10)
+        sched.store.flush()
+    await clock.advance(5)  # the jittered job's fourth run (at most 3 s after its fire time)
+    sched.store.flush()
+    before = sched.history()
+    late = before["lateness"]
+    started_minus_scheduled = before["started_at"] - before["scheduled_at"]
+    by_job = {job: before["job"] == job for job in ("tick", "frame_job", "failing")}
+    assert (late[by_job["tick"]] == started_minus_scheduled[by_job["tick"]]).all()
+    assert (late[by_job["failing"]] == pd.Timedelta(0)).all() and by_job["failing"].sum() == 4
+    jittered = late[by_job["frame_job"]]
+    assert len(jittered) == 4 and (jittered != started_minus_scheduled[by_job["frame_job"]]).all()
+    assert ((jittered > pd.Timedelta(0)) & (jittered <= pd.Timedelta(milliseconds=1))).all()
+    kept = [row[4] for row in sched.get("frame_job").log.rows]  # the floats recorded
+    assert len(kept) == 4 and len(set(kept)) == 4
+    sched.shutdown()
+
+    sched2 = scheduler(clock, db)
+    sched2.restore()
+    after = sched2.history()
+    cols = ["job", "run_id", "scheduled_at", "started_at", "finished_at", "lateness", "outcome", "reason", "error"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    assert [row[4] for row in sched2.get("frame_job").log.rows] == kept
+    sched2.shutdown()
