@@ -28,8 +28,8 @@ from typing import Any, Iterable, NamedTuple
 __all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "ErrorInfo", "HistoryRow", "REASONS",
            "COLUMNS", "Column", "ROW_BYTES",
            "ASIDE_FIELDS", "PACKED_OFFSETS", "PackedRows", "pack_row", "unpack_row", "category_values", "packed_column",
-           "packed_fields", "pack_row_aside",
-           "pack_lateness", "unpack_lateness"]
+           "packed_fields", "zeroed_rows", "pack_row_aside",
+           "pack_lateness", "unpack_lateness", "REASON_CODE_MASK"]
 
 
 class Outcome(str, enum.Enum):
@@ -145,7 +145,8 @@ STARTED, LATENESS = HistoryRow._fields.index("started"), HistoryRow._fields.inde
 #: fire time).  Exact: each is used only when it gives back the very float recorded.
 _LATE_SHIFT = 6
 _LATE_DERIVED, _LATE_ZERO, _LATE_IN_STARTED, _LATE_ASIDE = (k << _LATE_SHIFT for k in range(4))
-_REASON_MASK = (1 << _LATE_SHIFT) - 1
+#: The bits of a packed row's reason byte that hold the reason's code (the others: see above).
+REASON_CODE_MASK = (1 << _LATE_SHIFT) - 1
 
 _PACKED = [i for i, c in enumerate(COLUMNS) if c.code]  # row positions stored in the packed buffer
 _ASIDE = [i for i, c in enumerate(COLUMNS) if not c.code]  # row positions kept aside (rare values)
@@ -565,6 +566,14 @@ def packed_fields(data: bytes):
     return np.frombuffer(data, dtype=_packed_dtype(named=True))
 
 
+def zeroed_rows(n: int):
+    """``n`` packed rows of zeros as a writable numpy structured array (see :func:`packed_fields`):
+    fill its fields, then ``tobytes()`` is the rows packed."""
+    import numpy as np
+
+    return np.zeros(n, dtype=_packed_dtype(named=True))
+
+
 def packed_column(data: bytes, field: str, width: int = 0) -> bytes:
     """One packed field of every row in ``data`` (whole packed rows) as a contiguous little-endian
     column of ``width`` bytes a value (default: the field's own size; a narrower field is
@@ -652,8 +661,8 @@ def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:
     rows = []
     for values in _ROW.iter_unpack(buf):
         values = list(values)
-        how = values[k_reason] & ~_REASON_MASK
-        values[k_reason] &= _REASON_MASK
+        how = values[k_reason] & ~REASON_CODE_MASK
+        values[k_reason] &= REASON_CODE_MASK
         lateness = None  # _LATE_ASIDE: the value kept aside is put in below
         if how == _LATE_DERIVED:
             lateness = values[k_started] - values[k_scheduled]
@@ -1023,10 +1032,10 @@ def unpack_lateness(reason, started, scheduled, kept: "tuple | None" = None):
     indexes, values) of the lateness values kept aside."""
     import numpy as np
 
-    how = np.bitwise_and(reason, ~_REASON_MASK & 0xFF)
+    how = np.bitwise_and(reason, ~REASON_CODE_MASK & 0xFF)
     lateness = np.subtract(started, scheduled)
     if how.any():
-        np.bitwise_and(reason, _REASON_MASK, out=reason)
+        np.bitwise_and(reason, REASON_CODE_MASK, out=reason)
         np.copyto(lateness, 0.0, where=how == _LATE_ZERO)
         no_start = how == _LATE_IN_STARTED
         np.copyto(lateness, started, where=no_start)

@@ -29,8 +29,8 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from ._schema import OUTCOME_CODES, REASON_CODES
-from ..history import (_REASON_MASK, ASIDE_FIELDS, ROW_BYTES, PackedRows, ErrorInfo, Outcome, category_values,
-                       pack_lateness, pack_row_aside, packed_fields, unpack_lateness)
+from ..history import (ASIDE_FIELDS, REASON_CODE_MASK, ROW_BYTES, PackedRows, ErrorInfo, Outcome, category_values,
+                       pack_lateness, pack_row_aside, packed_fields, unpack_lateness, zeroed_rows)
 
 __all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk", "decode_packed",
            "CHUNK_COLUMNS", "CODE_OF",
@@ -199,7 +199,7 @@ def _code_table(field: str, codes: dict[str, int], mask: int = 0xFF) -> bytes:
 
 
 _OUTCOME_TABLE = _code_table("outcome", OUTCOME_CODES)
-_REASON_TABLE = _code_table("reason", REASON_CODES, _REASON_MASK)  # the byte's top bits: how the row has its lateness
+_REASON_TABLE = _code_table("reason", REASON_CODES, REASON_CODE_MASK)  # the byte's top bits: how the row has its lateness
 _SCHEDULE_BYTE = category_values("reason").index(_SCHEDULE)
 _SCHEDULE_CODE = REASON_CODES[_SCHEDULE]
 _LATENESS_AT = ASIDE_FIELDS.index("lateness")
@@ -244,7 +244,7 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
         raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for {n} rows")
     fields = packed_fields(joined)  # strided views of the joined rows: each column is one copy below
     scheduled = fields["scheduled"]
-    reason, started = fields["reason"].copy(), fields["started"].astype("<f8")  # mended in place:
+    reason, started = fields["reason"].copy(), fields["started"].astype("<f8")  # copies: mended in place
     lateness = unpack_lateness(reason, started, scheduled, kept)
     codes = fields["outcome"].tobytes().translate(_OUTCOME_TABLE)
     reasons = fields["reason"].tobytes().translate(_REASON_TABLE)
@@ -286,7 +286,7 @@ def decode_packed(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, f
     import numpy as np
 
     n = len(outcome)
-    rows = np.zeros(n, dtype=packed_fields(b"").dtype)
+    rows = zeroed_rows(n)
     columns = {}
     for field, column, dtype in (("run_id", run_id, "<i8"), ("scheduled", scheduled, "<f8"),
                                  ("started", started, "<f8"), ("finished", finished, "<f8"),
