@@ -322,41 +322,80 @@ _POSITION_MASK = (1 << _POSITION_BITS) - 1
 assert len(COLUMNS) <= 1 << _POSITION_BITS
 
 
-class _Aside:
-    """The values kept aside (errors, worker addresses) of one log's rows, oldest first: each value's
-    row number and row position packed in one int64 (an ``array``), the values in a list - 16 bytes a
-    value and no object per value (a deque of (number, position, value) tuples took 72 bytes a value
-    and 624 bytes for the first).  Iterating gives (row number, position, value) triples."""
+class _Lane:
+    """Entries of one kind kept aside: keys (row number << 4 | row position) in an int64 ``array``,
+    values alongside (a list, or an ``array`` of doubles for floats)."""
 
     __slots__ = ("keys", "values")
 
-    def __init__(self) -> None:
-        self.keys = array("q")
-        self.values: list = []
-
-    def append(self, number: int, position: int, value: Any) -> None:
-        self.keys.append(number << _POSITION_BITS | position)
-        self.values.append(value)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __iter__(self):
-        for key, value in zip(self.keys, self.values):  # a row being recorded meanwhile: left out
-            yield key >> _POSITION_BITS, key & _POSITION_MASK, value
+    def __init__(self, keys: array, values: "list | array"):
+        self.keys = keys
+        self.values = values
 
     def of_row(self, number: int) -> list[tuple]:
-        """The entries of row ``number`` (a bisection: row numbers only grow)."""
         keys = self.keys
         lo = bisect_left(keys, number << _POSITION_BITS)
         hi = bisect_left(keys, (number + 1) << _POSITION_BITS, lo)
         return [(number, keys[i] & _POSITION_MASK, self.values[i]) for i in range(lo, hi)]
 
+    def after(self, number: int) -> "_Lane":
+        """The entries of row ``number`` and later rows (a new lane)."""
+        k = bisect_left(self.keys, number << _POSITION_BITS)
+        return _Lane(self.keys[k:], self.values[k:]) if k else self
+
+    def nbytes(self) -> int:
+        return sys.getsizeof(self) + self.keys.__sizeof__() + self.values.__sizeof__()
+
+
+class _Aside:
+    """The values kept aside (lateness values that are not started - scheduled, errors, worker
+    addresses) of one log's rows, oldest first: each value's row number and row position packed in
+    one int64, the values alongside - a float (a lateness) in an ``array`` of doubles, 16 bytes with
+    its key; any other value in a list, 16 bytes and the object (a deque of (number, position, value)
+    tuples took 72 bytes a value and 624 bytes for the first).  Iterating gives (row number,
+    position, value) triples, row order within each kind."""
+
+    __slots__ = ("objects", "floats")
+
+    def __init__(self) -> None:
+        self.objects: _Lane | None = None  # each created with its first value
+        self.floats: _Lane | None = None
+
+    def append(self, number: int, position: int, value: Any) -> None:
+        if type(value) is float:
+            lane = self.floats
+            if lane is None:
+                lane = self.floats = _Lane(array("q"), array("d"))
+        else:
+            lane = self.objects
+            if lane is None:
+                lane = self.objects = _Lane(array("q"), [])
+        lane.keys.append(number << _POSITION_BITS | position)
+        lane.values.append(value)
+
+    def _lanes(self) -> list[_Lane]:
+        return [lane for lane in (self.objects, self.floats) if lane is not None]
+
+    def __len__(self) -> int:
+        return sum(len(lane.values) for lane in self._lanes())
+
+    def __iter__(self):
+        for lane in self._lanes():
+            for key, value in zip(lane.keys, lane.values):  # a row being recorded meanwhile: left out
+                yield key >> _POSITION_BITS, key & _POSITION_MASK, value
+
+    def of_row(self, number: int) -> list[tuple]:
+        """The entries of row ``number`` (a bisection: row numbers only grow)."""
+        return [entry for lane in self._lanes() for entry in lane.of_row(number)]
+
     def drop_before(self, number: int) -> None:
         """Forget the entries of rows before row ``number``."""
-        k = bisect_left(self.keys, number << _POSITION_BITS)
-        if k:  # new objects, both in one go: a frame being built on another thread keeps a pair that matches
-            self.keys, self.values = self.keys[k:], self.values[k:]
+        # a new lane each, keys and values in one object: a frame being built on another thread
+        # keeps a lane whose keys and values match
+        if self.objects is not None:
+            self.objects = self.objects.after(number)
+        if self.floats is not None:
+            self.floats = self.floats.after(number)
 
     @classmethod
     def of(cls, entries: Iterable[tuple]) -> "_Aside | None":
@@ -364,10 +403,10 @@ class _Aside:
         aside = cls()
         for number, position, value in entries:
             aside.append(number, position, value)
-        return aside if aside.values else None
+        return aside if len(aside) else None
 
     def nbytes(self) -> int:
-        return sys.getsizeof(self) + self.keys.__sizeof__() + sys.getsizeof(self.values)
+        return sys.getsizeof(self) + sum(lane.nbytes() for lane in self._lanes())
 
 
 class RunLog:
