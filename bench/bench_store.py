@@ -134,7 +134,8 @@ def _build_store(path: str, jobs: int, rows_per_job: int) -> dict:
     job_ids = list(range(1, jobs + 1))
     for k in range(rows_per_job):  # one chunk per second of runs, as the writer would commit them
         sched = anchor + k
-        rows = [(k * jobs + i + 1, sched, sched + 0.001, sched + 0.0015, 0.001, ok, 1, None, "schedule", None)
+        started = sched + 0.001  # lateness started - scheduled: as the engine records a run on its fire time
+        rows = [(k * jobs + i + 1, sched, started, sched + 0.0015, started - sched, ok, 1, None, "schedule", None)
                 for i in range(jobs)]
         conn.execute(_INSERT_CHUNK, (owner, *encode_chunk(job_ids, rows)))  # the writer's own statement
     conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",

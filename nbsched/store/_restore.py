@@ -243,11 +243,12 @@ def _by_job(chunks: list[tuple[int, bytes, PackedRows]], early: set[int], sessio
     if aside:
         position = np.full(len(keep), -1, dtype=np.int64)
         position[order] = np.arange(len(order))
-        for g, values in aside.items():
-            p = int(position[g])
+        where = position[np.fromiter(aside, dtype=np.int64, count=len(aside))]  # each row's place, kept or -1
+        groups = np.searchsorted(starts, where, side="right") - 1
+        within = where - starts[np.maximum(groups, 0)]
+        for values, p, group, i in zip(aside.values(), where.tolist(), groups.tolist(), within.tolist()):
             if p >= 0:
-                group = int(np.searchsorted(starts, p, side="right")) - 1
-                extra.setdefault(group, {})[p - int(starts[group])] = values
+                extra.setdefault(group, {})[i] = values
     out = {}
     for group, (jid, start, end) in enumerate(zip(jobs.tolist(), starts.tolist(), ends.tolist())):
         out[jid] = PackedRows(data[start * ROW_BYTES:end * ROW_BYTES], extra.get(group))
