@@ -261,11 +261,18 @@ def _make_recorder() -> Any:
     args = ", ".join(c.field for c in COLUMNS)
     plain = " and ".join(f"{COLUMNS[i].field} is None" for i in _ASIDE if i != LATENESS)
     all_none = " and ".join(f"{'kept' if i == LATENESS else COLUMNS[i].field} is None" for i in _ASIDE)
+    zero = [f"{e} | _LATE_ZERO" if i == REASON else e for i, e in zip(_PACKED, fast)]
     src = (f"def record(self, {params}):\n"
            "    buf = self._buf\n"
            "    try:\n"
-           f"        row = _pack({', '.join(fast)}) \\\n"
-           f"            if lateness == started - scheduled and {plain} else None\n"
+           f"        if not ({plain}):\n"
+           "            row = None\n"
+           "        elif lateness == started - scheduled:\n"
+           f"            row = _pack({', '.join(fast)})\n"
+           "        elif lateness == 0.0:  # started the moment it was decided (downstream, backfill)\n"
+           f"            row = _pack({', '.join(zero)})\n"
+           "        else:\n"
+           "            row = None\n"
            "    except (_StructError, KeyError, TypeError):  # a time is None, a category value is new\n"
            "        row = None\n"
            "    if row is None:\n"
