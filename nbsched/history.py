@@ -29,7 +29,7 @@ __all__ = ["Outcome", "RunRecord", "RunLog", "ResultLog", "HISTORY_COLUMNS", "Er
            "COLUMNS", "Column", "ROW_BYTES",
            "ASIDE_FIELDS", "PACKED_OFFSETS", "PackedRows", "pack_row", "unpack_row", "category_values", "packed_column",
            "packed_fields", "zeroed_rows", "pack_row_aside",
-           "pack_lateness", "unpack_lateness", "REASON_CODE_MASK"]
+           "pack_lateness", "unpack_lateness"]
 
 
 class Outcome(str, enum.Enum):
@@ -145,8 +145,7 @@ STARTED, LATENESS = HistoryRow._fields.index("started"), HistoryRow._fields.inde
 #: fire time).  Exact: each is used only when it gives back the very float recorded.
 _LATE_SHIFT = 6
 _LATE_DERIVED, _LATE_ZERO, _LATE_IN_STARTED, _LATE_ASIDE = (k << _LATE_SHIFT for k in range(4))
-#: The bits of a packed row's reason byte that hold the reason's code (the others: see above).
-REASON_CODE_MASK = (1 << _LATE_SHIFT) - 1
+_REASON_MASK = (1 << _LATE_SHIFT) - 1  # the bits of the reason byte that hold the reason's code
 
 _PACKED = [i for i, c in enumerate(COLUMNS) if c.code]  # row positions stored in the packed buffer
 _ASIDE = [i for i, c in enumerate(COLUMNS) if not c.code]  # row positions kept aside (rare values)
@@ -499,11 +498,7 @@ class RunLog:
             for position, value in zip(_ASIDE, aside):
                 if value is not None:
                     self._aside(position, value)
-        self._frame = None
-        if len(buf) > self._limit:
-            self._trim_rows()
-        if self.max_age is not None:
-            self._trim_age(row[SCHEDULED] - self.max_age)
+        self._apply_retention()
         return packed if aside is None else (packed, aside)
 
     def _aside(self, position: int, value: Any) -> None:
@@ -707,8 +702,8 @@ def _decode(buf: bytes, dropped: int, aside: Iterable | None) -> list[tuple]:
     rows = []
     for values in _ROW.iter_unpack(buf):
         values = list(values)
-        how = values[k_reason] & ~REASON_CODE_MASK
-        values[k_reason] &= REASON_CODE_MASK
+        how = values[k_reason] & ~_REASON_MASK
+        values[k_reason] &= _REASON_MASK
         lateness = None  # _LATE_ASIDE: the value kept aside is put in below
         if how == _LATE_DERIVED:
             lateness = values[k_started] - values[k_scheduled]
@@ -1078,10 +1073,10 @@ def unpack_lateness(reason, started, scheduled, kept: "tuple | None" = None):
     indexes, values) of the lateness values kept aside."""
     import numpy as np
 
-    how = np.bitwise_and(reason, ~REASON_CODE_MASK & 0xFF)
+    how = np.bitwise_and(reason, ~_REASON_MASK & 0xFF)
     lateness = np.subtract(started, scheduled)
     if how.any():
-        np.bitwise_and(reason, REASON_CODE_MASK, out=reason)
+        np.bitwise_and(reason, _REASON_MASK, out=reason)
         np.copyto(lateness, 0.0, where=how == _LATE_ZERO)
         no_start = how == _LATE_IN_STARTED
         np.copyto(lateness, started, where=no_start)
@@ -1091,10 +1086,10 @@ def unpack_lateness(reason, started, scheduled, kept: "tuple | None" = None):
     return lateness
 
 
-def pack_lateness(started, lateness, scheduled):
-    """The inverse of :func:`unpack_lateness` for rows given as columns (numpy float64 arrays; NaN
-    started: no start): (what the started time's place holds, the lateness bits to put in the reason
-    bytes (uint8), the indexes of the rows whose lateness is kept aside)."""
+def pack_lateness(reason, started, lateness, scheduled):
+    """The inverse of :func:`unpack_lateness` for rows given as columns (numpy arrays: the reason
+    codes as uint8, float64 times; NaN started: no start): (the reason bytes with the lateness bits,
+    what the started time's place holds, the indexes of the rows whose lateness is kept aside)."""
     import numpy as np
 
     no_start = np.isnan(started)
@@ -1102,7 +1097,7 @@ def pack_lateness(started, lateness, scheduled):
     how[lateness == started - scheduled] = _LATE_DERIVED
     how[(how == _LATE_ASIDE) & (lateness == 0.0)] = _LATE_ZERO
     how[no_start] = _LATE_IN_STARTED
-    return np.where(no_start, lateness, started), how, np.flatnonzero(how == _LATE_ASIDE)
+    return reason | how, np.where(no_start, lateness, started), np.flatnonzero(how == _LATE_ASIDE)
 
 
 def _aside_entries(aside: list[tuple], n: int):

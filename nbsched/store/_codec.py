@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from ._schema import OUTCOME_CODES, REASON_CODES
-from ..history import (ASIDE_FIELDS, REASON_CODE_MASK, ROW_BYTES, PackedRows, ErrorInfo, Outcome, category_values,
+from ..history import (ASIDE_FIELDS, ROW_BYTES, PackedRows, ErrorInfo, Outcome, category_values,
                        pack_lateness, pack_row_aside, packed_fields, unpack_lateness, zeroed_rows)
 
 __all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk", "decode_packed",
@@ -190,16 +190,14 @@ def _unpack(typecode: str, blob: bytes) -> array:
     return arr
 
 
-def _code_table(field: str, codes: dict[str, int], mask: int = 0xFF) -> bytes:
-    """bytes.translate() table: a log's code of ``field`` (its byte & ``mask``) -> its stored code
-    (255: not a value)."""
+def _code_table(field: str, codes: dict[str, int]) -> bytes:
+    """bytes.translate() table: a log's code of ``field`` -> its stored code (255: not a value)."""
     values = category_values(field)
-    return bytes(codes[values[h & mask]] if (h & mask) < len(values) and values[h & mask] in codes else 255
-                 for h in range(256))
+    return bytes(codes[values[h]] if h < len(values) and values[h] in codes else 255 for h in range(256))
 
 
 _OUTCOME_TABLE = _code_table("outcome", OUTCOME_CODES)
-_REASON_TABLE = _code_table("reason", REASON_CODES, REASON_CODE_MASK)  # the byte's top bits: how the row has its lateness
+_REASON_TABLE = _code_table("reason", REASON_CODES)
 _SCHEDULE_BYTE = category_values("reason").index(_SCHEDULE)
 _SCHEDULE_CODE = REASON_CODES[_SCHEDULE]
 _LATENESS_AT = ASIDE_FIELDS.index("lateness")
@@ -244,10 +242,11 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
         raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for {n} rows")
     fields = packed_fields(joined)  # strided views of the joined rows: each column is one copy below
     scheduled = fields["scheduled"]
-    reason, started = fields["reason"].copy(), fields["started"].astype("<f8")  # copies: mended in place
+    # copies, mended in place: the reason codes lose the lateness bits, a row with no start gets NaN
+    reason, started = fields["reason"].copy(), fields["started"].astype("<f8")
     lateness = unpack_lateness(reason, started, scheduled, kept)
     codes = fields["outcome"].tobytes().translate(_OUTCOME_TABLE)
-    reasons = fields["reason"].tobytes().translate(_REASON_TABLE)
+    reasons = reason.tobytes().translate(_REASON_TABLE)
     if reasons.count(_SCHEDULE_CODE) == n:
         reasons = None
     return (n, float(scheduled.min()), float(scheduled.max()), _pack("i", job_ids), _le(fields["run_id"], "<i8"),
@@ -299,11 +298,10 @@ def decode_packed(job: bytes, run_id: bytes, scheduled: bytes, started: bytes, f
         if len(column) != n * np.dtype(dtype).itemsize:
             raise ValueError(f"a stored history chunk's {field} column has {len(column)} bytes for {n} rows")
         columns[field] = np.frombuffer(column, dtype=dtype)
-    slot, how, kept = pack_lateness(columns["started"], columns["lateness"], columns["scheduled"])
+    rows["reason"], rows["started"], kept = pack_lateness(columns["reason"], columns["started"], columns["lateness"],
+                                                          columns["scheduled"])
     for field in ("run_id", "scheduled", "finished", "attempt", "outcome"):
         rows[field] = columns[field]
-    rows["started"] = slot
-    rows["reason"] = columns["reason"] | how
     data = rows.tobytes()
     aside: dict[int, list] = {}
     for i in kept.tolist():
