@@ -186,12 +186,13 @@ class RunLifecycle:
         store gets those packed bytes, and the values kept aside (error, worker) only when a row has them."""
         packed = job.log.record(run_id, nominal, started, finished, lateness, outcome, attempt, err, reason, worker)
         s = self._sched
-        store = s._store
-        if job._persist and store is not None:  # the packed row, or (packed row, values kept aside)
-            if type(packed) is bytes:
-                store.on_row(job.name, packed, None)
-            else:
-                store.on_row(job.name, *packed)
+        if job._persist:  # the store gets the packed row, or (packed row, values kept aside)
+            store = s._store
+            if store is not None:
+                if type(packed) is bytes:
+                    store.on_row(job.name, packed, None)
+                else:
+                    store.on_row(job.name, *packed)
         if outcome is _SUCCESS_S:  # first: nearly every row
             job._last_started = started
             job._last_finished = finished
@@ -289,9 +290,10 @@ class RunLifecycle:
     def start_scheduled(self, job: Any, nominal: float, planned: float, now: float) -> None:
         """One scheduled fire time (the common case of :meth:`start_runs`, without its loop)."""
         self.run_ids += 1
-        store = self._sched._store
-        if store is not None and job._persist and not store.claim(job.name, nominal):
-            return  # another process sharing the store has this fire time: it runs and records it
+        if job._persist:
+            store = self._sched._store
+            if store is not None and not store.claim(job.name, nominal):
+                return  # another process sharing the store has this fire time: it runs and records it
         if job._running - job._batch_running >= job.policy.max_instances:
             self.record_skipped(job, self.run_ids, nominal, SCHEDULE)
             return
