@@ -540,6 +540,26 @@ async def test_a_burst_starts_every_due_job_before_recording_any(sched, clock, m
     assert (h["outcome"] == "success").sum() == 96
 
 
+@pytest.mark.parametrize("jobs", [2, 100], ids=["recorded as each ends", "a burst"])
+async def test_a_run_that_returns_nothing_is_counted_and_runs_its_downstream(sched, clock, jobs):
+    """The common run (nothing returned, nobody waiting or listening) is recorded without
+    _succeeded's call, one job at a time or after a burst: its counters, its row and its downstream
+    run all come out as for any other success."""
+    ran = []
+    for i in range(jobs):
+        sched.add(lambda: None, "every 10s", name=f"j{i}")
+    sched.add(lambda: ran.append(dict(nbsched.current_run().upstream)), "after j0", name="down")
+    await clock.advance(10)
+    await asyncio.sleep(0)
+    j0 = sched.get("j0")
+    assert (j0.runs, j0.successes, j0.last_outcome, j0.last_started, j0.last_finished) == (
+        1, 1, Outcome.SUCCESS, T0 + 10, T0 + 10)
+    assert ran == [{"j0": None}]
+    h = sched.history()
+    assert h.groupby("job")["outcome"].apply(list).to_dict() == {
+        **{f"j{i}": ["success"] for i in range(jobs)}, "down": ["success"]}
+
+
 async def test_a_few_jobs_due_at_once_are_recorded_as_each_ends(sched, clock):
     """Keeping completions for after pays off in bursts only: a few due jobs are recorded as they end."""
     seen = []

@@ -161,14 +161,21 @@ class RunLifecycle:
             self._held = []
 
     def _complete(self, kept: list) -> None:
-        succeeded, failed = self._succeeded, self._attempt_failed
+        succeeded, failed, record = self._succeeded, self._attempt_failed, self.record
+        downstream = self._downstream
         k = _HELD
         for job, run_id, nominal, planned, started, finished, value, reason, deliver, inputs, outcome in zip(
                 kept[0::k], kept[1::k], kept[2::k], kept[3::k], kept[4::k], kept[5::k], kept[6::k], kept[7::k],
                 kept[8::k], kept[9::k], kept[10::k]):
             try:
                 if outcome is None:
-                    succeeded(job, run_id, nominal, planned, started, finished, 1, value, reason, deliver, inputs)
+                    if value is None and not (job._waiters or self._futures or self._events._subs or self._batch_runs):
+                        # nearly every run of a burst: see _succeeded
+                        record(job, run_id, nominal, started, finished, started - planned, _SUCCESS_S, 1, None, reason)
+                        if deliver and job.name in downstream:
+                            self._sched._delivered(job, run_id, nominal, _SUCCESS_S, None, None, inputs)
+                    else:
+                        succeeded(job, run_id, nominal, planned, started, finished, 1, value, reason, deliver, inputs)
                 else:
                     failed(job, run_id, nominal, planned, started, finished, 1, value, outcome, reason,
                            deliver=deliver, inputs=inputs)
@@ -391,8 +398,7 @@ class RunLifecycle:
             if self._parked and not self._releasing:
                 self.release(None)  # keep each job's rows in order
             if value is None and not (job._waiters or self._futures or self._events._subs or self._batch_runs):
-                # nearly every run: nothing returned, nobody waiting or listening - what _succeeded would
-                # do comes down to its row and the downstream jobs (a call fewer on every fire)
+                # nearly every run: see _succeeded
                 self.record(job, run_id, nominal, started, time(), started - planned, _SUCCESS_S, 1, None, reason)
                 if deliver and job.name in self._downstream:
                     self._sched._delivered(job, run_id, nominal, _SUCCESS_S, None, None, inputs)
@@ -538,6 +544,12 @@ class RunLifecycle:
     def _succeeded(self, job: Any, run_id: int, nominal: float, planned: float, started: float,
                    finished: float, attempt: int, value: Any, reason: str, deliver: bool,
                    inputs: RunInputs | None = None, worker: str | None = None) -> None:
+        """A successful attempt: its row, its value, waiters and events, the downstream jobs.
+
+        For nearly every run (nothing returned, no waiter, no event subscriber, no batch) all this
+        comes down to the row and the downstream deliveries, and ``_start_one`` and ``_complete`` do
+        just that themselves (a call fewer on every fire): a step added here for every run must go
+        there too."""
         branch = None
         if type(value) is Branch:
             problem = self._sched._check_branch(job, value)
