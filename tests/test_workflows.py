@@ -1,5 +1,6 @@
 """Workflows on FakeClock: after-triggers, trigger rules, rounds, branching, data passing, bad input."""
 import itertools
+from datetime import timedelta
 
 import pandas as pd
 import pytest
@@ -86,6 +87,27 @@ async def test_a_chain_runs_once_per_root_run_with_the_roots_logical_time(sched,
     assert secs(c) == [10, 20, 30] and list(c["reason"]) == ["upstream"] * 3
     assert list(sched.history("a")["reason"]) == ["schedule"] * 3
     assert secs(sched.results("c")) == [10, 20, 30]
+
+
+async def test_a_downstream_run_waits_for_a_free_instance_and_keeps_its_order(sched, clock):
+    """A run decided while the downstream job is busy (max_instances=1) waits for the running one to
+    end, with its own upstream values, and starts then - not dropped, not run alongside."""
+    started = []
+
+    async def slow():
+        started.append(((clock.now() - START).total_seconds(), current_run().upstream["root"]))
+        await clock.sleep(15)
+
+    values = iter(range(1, 10))
+    sched.add(lambda: next(values), "every 10s", name="root", until=START + timedelta(seconds=25))
+    sched.add(slow, "after root", name="down")
+    await clock.advance(20)  # root ran at 10 (down starts, busy until 25) and at 20 (down is busy)
+    assert started == [(10, 1)]
+    await clock.advance(5)  # down's first run ends at 25: the waiting one starts
+    assert started == [(10, 1), (25, 2)]
+    await clock.advance(15)  # it ends at 40
+    h = sched.history("down")
+    assert secs(h) == [10, 20] and secs(h, "started_at") == [10, 25] and list(h["reason"]) == ["upstream"] * 2
 
 
 async def test_a_diamond_runs_the_join_once_per_root_run(sched, clock):

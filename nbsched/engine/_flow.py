@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from ..job import DEFAULT_TRIGGER_RULE as DEFAULT_RULE, TRIGGER_RULES as RULES
 
-__all__ = ["RULES", "FAILED", "decide", "Delivery", "Gate", "DEFAULT_RULE", "MAX_PENDING"]
+__all__ = ["RULES", "FAILED", "RUN", "decide", "Delivery", "Gate", "DEFAULT_RULE", "MAX_PENDING"]
 
 #: Outcomes that count as "failed" for the rules.
 FAILED = frozenset(("error", "timeout", "interrupted", "cancelled", "upstream_failed"))
@@ -88,17 +88,23 @@ class Gate:
         self.fired = False
         self.ready: deque = deque()  # (scheduled, upstream values, consumed deliveries) waiting for an instance
 
+    def direct(self, delivery: Delivery) -> str | None:
+        """The common case - one upstream, nothing waiting - decided directly: a round of this one
+        delivery is complete at once, and this is its decision (what :meth:`offer` would decide,
+        without a queue, a round or a list).  None: not the common case, :meth:`offer` it."""
+        if len(self.upstreams) == 1 and not self.round and not self.pending[delivery.upstream]:
+            outcome = delivery.outcome
+            return RUN if outcome == "success" and self.rule == DEFAULT_RULE else decide(self.rule, (outcome,), True)
+        return None
+
     def offer(self, delivery: Delivery) -> tuple[list, list]:
         """Take a delivery; returns (decisions, overflow).  A decision is ``(what, scheduled, round)`` with
         ``what`` from :func:`decide` and ``round`` the deliveries it consumed; overflow lists deliveries
         pushed out of a full queue (the caller records them)."""
-        queue = self.pending[delivery.upstream]
-        if not queue and not self.round and len(self.upstreams) == 1:
-            # The common case - one upstream, nothing waiting - decided directly: a round of one
-            # delivery is complete at once (the loop below would reach the same decision).
-            outcome = delivery.outcome
-            what = RUN if outcome == "success" and self.rule == DEFAULT_RULE else decide(self.rule, (outcome,), True)
+        what = self.direct(delivery)
+        if what is not None:
             return [(what, delivery.scheduled, {delivery.upstream: delivery})], []
+        queue = self.pending[delivery.upstream]
         queue.append(delivery)
         overflow = [queue.popleft()] if len(queue) > MAX_PENDING else []
         decisions = []

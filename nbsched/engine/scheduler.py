@@ -35,7 +35,7 @@ from ..notebook_files import notebook_job
 from ..triggers import SPEC_HELP, After, Interval, OnFile, Trigger, parse_trigger
 from ._handover import LoopBinding
 from ._batch import MAX_BATCH, Backfill, RunBatch
-from ._flow import FAILED, MAX_PENDING, Delivery, Gate
+from ._flow import FAILED, MAX_PENDING, RUN, Delivery, Gate
 from ._lifecycle import MaxInstancesReachedError, RunLifecycle
 from ._gc import BULK as GC_BULK, GcFreezer
 from ._planner import plan_fire
@@ -1288,17 +1288,17 @@ class Scheduler:
         while flow:
             upstream, downs, i, run_id, nominal, outcome, value, branch, source, start = flow.popleft()
             n = len(downs)
+            # one delivery for all the jobs after this run (it is immutable), one for the branches not taken
+            taken = Delivery(upstream, run_id, nominal, outcome, value if outcome == "success" else None, None,
+                             source, start)
+            not_taken = None if branch is None else Delivery(
+                upstream, run_id, nominal, "skipped", None, f"branch taken at {upstream!r}: {', '.join(branch)}",
+                source, start)
             while i < n:
                 name = downs[i]
                 i += 1
                 try:
-                    if branch is not None and name not in branch:
-                        self._deliver_one(name, Delivery(upstream, run_id, nominal, "skipped", None,
-                                                         f"branch taken at {upstream!r}: {', '.join(branch)}",
-                                                         source, start))
-                    else:
-                        self._deliver_one(name, Delivery(upstream, run_id, nominal, outcome,
-                                                         value if outcome == "success" else None, None, source, start))
+                    self._deliver_one(name, taken if branch is None or name in branch else not_taken)
                 except BaseException:  # one bad delivery must not stop the others
                     log.exception("nbsched: internal error while handing a run of %r to %r", upstream, name)
                 if perf_counter() > deadline:
@@ -1315,30 +1315,37 @@ class Scheduler:
         gate = self._gates.get(name)
         if job is None or gate is None or job._paused or gate.upstreams != job.trigger.upstreams:
             return  # gone, paused (a paused downstream consumes nothing), or no longer after this upstream
-        runs = self._runs
+        what = gate.direct(delivery)
+        if what is not None:  # one upstream, nothing waiting (the common case): no round, no search
+            up = delivery.upstream
+            inputs = RunInputs({up: delivery.value}, delivery.trigger, delivery.interval_start)
+            self._decided(job, gate, what, delivery.scheduled, inputs, {up: delivery} if what != RUN else None)
+            return
         decisions, overflow = gate.offer(delivery)
         for lost in overflow:
-            runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
-                                f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
+            self._runs.record_not_run(job, lost.scheduled, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
+                                      f"{lost.upstream!r} waited for {name!r}: the oldest was dropped", deliver=False)
         for what, scheduled, consumed in decisions:
-            if len(consumed) == 1:  # one upstream (the common case): no search, no comprehension
-                (up, latest), = consumed.items()
-                values = {up: latest.value}
+            latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
+            inputs = RunInputs({up: d.value for up, d in consumed.items()}, latest.trigger, latest.interval_start)
+            self._decided(job, gate, what, scheduled, inputs, consumed)
+
+    def _decided(self, job: Job, gate: Gate, what: str, scheduled: float, inputs: RunInputs,
+                 consumed: dict | None) -> None:
+        """Carry out a gate's decision for ``job``: start the run (or queue it for a free instance), or
+        record why it does not run (``consumed``: the deliveries that decided it)."""
+        runs = self._runs
+        if what == RUN:
+            if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
+                runs.start_upstream_run(job, scheduled, inputs)
             else:
-                latest = max(consumed.values(), key=lambda d: d.scheduled)  # the data interval comes from it
-                values = {up: d.value for up, d in consumed.items()}
-            inputs = RunInputs(values, latest.trigger, latest.interval_start)
-            if what == "run":
-                if job._running - job._batch_running < job.policy.max_instances and not gate.ready:
-                    runs.start_upstream_run(job, scheduled, inputs)
-                else:
-                    gate.ready.append((scheduled, inputs))  # waits for a free instance, in order
-                    if len(gate.ready) > MAX_PENDING:
-                        lost_at = gate.ready.popleft()[0]
-                        runs.record_not_run(job, lost_at, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
-                                            f"{name!r} waited for a free instance", deliver=False)
-            else:
-                runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed), inputs=inputs)
+                gate.ready.append((scheduled, inputs))  # waits for a free instance, in order
+                if len(gate.ready) > MAX_PENDING:
+                    lost_at = gate.ready.popleft()[0]
+                    runs.record_not_run(job, lost_at, Outcome.MISSED, f"more than {MAX_PENDING} runs of "
+                                        f"{job.name!r} waited for a free instance", deliver=False)
+        else:
+            runs.record_not_run(job, scheduled, Outcome(what), _why(what, consumed), inputs=inputs)
 
     def _start_ready(self, job: Job) -> None:
         """A downstream job has a free instance: start the oldest run waiting for one."""
