@@ -471,6 +471,44 @@ async def test_two_schedulers_on_one_file_run_each_fire_time_once(clock, db):
     b.shutdown()
 
 
+async def test_fires_skip_claim_only_while_every_lease_is_held_unfenced(clock, db):
+    a = scheduler(clock, db)
+    store = a.store
+    asked: list[str] = []
+    claim = store.claim
+    store.claim = lambda name, when: asked.append(name) or claim(name, when)
+    a.add(tick, "every 1s", name="x")
+    assert store.claims_free_until == float("-inf")  # its lease is pending: its fires ask
+    store.flush()  # the writer takes the lease
+    await clock.advance(1)
+    assert asked == ["x"]  # the first fire asked, and the answer covers the fires after it
+    free = store.claims_free_until
+    assert clock.time() < free <= clock.time() + store.lease_ttl - store.lease_margin
+    await clock.advance(5)
+    assert asked == ["x"] and len(a.history("x")) == 6
+
+    a.add(tick, "every 1s", name="y")  # a new job: every fire asks again until its lease is held
+    assert store.claims_free_until == float("-inf")
+    await clock.advance(1)
+    assert sorted(asked) == ["x", "x", "y"] and len(a.history()) == 8
+
+    # a second scheduler wanting a job the first one holds: it asks on every fire, and runs none
+    b = nbsched.Scheduler(clock=clock, tz="UTC", store=SQLiteStore(db, lease_ttl=2.0))
+    b.add(tick, "every 1s", name="x")
+    b.store.flush()
+    await clock.advance(3)
+    assert b.store.claims_free_until == float("-inf") and len(b.history("x")) == 0
+    assert len(a.history("x")) == 10
+    a.shutdown()  # b takes the lease over, fenced at a's last fire time: still asking, runs each once
+    b.store._call_writer(lambda w: w.maintain_leases(), 5)
+    await clock.advance(3)
+    assert b.store.claims_free_until == float("-inf")
+    b.store.flush()
+    runs = b.store.history("x")
+    assert len(runs) == 13 and runs["scheduled_at"].is_unique
+    b.shutdown()
+
+
 async def test_the_hot_path_runs_no_sql(clock, db):
     sched = scheduler(clock, db)
     for i in range(20):

@@ -299,7 +299,7 @@ class RunLifecycle:
         self.run_ids += 1
         if job._persist:
             store = self._sched._store
-            if store is not None and not store.claim(job.name, nominal):
+            if store is not None and now >= store.claims_free_until and not store.claim(job.name, nominal):
                 return  # another process sharing the store has this fire time: it runs and records it
         if job._running - job._batch_running >= job.policy.max_instances:
             self.record_skipped(job, self.run_ids, nominal, SCHEDULE)

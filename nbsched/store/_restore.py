@@ -128,6 +128,7 @@ def _restore(store: "SQLiteStore", sched: Any, namespace: dict) -> list["Job"]:
             raise StoreError(f"restoring from {str(store.path)!r} failed while taking the job leases: {exc}. "
                              "Another program may hold the file locked; try again") from None
         store._leases.update(got)
+        store._leases_changed()
     restored = _register(store, sched, plans, by_job, results, names, upto, max_run_id, known)
     if errors:
         shown = "; ".join(f"{n!r} ({why})" for n, why in list(errors.items())[:5])

@@ -221,6 +221,7 @@ class BatchWriter:
                     acquired = acquire_leases(conn, store, missing, t) if missing else {}
             leases.update(acquired)
             store._valid_until = t + ttl - store.lease_margin
+            store._leases_changed()
 
     def release_all(self) -> None:
         """Closing: our leases become free at once, fenced at the scheduler's current time."""
@@ -230,6 +231,7 @@ class BatchWriter:
                           (t, t, t, store._sched_now(), store.owner_id))
         store._leases.clear()
         store._valid_until = 0.0
+        store._leases_changed()
 
     # -------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:

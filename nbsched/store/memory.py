@@ -27,6 +27,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.persist_all = True
+        self.claims_free_until = float("inf")  # one process: claim() is always True, never asked
         self.definitions: dict[str, tuple] = {}  # name -> (func, trigger, policy, meta)
         self.states: dict[str, tuple] = {}  # name -> (paused, finished, next fire time, runs)
         self.rows: dict[str, list[tuple]] = {}  # name -> history rows, oldest first

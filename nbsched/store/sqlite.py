@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -56,7 +57,7 @@ from ._codec import CHUNK_COLUMNS, decode_chunk, json_safe, to_json
 from ._schema import (MIGRATIONS, STATE_COLUMNS, STATE_JOIN, StoreError, diagnose, immediate, open_database,
                       schema_version)
 from ._targets import TargetLoader, code_hash, register_target_loader, target_code, target_label
-from ._leases import acquire_leases
+from ._leases import NO_FENCE, acquire_leases
 from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, WriterThread, drain_rows
 from .protocol import Store
 from ..clock import SystemClock, local_zone
@@ -164,6 +165,13 @@ class SQLiteStore:
         self._leases: dict[str, float] = {}
         self._jobs: dict[str, "Job"] = {}  # persisted jobs registered here
         self._pending_leases: set[str] = set()
+        #: Scheduler-clock time before which ``claim()`` answers True for every fire time of every job
+        #: (see the protocol): every job's lease held, none fenced or pending, the heartbeat valid.  Set
+        #: on the loop's thread by ``claim()`` (:meth:`_refresh_claims`); any thread that changes the
+        #: leases bumps ``_lease_changes`` and then sets it to -inf, so the next fire asks ``claim()``.
+        self.claims_free_until = -math.inf
+        self._lease_changes = 0
+        self._claims_checked = -1
         self._targets: dict[int, tuple[Any, dict, str]] = {}  # id(func) -> (func, target, code hash)
         self._history_loaded: set[str] = set()
         self._closed = False
@@ -201,6 +209,7 @@ class SQLiteStore:
         self._ops.append(("save", job, spec_json, self._targets[id(job.func)][2]))
         if name not in self._leases:
             self._pending_leases.add(name)  # the writer takes it within milliseconds (claim() if sooner)
+            self.claims_free_until = -math.inf  # its fires ask claim() until then
         self._kick()
 
     def on_job_removed(self, name: str) -> None:
@@ -251,6 +260,8 @@ class SQLiteStore:
                 wake_set()
 
         def claim(job_name: str, nominal_ts: float) -> bool:
+            if store._lease_changes != store._claims_checked:
+                store._refresh_claims()
             after = leases_get(job_name)
             if after is None:
                 if job_name not in pending:
@@ -263,6 +274,28 @@ class SQLiteStore:
 
         self.on_row = on_row
         self.claim = claim
+
+    def _refresh_claims(self) -> None:
+        """Recompute ``claims_free_until`` after the leases changed (the loop's thread only).
+
+        Another thread may change the leases while this runs; it bumps ``_lease_changes`` after the
+        change and then sets -inf.  So the answer is kept only if the count is still the one read
+        first: either this check saw the change, or the -inf is written after this value."""
+        seen = self._lease_changes
+        leases = self._leases
+        free = -math.inf
+        if not self._pending_leases and self._jobs.keys() <= leases.keys() and (
+                not leases or max(leases.values()) == NO_FENCE):
+            free = self._sched_now() + (self._valid_until - self._wall())
+        self._claims_checked = seen
+        self.claims_free_until = free
+        if self._lease_changes != seen:
+            self.claims_free_until = -math.inf
+
+    def _leases_changed(self) -> None:
+        """Any thread, after changing ``_leases`` or ``_valid_until``: fires ask ``claim()`` again."""
+        self._lease_changes += 1
+        self.claims_free_until = -math.inf
 
     def _claimable(self, job_name: str, nominal_ts: float) -> bool:
         """claim() without taking pending leases (for the writer thread, inside its transaction)."""
@@ -490,6 +523,7 @@ class SQLiteStore:
                     self._leases[name] = valid_from
             # only now: claim() treats "neither held nor pending" as "another process has it"
             self._pending_leases.difference_update(pending)
+            self._leases_changed()
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         self._check_open()
