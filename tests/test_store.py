@@ -509,6 +509,52 @@ async def test_fires_skip_claim_only_while_every_lease_is_held_unfenced(clock, d
     b.shutdown()
 
 
+def test_the_row_queue_hands_over_complete_rows_in_order():
+    from nbsched.history import pack_row_aside
+    from nbsched.store._writer import RowQueue
+
+    rows = [pack_row_aside(i, 100.0 + i, 100.5 + i, 101.0 + i, 0.5, "success", 1, None, "schedule") for i in range(4)]
+    p = [data for data, _ in rows]
+    aside = ("extra",)
+    q = RowQueue()
+    q.names.append("a")
+    q.data.extend(p[0])
+    q.names.append("b")  # the loop's thread was interrupted between a row's name and its bytes
+    first = q.take()
+    assert (first.names, bytes(first.data), len(q)) == (["a"], p[0], 0)
+    q.data.extend(p[1])
+    q.names.append(("c", aside))
+    q.data.extend(p[2])
+    second = q.take()
+    assert (second.names, bytes(second.data)) == (["b", ("c", aside)], p[1] + p[2])
+    q.names.append("d")
+    q.data.extend(p[3])
+    q.put_back(second)  # a failed write: back in front of the row that came meanwhile
+    assert len(q) == 3
+    q.drop_oldest(1)
+    third = q.take()
+    assert (third.names, bytes(third.data), len(q), bytes(q.data)) == ([("c", aside), "d"], p[2] + p[3], 0, b"")
+
+
+async def test_rows_with_errors_keep_them_across_chunks(clock, db, monkeypatch):
+    from nbsched.store import _writer
+
+    monkeypatch.setattr(_writer, "_CHUNK_ROWS", 3)  # a batch of 10 rows goes as chunks of 3, 3, 3 and 1
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 1s", name="ok")
+    sched.add(failing, "every 2s", name="bad")
+    await clock.advance(7)
+    sched.store.flush()
+    stored = sched.store.history()
+    assert len(stored) == 10 and outcomes(stored) == {"success": 7, "error": 3}
+    errors = stored[stored["job"] == "bad"]
+    assert list(errors["error_type"]) == ["ValueError"] * 3 and list(errors["error"]) == ["ValueError: boom"] * 3
+    assert stored[stored["job"] == "ok"]["error"].isna().all()
+    mine = sched.history()
+    assert list(stored.sort_values("run_id")["run_id"]) == sorted(mine["run_id"])
+    sched.shutdown()
+
+
 async def test_the_hot_path_runs_no_sql(clock, db):
     sched = scheduler(clock, db)
     for i in range(20):

@@ -32,7 +32,7 @@ from ._schema import OUTCOME_CODES, REASON_CODES
 from ..history import (ASIDE_FIELDS, ROW_BYTES, PackedRows, ErrorInfo, Outcome, category_values,
                        pack_lateness, pack_row_aside, packed_fields, unpack_lateness, zeroed_rows)
 
-__all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "decode_chunk", "decode_packed",
+__all__ = ["encode_value_rows", "unencodable", "json_safe", "UNENCODABLE_PREFIX", "encode_chunk", "encode_packed", "encode_joined", "decode_chunk", "decode_packed",
            "CHUNK_COLUMNS", "CODE_OF",
            "OUTCOME_BY_CODE", "to_json"]
 
@@ -213,33 +213,37 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
     aside) or a pair (packed bytes, values kept aside in :data:`~nbsched.history.ASIDE_FIELDS`
     order).  reason is NULL when every row is "schedule"; workers NULL when every row ran on this
     machine, else JSON {index: worker address}; errors JSON {index: [type, message, traceback]}."""
-    n = len(rows)
+    asides = None
+    if set(map(type, rows)) != {bytes}:  # some rows carry values kept aside
+        asides = [(i, row[1]) for i, row in enumerate(rows) if type(row) is not bytes and row[1] is not None]
+        rows = [row if type(row) is bytes else row[0] for row in rows]
+    joined = b"".join(rows)
+    if len(joined) != len(rows) * ROW_BYTES:
+        raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for "
+                         f"{len(rows)} rows")
+    return encode_joined(job_ids, joined, asides)
+
+
+def encode_joined(job_ids: "list[int] | tuple[int, ...]", joined: "bytes | bytearray",
+                  asides: "list[tuple[int, tuple]] | None") -> tuple:
+    """:func:`encode_packed` for rows already joined (``len(job_ids)`` packed rows one after the
+    other), with the values kept aside as (row index, values) pairs, or None when no row has any."""
+    n = len(job_ids)
     errors = workers = None
     kept: tuple | None = None
-    if set(map(type, rows)) != {bytes}:  # some rows carry values kept aside
+    if asides:
         errs, where, late_rows, late = {}, {}, [], []
-        packed = []
-        for i, row in enumerate(rows):
-            if type(row) is bytes:
-                packed.append(row)
-                continue
-            packed.append(row[0])
-            aside = row[1]
-            if aside is not None:
-                if aside[_LATENESS_AT] is not None:
-                    late_rows.append(i)
-                    late.append(aside[_LATENESS_AT])
-                if aside[_ERROR_AT] is not None:
-                    errs[i] = list(aside[_ERROR_AT])
-                if aside[_WORKER_AT] is not None:
-                    where[i] = aside[_WORKER_AT]
+        for i, aside in asides:
+            if aside[_LATENESS_AT] is not None:
+                late_rows.append(i)
+                late.append(aside[_LATENESS_AT])
+            if aside[_ERROR_AT] is not None:
+                errs[i] = list(aside[_ERROR_AT])
+            if aside[_WORKER_AT] is not None:
+                where[i] = aside[_WORKER_AT]
         errors = to_json(errs) if errs else None
         workers = to_json(where) if where else None
         kept = (late_rows, late) if late_rows else None
-        rows = packed
-    joined = b"".join(rows)
-    if len(joined) != n * ROW_BYTES:
-        raise ValueError(f"history rows must be {ROW_BYTES} packed bytes each; got {len(joined)} bytes for {n} rows")
     fields = packed_fields(joined)  # strided views of the joined rows: each column is one copy below
     scheduled = fields["scheduled"]
     # copies, mended in place: the reason codes lose the lateness bits, a row with no start gets NaN

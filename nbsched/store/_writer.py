@@ -30,11 +30,12 @@ from operator import call
 from time import sleep
 from typing import TYPE_CHECKING, Any
 
-from ._codec import (CHUNK_COLUMNS, MISSED_CODE, chunk_times, decode_chunk, encode_chunk, encode_packed,
+from ._codec import (CHUNK_COLUMNS, MISSED_CODE, chunk_times, decode_chunk, encode_chunk, encode_joined,
                      encode_value_rows, to_json, unencodable)
 from ._leases import acquire_leases
 from ._schema import StoreError, connect, immediate
 from ..clock import perf_counter
+from ..history import ROW_BYTES
 
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
@@ -63,10 +64,62 @@ def _drain(queue: deque) -> list:
     return list(map(call, repeat(queue.popleft, len(queue))))
 
 
-def drain_rows(queue: deque) -> list:
-    """The complete (name, row) pairs in the rows queue, flat: name, row, name, row, ... (the loop
-    thread appends a pair as two items; a half-appended pair waits for the next batch)."""
-    return list(map(call, repeat(queue.popleft, len(queue) & ~1)))
+class Rows:
+    """History rows taken from a :class:`RowQueue`: ``names[i]`` is row i's job name, or (job name,
+    values kept aside) for a rare row that has any; ``data`` the packed rows one after the other."""
+
+    __slots__ = ("names", "data")
+
+    def __init__(self, names: list, data: "bytes | bytearray"):
+        self.names = names
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class RowQueue:
+    """History rows waiting for the writer, as the loop's thread hands them over: the job's name
+    appended to a list, then the packed row to one bytearray.  No object per row stays behind (the
+    row's bytes are freed at once, and the writer reads one contiguous buffer).  The writer takes
+    complete rows from the front (a row whose name is in and bytes are not yet waits for the next
+    batch); the loop's thread only ever appends, and each list or bytearray call is atomic."""
+
+    __slots__ = ("names", "data")
+
+    def __init__(self) -> None:
+        self.names: list = []
+        self.data = bytearray()
+
+    def __len__(self) -> int:
+        return min(len(self.names), len(self.data) // ROW_BYTES)
+
+    def take(self) -> Rows:
+        """Every complete row now, removed from the queue."""
+        n = len(self)
+        size = n * ROW_BYTES
+        rows = Rows(self.names[:n], self.data[:size])  # copies: the loop's thread goes on appending
+        del self.data[:size]
+        del self.names[:n]
+        return rows
+
+    def put_back(self, rows: Rows) -> None:
+        """Rows a failed write took: back in front of the newer ones (the writer's thread)."""
+        self.data[:0] = rows.data
+        self.names[:0] = rows.names
+
+    def drop_oldest(self, n: int) -> None:
+        del self.data[:n * ROW_BYTES]
+        del self.names[:n]
+
+
+def _split(rows: Rows) -> tuple[list[str], list | None]:
+    """The job names of ``rows`` and their values kept aside as (row index, values) pairs (None: no row has any)."""
+    names = rows.names
+    if set(map(type, names)) == {str}:
+        return names, None
+    plain = [n if type(n) is str else n[0] for n in names]
+    return plain, [(i, n[1]) for i, n in enumerate(names) if type(n) is not str]
 
 
 class BatchWriter:
@@ -100,7 +153,7 @@ class BatchWriter:
         return name
 
     # -------------------------------------------------------------------------------- a batch
-    def write(self, ops: list, rows: list) -> list:
+    def write(self, ops: list, rows: "Rows | None") -> list:
         """One transaction with ``ops`` (in order) and ``rows``; returns the ops to complete after COMMIT."""
         conn = self.conn
         store = self.store
@@ -168,27 +221,33 @@ class BatchWriter:
         self.conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",
                               [(jid, owner, run_id, scheduled, frame, d) for d in datas])
 
-    def _rows(self, rows: list, owner: int) -> None:
-        """Store the flat [name, row, name, row, ...] list as history chunks (see :func:`encode_packed`)."""
+    def _rows(self, rows: Rows, owner: int) -> None:
+        """Store ``rows`` as history chunks (see :func:`encode_joined`)."""
         ids = self.ids
-        step = 2 * _CHUNK_ROWS
-        for start in range(0, len(rows), step):
-            part = rows[start:start + step]
-            names, records = part[0::2], part[1::2]
+        all_names, all_asides = _split(rows)
+        data = rows.data
+        for start in range(0, len(all_names), _CHUNK_ROWS):
+            end = start + _CHUNK_ROWS
+            names = all_names[start:end]
+            part = data[start * ROW_BYTES:end * ROW_BYTES]
+            asides = None if all_asides is None else [(i - start, a) for i, a in all_asides if start <= i < end]
             try:
                 job_ids = list(map(ids.__getitem__, names))
             except KeyError:
                 job_ids = [self.job_id(n) for n in names]
-            values = encode_packed(job_ids, records)
+            values = encode_joined(job_ids, part, asides)
             codes = values[9]
             if MISSED_CODE in codes:  # missed fire times of a job another process owns are its to record
                 claimable = self.store._claimable
                 scheduled = chunk_times(values)
                 keep = [i for i, code in enumerate(codes) if code != MISSED_CODE or claimable(names[i], scheduled[i])]
-                if len(keep) < len(records):
+                if len(keep) < len(names):
                     if not keep:
                         continue
-                    values = encode_packed([job_ids[i] for i in keep], [records[i] for i in keep])
+                    where = {i: k for k, i in enumerate(keep)}
+                    values = encode_joined([job_ids[i] for i in keep],
+                                           b"".join(part[i * ROW_BYTES:(i + 1) * ROW_BYTES] for i in keep),
+                                           [(where[i], a) for i, a in asides or () if i in where] or None)
             self.conn.execute(_INSERT_CHUNK, (owner, *values))
 
     # -------------------------------------------------------------------------------- leases
@@ -500,7 +559,7 @@ class WriterThread(threading.Thread):
             except Exception:
                 log.exception("nbsched: taking new leases in %s failed (will retry)", store.path)
         ops = _drain(store._ops)
-        rows = drain_rows(store._rows)
+        rows = store._rows.take()
         if not ops and not rows:
             return False
         try:

@@ -58,7 +58,7 @@ from ._schema import (MIGRATIONS, STATE_COLUMNS, STATE_JOIN, StoreError, diagnos
                       schema_version)
 from ._targets import TargetLoader, code_hash, register_target_loader, target_code, target_label
 from ._leases import NO_FENCE, acquire_leases
-from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, WriterThread, drain_rows
+from ._writer import MAX_UNWRITTEN_RESULTS, MAX_UNWRITTEN_ROWS, BatchWriter, RowQueue, Rows, WriterThread
 from .protocol import Store
 from ..clock import SystemClock, local_zone
 from ..history import ResultLog, history_frame
@@ -155,7 +155,7 @@ class SQLiteStore:
         self._dropped_results = 0
         self._detached: str | None = None  # set when the file was replaced under us (see _check_file)
         self._fetch_cursor = self._applied_cursor = self._session_start = top
-        self._rows: deque = deque()  # job name, row, job name, row, ... (appended by the loop thread)
+        self._rows = RowQueue()  # history rows, appended by the loop's thread
         self._ops: deque = deque()
         self._wake = threading.Event()
         self._stop_wait = threading.Event()
@@ -222,7 +222,8 @@ class SQLiteStore:
         self._kick()
 
     def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:  # replaced per instance by _hot_path()
-        self._rows.extend((job_name, packed if aside is None else (packed, aside)))
+        self._rows.names.append(job_name if aside is None else (job_name, aside))
+        self._rows.data.extend(packed)
         self._kick()
 
     def on_result(self, job_name: str, run_id: int, scheduled_ts: float, value: Any) -> None:
@@ -243,7 +244,8 @@ class SQLiteStore:
     def _hot_path(self) -> None:
         """``on_row`` and ``claim`` as closures over locals: the scheduler calls them on every fire,
         and a closure skips the bound-method and attribute lookups (about a third of their cost)."""
-        rows_append = self._rows.append
+        names_append = self._rows.names.append
+        data_extend = self._rows.data.extend
         sleeping = self._writer_sleeping
         wake_set = self._wake.set
         leases_get = self._leases.get
@@ -252,10 +254,10 @@ class SQLiteStore:
         store = self
 
         def on_row(job_name: str, packed: bytes, aside: tuple | None) -> None:
-            # name and row go in as two items, the row as its packed bytes: no object the garbage
-            # collector tracks per fire (a rare row with an error or a worker goes as a pair)
-            rows_append(job_name)
-            rows_append(packed if aside is None else (packed, aside))
+            # the name, then the packed row's bytes into one buffer: no object per fire stays behind
+            # (a rare row with an error or a worker gives its name with those values)
+            names_append(job_name if aside is None else (job_name, aside))
+            data_extend(packed)
             if sleeping[0]:
                 wake_set()
 
@@ -315,7 +317,7 @@ class SQLiteStore:
         self._closed = True
         atexit.unregister(self._atexit)
         self.on_row = lambda job_name, packed, aside: self._late(  # runs ending after close
-            [], [job_name, packed if aside is None else (packed, aside)])
+            [], Rows([job_name if aside is None else (job_name, aside)], packed))
         writer = self._writer
         if writer is not None and writer.is_alive():
             writer.stopping = True
@@ -323,7 +325,7 @@ class SQLiteStore:
             self._wake.set()
             writer.join(timeout=30)
         elif self._rows or self._ops:
-            self._late(list(self._ops), drain_rows(self._rows))
+            self._late(list(self._ops), self._rows.take())
         with self._fg_lock:
             try:
                 if writer is None:
@@ -540,7 +542,7 @@ class SQLiteStore:
         if writer is None or not writer.is_alive():
             with self._fg_lock:
                 batch = BatchWriter(self, self._fg)
-                batch.write(list(self._ops_drain()), drain_rows(self._rows))
+                batch.write(list(self._ops_drain()), self._rows.take())
                 return fn(batch)
         done = _Pending()
         self._ops.append(("call", fn, done))
@@ -555,7 +557,7 @@ class SQLiteStore:
     # ------------------------------------------------------------ records the file did not take
     def _unwritten_counts(self) -> tuple[int, int]:
         results = sum(1 for op in list(self._ops) if op[0] == "result")
-        return len(self._rows) // 2, results
+        return len(self._rows), results
 
     def _raise_unwritten(self) -> None:
         problem = self._write_problem
@@ -579,16 +581,15 @@ class SQLiteStore:
             log.error("nbsched: cannot write to the store %s: %s. %d run records and %d values are kept in "
                       "memory and retried; %s", self.path, problem, rows, results, todo)
 
-    def _hold_unwritten(self, exc: BaseException, rows: list, ops: list) -> None:
+    def _hold_unwritten(self, exc: BaseException, rows: Rows, ops: list) -> None:
         """Writer thread: a batch failed - put it back in front of newer records, within the bounds."""
         if not isinstance(exc, (sqlite3.Error, OSError)):
             log.error("nbsched: writing to the store %s failed unexpectedly", self.path, exc_info=exc)
-        self._rows.extendleft(reversed(rows))
+        self._rows.put_back(rows)
         self._ops.extendleft(reversed(ops))
-        over = len(self._rows) // 2 - MAX_UNWRITTEN_ROWS
+        over = len(self._rows) - MAX_UNWRITTEN_ROWS
         if over > 0:
-            for _ in range(2 * over):
-                self._rows.popleft()
+            self._rows.drop_oldest(over)
             self._dropped_rows += over
         results = [i for i, op in enumerate(self._ops) if op[0] == "result"]
         over = len(results) - MAX_UNWRITTEN_RESULTS
@@ -612,7 +613,7 @@ class SQLiteStore:
         rows, results = self._unwritten_counts()
         log.error("nbsched: closing the store %s: %d run records and %d values could not be written (%s) and are "
                   "lost", self.path, rows + self._dropped_rows, results + self._dropped_results, self._write_problem)
-        self._rows.clear()
+        self._rows.take()
         self._ops.clear()
 
     def _check_file(self, writer: BatchWriter) -> None:
@@ -638,7 +639,7 @@ class SQLiteStore:
         while self._ops:
             yield self._ops.popleft()
 
-    def _late(self, ops: list, rows: list) -> None:
+    def _late(self, ops: list, rows: Rows) -> None:
         """Records that arrive after close (runs cancelled by shutdown): written synchronously."""
         from ._schema import connect
 
