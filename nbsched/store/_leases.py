@@ -2,8 +2,9 @@
 
 A lease row (job -> owner) is valid while its owner's row is: not closed, ``expires`` (wall
 clock) in the future.  The owner renews *all* its leases with one heartbeat (see the writer), so
-renewal costs the same for 10 or 10,000 jobs.  ``claim()`` on the scheduler's hot path only reads
-memory: the job's entry in ``store._leases`` and the store's ``_valid_until``.
+renewal costs the same for 10 or 10,000 jobs.  ``claim()`` only reads memory: the job's entry in
+``store._leases`` and the store's ``_valid_until``; and a scheduled fire skips it altogether while
+every lease is held without a fence and the heartbeat is valid (``store.claims_free_until``).
 
 A lease taken over from another process carries a *fence*: the last nominal fire time the old
 holder may have run (its scheduler time at its last heartbeat plus the TTL, or when it released

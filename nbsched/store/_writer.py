@@ -1,8 +1,8 @@
 """The store's writer thread: group commits, leases, job-state checkpoints, compaction.
 
-The scheduler's hot path only appends to a deque (``store.on_row``) and reads a dict
-(``store.claim``).  Everything that touches the disk happens here, on one thread with its own
-connection:
+The scheduler's hot path only appends a row to the :class:`RowQueue` (``store.on_row``) and, while
+``store.claims_free_until`` is behind it, reads a dict (``store.claim``).  Everything that touches
+the disk happens here, on one thread with its own connection:
 
 * **Group commit.**  The thread wakes when the first item arrives and writes everything that
   accumulated in one transaction - at once when it was idle, otherwise no sooner than
