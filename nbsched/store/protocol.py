@@ -5,11 +5,12 @@ the engine only through its public methods: ``clock``, ``tz``, ``load()`` to bri
 ``merge_history()`` for rows other processes recorded.  :class:`nbsched.store.memory.MemoryStore`
 is a complete implementation in about a hundred lines, written against this file alone.
 
-Threading: every method is called on the scheduler's loop thread; the hot ones (``on_row``,
-``claim`` unless ``claims_free_until`` spares it) on every fire, so they must not do I/O there (queue it).  A history row arrives packed,
-as the job's log packed it (bytes: nothing the garbage collector tracks), with the values kept aside
-(error, worker) when it has any; :func:`nbsched.history.unpack_row` makes the plain tuple in the
-layout of :class:`nbsched.history.HistoryRow`.
+Threading: every method is called on the scheduler's loop thread; the hot ones (``on_row``, and
+``claim`` unless ``claims_free_until`` spares it) on every fire, so they must not do I/O there
+(queue it).  A history row arrives packed, as the job's log packed it (bytes: nothing the garbage
+collector tracks), with the values kept aside (error, worker) when it has any;
+:func:`nbsched.history.unpack_row` makes the plain tuple in the layout of
+:class:`nbsched.history.HistoryRow`.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class Store(Protocol):
 
     #: A scheduler-clock time before which :meth:`claim` would answer True for every fire time of
     #: every job: the engine does not call it for a scheduled fire while the clock is before it.  A
-    #: store used by one process keeps it at ``inf``; a shared one at when its leases lapse, or
-    #: ``-inf`` while some job's answer depends on the job or its fire time.
+    #: store used by one process keeps it at ``inf``; a shared one at when its leases lapse (its
+    #: wall-clock deadline read on the scheduler's clock, which runs with it), or ``-inf`` while
+    #: some job's answer depends on the job or its fire time.
     claims_free_until: float
 
     def attach(self, scheduler: Any) -> None:
