@@ -390,6 +390,16 @@ class _Aside:
             for key, value in zip(lane.keys, lane.values):  # a row being recorded meanwhile: left out
                 yield key >> _POSITION_BITS, key & _POSITION_MASK, value
 
+    def lanes_now(self) -> list[tuple[array, "list | array"]]:
+        """Each kind's (keys, values) as they are now, of equal length (a value being recorded
+        meanwhile is left out): what :meth:`__iter__` gives, without an object per entry."""
+        out = []
+        for lane in self._lanes():
+            keys, values = lane.keys, lane.values  # one lane object: drop_before swaps whole lanes
+            m = min(len(keys), len(values))
+            out.append((keys[:m], values[:m]))
+        return out
+
     def of_row(self, number: int) -> list[tuple]:
         """The entries of row ``number`` (a bisection: row numbers only grow)."""
         return [entry for lane in self._lanes() for entry in lane.of_row(number)]
@@ -1106,14 +1116,18 @@ def _aside_entries(aside: list[tuple], n: int):
     after the buffers were taken) are left out."""
     import numpy as np
 
-    groups = [tuple(entries) for _, entries in aside]  # as they are now (another thread may record)
-    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
-    entries = list(itertools.chain.from_iterable(groups))
-    count = len(entries)
-    rows = np.fromiter(map(_first, entries), dtype=np.int64, count=count)
-    rows += np.repeat(np.array([offset for offset, _ in aside], dtype=np.int64), lengths)
-    positions = np.fromiter(map(_second, entries), dtype=np.int64, count=count)
-    values = _objects(list(map(_third, entries)))
+    keys, found, offsets, lengths = array("q"), [], [], []
+    for offset, entries in aside:
+        for lane_keys, lane_values in entries.lanes_now():  # as they are now (another thread may record)
+            keys.extend(lane_keys)
+            found.extend(lane_values)
+            offsets.append(offset)
+            lengths.append(len(lane_keys))
+    packed = np.array(keys, dtype=np.int64)
+    rows = packed >> _POSITION_BITS
+    rows += np.repeat(np.array(offsets, dtype=np.int64), np.array(lengths, dtype=np.int64))
+    positions = packed & _POSITION_MASK
+    values = _objects(found)
     keep = (rows >= 0) & (rows < n)  # rows counted when the buffers were taken (not ones recorded meanwhile)
     if not keep.all():
         rows, positions, values = rows[keep], positions[keep], values[keep]
@@ -1140,7 +1154,6 @@ def _place_aside(objects: dict, entries: tuple, order, n: int) -> None:
             objects[c.field][where] = these
 
 
-_first, _second, _third = (operator.itemgetter(k) for k in range(3))
 _error_type, _error_traceback = operator.attrgetter("type"), operator.attrgetter("traceback")
 
 

@@ -241,6 +241,29 @@ def test_values_kept_aside_follow_their_rows_through_retention():
     assert log.frame(timezone.utc)["error"].tolist() == ["ValueError: 6", None, None, "ValueError: 9"]
 
 
+def test_a_value_kept_aside_half_recorded_is_left_out_of_the_frame():
+    log = RunLog("e", max_rows=None)
+    for i in range(6):
+        err = ErrorInfo("ValueError", str(i), "tb") if i % 2 else None
+        log.record(i, float(i), i + 0.5, i + 0.75, 0.5, "success" if err is None else "error", 1, err, "schedule",
+                   "tcp://w:8" if i == 4 else None)
+    log.record(6, 6.0, 6.5, 6.75, 0.25, "success", 1, None, "schedule")  # its lateness is kept aside
+    whole = log.frame(timezone.utc)
+    assert whole["error"].tolist() == [None, "ValueError: 1", None, "ValueError: 3", None, "ValueError: 5", None]
+    assert whole["traceback"].tolist() == [None, "tb", None, "tb", None, "tb", None]
+    assert whole["worker"].tolist() == [None, None, None, None, "tcp://w:8", None, None]
+    assert whole["lateness"].dt.total_seconds().tolist() == [0.5] * 6 + [0.25]
+    # another thread builds the frame between a value's key and the value itself (a row being
+    # recorded on the loop): the entry without its value is left out, the others keep their rows
+    lanes = log._aside_rows
+    lanes.objects.keys.append(5 << 4 | 9)
+    lanes.floats.keys.append(5 << 4 | 4)
+    assert [len(keys) for keys, _ in lanes.lanes_now()] == [4, 1]
+    again = history_frame_of([log], timezone.utc)
+    assert again["error"].tolist() == whole["error"].tolist() and again["worker"].tolist() == whole["worker"].tolist()
+    assert again["lateness"].tolist() == whole["lateness"].tolist()
+
+
 # ------------------------------------------------------------------ building the frame (history.py internals)
 import numpy as np  # noqa: E402
 
