@@ -288,9 +288,10 @@ class BatchWriter:
         t = store._wall()
         self.conn.execute("UPDATE owners SET closed = ?, heartbeat = ?, expires = ?, fence = ? WHERE id = ?",
                           (t, t, t, store._sched_now(), store.owner_id))
-        store._leases.clear()
-        store._valid_until = 0.0
-        store._leases_changed()
+        with store._lease_lock:
+            store._leases.clear()
+            store._valid_until = 0.0
+            store._leases_changed()
 
     # -------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:

@@ -295,7 +295,8 @@ class SQLiteStore:
             self.claims_free_until = -math.inf
 
     def _leases_changed(self) -> None:
-        """Any thread, after changing ``_leases`` or ``_valid_until``: fires ask ``claim()`` again."""
+        """Any thread, after changing ``_leases`` or ``_valid_until`` (holding ``_lease_lock``, so no
+        count is lost between two threads): fires ask ``claim()`` again."""
         self._lease_changes += 1
         self.claims_free_until = -math.inf
 
