@@ -239,7 +239,7 @@ class Job:
 
     __slots__ = (
         "name", "func", "trigger", "policy", "scheduler", "_meta", "is_coroutine", "log",
-        "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed", "_persist",
+        "_next_ts", "_planned", "_key", "_paused", "_finished", "_removed", "_persist", "_row_key",
         "_running", "_runs", "_successes", "_failures", "_missed", "_skipped",
         "_last_outcome", "_last_started", "_last_finished", "_last_error",
         "_backlog", "_run_tasks", "_waiters", "_batch_running", "output", "__weakref__",
@@ -262,6 +262,7 @@ class Job:
         self._finished = False
         self._removed = False
         self._persist = False
+        self._row_key: Any = None  # what the attached store's on_row() takes for this job (its row_key())
         self._running = 0
         self._runs = 0
         self._successes = 0

@@ -513,27 +513,50 @@ def test_the_row_queue_hands_over_complete_rows_in_order():
     from nbsched.history import pack_row_aside
     from nbsched.store._writer import RowQueue
 
-    rows = [pack_row_aside(i, 100.0 + i, 100.5 + i, 101.0 + i, 0.5, "success", 1, None, "schedule") for i in range(4)]
+    rows = [pack_row_aside(i, 100.0 + i, 100.5 + i, 101.0 + i, 0.5, "success", 1, None, "schedule") for i in range(5)]
     p = [data for data, _ in rows]
-    aside = ("extra",)
+    aside, other = ("extra",), ("more",)
     q = RowQueue()
-    q.names.append("a")
-    q.data.extend(p[0])
-    q.names.append("b")  # the loop's thread was interrupted between a row's name and its bytes
+    q.append(q.slot("a"), p[0], None)
+    q.slots.append(q.slot("b"))  # the loop's thread was interrupted between a row's slot and its bytes
     first = q.take()
-    assert (first.names, bytes(first.data), len(q)) == (["a"], p[0], 0)
+    assert (list(first.slots), bytes(first.data), first.asides, len(q)) == ([0], p[0], [], 0)
     q.data.extend(p[1])
-    q.names.append(("c", aside))
-    q.data.extend(p[2])
+    q.append(q.slot("c"), p[2], aside)
     second = q.take()
-    assert (second.names, bytes(second.data)) == (["b", ("c", aside)], p[1] + p[2])
-    q.names.append("d")
-    q.data.extend(p[3])
-    q.put_back(second)  # a failed write: back in front of the row that came meanwhile
-    assert len(q) == 3
+    assert (list(second.slots), bytes(second.data), second.asides) == ([1, ~2], p[1] + p[2], [aside])
+    assert (list(second.job_slots()), second.aside_pairs()) == ([1, 2], [(1, aside)])
+    assert [second.names[s] for s in second.job_slots()] == ["b", "c"]
+    q.append(q.slot("d"), p[3], other)
+    q.append(q.slot("a"), p[4], None)
+    q.put_back(second)  # a failed write: back in front of the rows that came meanwhile
+    assert (len(q), list(q.asides)) == (4, [aside, other])
     q.drop_oldest(1)
     third = q.take()
-    assert (third.names, bytes(third.data), len(q), bytes(q.data)) == ([("c", aside), "d"], p[2] + p[3], 0, b"")
+    assert (list(third.slots), bytes(third.data), third.asides) == ([~2, ~3, 0], p[2] + p[3] + p[4], [aside, other])
+    assert (third.aside_pairs(), len(q), bytes(q.data), list(q.asides)) == ([(0, aside), (1, other)], 0, b"", [])
+    q.put_back(third)
+    q.drop_oldest(2)  # drops the values kept aside with their rows
+    assert (list(q.slots), list(q.asides), q.take().aside_pairs()) == ([0], [], None)
+    assert q.slot_of == {"a": 0, "b": 1, "c": 2, "d": 3}
+
+
+async def test_a_store_attached_later_records_each_job_under_its_own_name(clock, db, tmp_path):
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 2s", name="a")
+    sched.add(tick, "every 1s", name="b")
+    await clock.advance(4)  # the first store saw b's row first, then a's
+    first = sched.store
+    second = sched.attach_store(tmp_path / "second.db")
+    assert first.closed and sched.store is second
+    sched.add(tick, "every 1s", name="c")  # the second store sees b, then c, then a
+    await clock.advance(4)
+    second.flush()
+    with SQLiteStore(db) as old:
+        assert old.history()["job"].value_counts().to_dict() == {"b": 4, "a": 2}
+    assert second.history()["job"].value_counts().to_dict() == {"b": 4, "c": 4, "a": 2}
+    assert [second.row_key(n) for n in "bca"] == [0, 1, 2]
+    sched.shutdown()
 
 
 async def test_rows_with_errors_keep_them_across_chunks(clock, db, monkeypatch):

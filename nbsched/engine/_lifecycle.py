@@ -196,10 +196,13 @@ class RunLifecycle:
         if job._persist:  # the store gets the packed row, or (packed row, values kept aside)
             store = s._store
             if store is not None:
+                key = job._row_key
+                if key is None:  # the first row since the job was added or the store attached
+                    key = job._row_key = store.row_key(job.name)
                 if type(packed) is bytes:
-                    store.on_row(job.name, packed, None)
+                    store.on_row(key, packed, None)
                 else:
-                    store.on_row(job.name, *packed)
+                    store.on_row(key, *packed)
         if outcome is _SUCCESS_S:  # first: nearly every row
             job._last_started = started
             job._last_finished = finished

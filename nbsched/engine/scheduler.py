@@ -644,7 +644,8 @@ class Scheduler:
 
     def attach_store(self, store: "Store | str | None" = None, *, persist_all: bool = True) -> "Store":
         """Attach a durable store (a path to an SQLite file, or a store object; ``None``: ``nbsched.db``
-        in the working directory).  With ``persist_all`` every job added from now on is persisted."""
+        in the working directory).  With ``persist_all`` every job added from now on is persisted.
+        Attached in place of another store, it takes over the jobs that store persisted."""
         if self._store is not None and store is None:
             self._store.persist_all = self._store.persist_all or persist_all
             return self._store
@@ -655,7 +656,12 @@ class Scheduler:
         opened.attach(self)
         if self._store is not None and self._store is not opened:
             self._store.close()
-        self._store = opened
+        previous, self._store = self._store, opened
+        if previous is not opened:
+            for job in self._jobs.values():
+                job._row_key = None  # the old store's: ask the new one
+                if job._persist and previous is not None:
+                    opened.on_job_saved(job)  # persisted jobs move to the new store, fire times and all
         return opened
 
     @property

@@ -224,7 +224,7 @@ def encode_packed(job_ids: "list[int] | tuple[int, ...]", rows: list) -> tuple:
     return encode_joined(job_ids, joined, asides)
 
 
-def encode_joined(job_ids: "list[int] | tuple[int, ...]", joined: "bytes | bytearray",
+def encode_joined(job_ids: "list[int] | tuple[int, ...] | numpy.ndarray", joined: "bytes | bytearray",
                   asides: "list[tuple[int, tuple]] | None") -> tuple:
     """:func:`encode_packed` for rows already joined (``len(job_ids)`` packed rows one after the
     other), with the values kept aside as (row index, values) pairs, or None when no row has any."""
@@ -253,7 +253,8 @@ def encode_joined(job_ids: "list[int] | tuple[int, ...]", joined: "bytes | bytea
     reasons = reason.tobytes().translate(_REASON_TABLE)
     if reasons.count(_SCHEDULE_CODE) == n:
         reasons = None
-    return (n, float(scheduled.min()), float(scheduled.max()), _pack("i", job_ids), _le(fields["run_id"], "<i8"),
+    ids = _le(job_ids, "<i4") if hasattr(job_ids, "dtype") else _pack("i", job_ids)
+    return (n, float(scheduled.min()), float(scheduled.max()), ids, _le(fields["run_id"], "<i8"),
             _le(scheduled, "<f8"), started.tobytes(), _le(fields["finished"], "<f8"),
             _le(lateness, "<f8"), codes, _le(fields["attempt"], "<i4"), errors, reasons, workers)
 

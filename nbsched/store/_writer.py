@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from array import array
 from collections import deque
 from itertools import repeat
 from operator import call
@@ -65,61 +66,116 @@ def _drain(queue: deque) -> list:
 
 
 class Rows:
-    """History rows taken from a :class:`RowQueue`: ``names[i]`` is row i's job name, or (job name,
-    values kept aside) for a rare row that has any; ``data`` the packed rows one after the other."""
+    """History rows taken from a :class:`RowQueue`: ``slots[i]`` is row i's job slot (``~slot`` for a
+    rare row with values kept aside), ``data`` the packed rows one after the other, ``asides`` the
+    values kept aside of the ``~slot`` rows, in order, and ``names`` the slots' job names."""
 
-    __slots__ = ("names", "data")
+    __slots__ = ("slots", "data", "asides", "names")
 
-    def __init__(self, names: list, data: "bytes | bytearray"):
-        self.names = names
+    def __init__(self, slots: array, data: "bytes | bytearray", asides: list, names: list):
+        self.slots = slots
         self.data = data
+        self.asides = asides
+        self.names = names
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.slots)
+
+    def aside_pairs(self) -> "list[tuple[int, tuple]] | None":
+        """(row index, values kept aside) of the rows that have any, or None."""
+        if not self.asides:
+            return None
+        return list(zip(_flagged(self.slots).tolist(), self.asides))
+
+    def job_slots(self):
+        """Every row's job slot, as a numpy array (the ``~`` of the rows with values aside undone)."""
+        import numpy as np
+
+        slots = np.frombuffer(self.slots, dtype=np.int32) if len(self.slots) else np.zeros(0, np.int32)
+        return np.where(slots < 0, ~slots, slots) if self.asides else slots
+
+
+def _flagged(slots: array):
+    """The indices of the ``~slot`` entries of ``slots`` (rows with values kept aside), as a numpy array."""
+    import numpy as np
+
+    if not slots:
+        return np.zeros(0, np.intp)
+    return np.flatnonzero(np.frombuffer(slots, dtype=np.int32) < 0)
 
 
 class RowQueue:
-    """History rows waiting for the writer, as the loop's thread hands them over: the job's name
-    appended to a list, then the packed row to one bytearray.  No object per row stays behind (the
-    row's bytes are freed at once, and the writer reads one contiguous buffer).  The writer takes
-    complete rows from the front (a row whose name is in and bytes are not yet waits for the next
-    batch); the loop's thread only ever appends, and each list or bytearray call is atomic."""
+    """History rows waiting for the writer, as the loop's thread hands them over: the job's slot (a
+    small int this queue gives each job name once, ``slot(name)``, which the engine keeps with the
+    job: the store's ``row_key``) into a typed array, then the packed row into one bytearray.
+    Nothing the loop's thread uses on a fire crosses to the writer's thread: no object per row, no
+    job name (whose reference count the loop's thread changes on every fire: reading it from the
+    writer's thread would pull that memory back and forth between the cores).  The writer takes
+    complete rows from the front (a row whose slot is in and bytes are not yet waits for the next
+    batch); the loop's thread only ever appends, and each array, bytearray or deque call is atomic.
+    A rare row with values kept aside (an error, a worker) appends them first, then ``~slot``."""
 
-    __slots__ = ("names", "data")
+    __slots__ = ("slots", "data", "asides", "slot_of", "names")
 
     def __init__(self) -> None:
-        self.names: list = []
+        self.slots = array("i")
         self.data = bytearray()
+        self.asides: deque = deque()
+        self.slot_of: dict[str, int] = {}  # job name -> slot; only the loop's thread adds
+        self.names: list[str] = []  # slot -> job name (appended before the slot is handed out)
 
     def __len__(self) -> int:
-        return min(len(self.names), len(self.data) // ROW_BYTES)
+        return min(len(self.slots), len(self.data) // ROW_BYTES)
+
+    def slot(self, name: str) -> int:
+        """The job's slot (the loop's thread)."""
+        slot = self.slot_of.get(name)
+        if slot is None:
+            slot = len(self.names)
+            self.names.append(name)
+            self.slot_of[name] = slot
+        return slot
+
+    def append(self, slot: int, packed: bytes, aside: "tuple | None") -> None:
+        """A row of the job in ``slot`` (the loop's thread; ``SQLiteStore`` inlines this in its hot-path closure)."""
+        if aside is not None:
+            self.asides.append(aside)
+            slot = ~slot
+        self.slots.append(slot)
+        self.data.extend(packed)
+
+    def one(self, slot: int, packed: bytes, aside: "tuple | None") -> Rows:
+        """A single row as :class:`Rows`, not queued (rows written synchronously after close)."""
+        return Rows(array("i", [slot if aside is None else ~slot]), packed, [] if aside is None else [aside],
+                    self.names)
 
     def take(self) -> Rows:
         """Every complete row now, removed from the queue."""
         n = len(self)
         size = n * ROW_BYTES
-        rows = Rows(self.names[:n], self.data[:size])  # copies: the loop's thread goes on appending
+        slots = self.slots[:n]  # copies: the loop's thread goes on appending
+        data = self.data[:size]
         del self.data[:size]
-        del self.names[:n]
-        return rows
+        del self.slots[:n]
+        return Rows(slots, data, self._pop_asides(slots), self.names)
+
+    def _pop_asides(self, slots: array) -> list:
+        # each ~slot row's values went in before its slot, so they are the oldest ones queued
+        if not self.asides:
+            return []
+        popleft = self.asides.popleft
+        return [popleft() for _ in range(len(_flagged(slots)))]
 
     def put_back(self, rows: Rows) -> None:
         """Rows a failed write took: back in front of the newer ones (the writer's thread)."""
+        self.asides.extendleft(reversed(rows.asides))
         self.data[:0] = rows.data
-        self.names[:0] = rows.names
+        self.slots[:0] = rows.slots
 
     def drop_oldest(self, n: int) -> None:
+        self._pop_asides(self.slots[:n])
         del self.data[:n * ROW_BYTES]
-        del self.names[:n]
-
-
-def _split(rows: Rows) -> tuple[list[str], list | None]:
-    """The job names of ``rows`` and their values kept aside as (row index, values) pairs (None: no row has any)."""
-    names = rows.names
-    if set(map(type, names)) == {str}:
-        return names, None
-    plain = [n if type(n) is str else n[0] for n in names]
-    return plain, [(i, n[1]) for i, n in enumerate(names) if type(n) is not str]
+        del self.slots[:n]
 
 
 class BatchWriter:
@@ -131,6 +187,8 @@ class BatchWriter:
         self.ids: dict[str, int] = dict(conn.execute("SELECT name, id FROM jobs"))
         self.names: dict[int, str] = {v: k for k, v in self.ids.items()}
         self.states: dict[str, tuple] = {}  # name -> (paused, finished, next_ts, runs) last written
+        self._slot_ids: Any = ()  # see slot_ids()
+        self._stale_slots: set[int] = set()
 
     # -------------------------------------------------------------------------------- helpers
     def job_id(self, name: str) -> int:
@@ -179,6 +237,7 @@ class BatchWriter:
                     jid = self.ids.pop(op[1], None)
                     if jid is not None:
                         self.names.pop(jid, None)
+                        self._forget_slot(op[1])
                         self._filter_history(lambda job_id, scheduled: job_id != jid)
                         conn.execute("DELETE FROM results WHERE job = ?", (jid,))
                         if conn.execute("DELETE FROM jobs WHERE id = ? AND spec IS NULL", (jid,)).rowcount:
@@ -221,31 +280,53 @@ class BatchWriter:
         self.conn.executemany("INSERT INTO results(job, owner, run_id, scheduled, frame, data) VALUES (?,?,?,?,?,?)",
                               [(jid, owner, run_id, scheduled, frame, d) for d in datas])
 
+    def slot_ids(self, names: list) -> Any:
+        """Job id by job slot (a numpy int32 array covering every slot in ``names``, the queue's
+        slot -> name list): ids looked up once per slot, not once per row."""
+        import numpy as np
+
+        table = self._slot_ids
+        known = len(table)
+        if known < len(names) or self._stale_slots:
+            grown = np.empty(len(names), np.int32)
+            grown[:known] = table
+            for slot in [*range(known, len(names)), *self._stale_slots]:
+                grown[slot] = self.job_id(names[slot])
+            self._stale_slots.clear()
+            self._slot_ids = table = grown
+        return table
+
+    def _forget_slot(self, name: str) -> None:
+        """A job's id is gone (``forget``): its slot, if any, is looked up again before its next row."""
+        slot = self.store._rows.slot_of.get(name)
+        if slot is not None and slot < len(self._slot_ids):
+            self._stale_slots.add(slot)
+
     def _rows(self, rows: Rows, owner: int) -> None:
         """Store ``rows`` as history chunks (see :func:`encode_joined`)."""
-        ids = self.ids
-        all_names, all_asides = _split(rows)
+        slots = rows.job_slots()
+        all_ids = self.slot_ids(rows.names)[slots]
+        all_asides = rows.aside_pairs()
         data = rows.data
-        for start in range(0, len(all_names), _CHUNK_ROWS):
+        for start in range(0, len(slots), _CHUNK_ROWS):
             end = start + _CHUNK_ROWS
-            names = all_names[start:end]
+            job_ids = all_ids[start:end]
             part = data[start * ROW_BYTES:end * ROW_BYTES]
             asides = None if all_asides is None else [(i - start, a) for i, a in all_asides if start <= i < end]
-            try:
-                job_ids = list(map(ids.__getitem__, names))
-            except KeyError:
-                job_ids = [self.job_id(n) for n in names]
-            values = encode_joined(job_ids, part, asides)
+            values = encode_joined(job_ids, part, asides or None)
             codes = values[9]
             if MISSED_CODE in codes:  # missed fire times of a job another process owns are its to record
                 claimable = self.store._claimable
                 scheduled = chunk_times(values)
-                keep = [i for i, code in enumerate(codes) if code != MISSED_CODE or claimable(names[i], scheduled[i])]
-                if len(keep) < len(names):
+                names = rows.names
+                part_slots = slots[start:end].tolist()
+                keep = [i for i, code in enumerate(codes)
+                        if code != MISSED_CODE or claimable(names[part_slots[i]], scheduled[i])]
+                if len(keep) < len(job_ids):
                     if not keep:
                         continue
                     where = {i: k for k, i in enumerate(keep)}
-                    values = encode_joined([job_ids[i] for i in keep],
+                    values = encode_joined(job_ids[keep],
                                            b"".join(part[i * ROW_BYTES:(i + 1) * ROW_BYTES] for i in keep),
                                            [(where[i], a) for i, a in asides or () if i in where] or None)
             self.conn.execute(_INSERT_CHUNK, (owner, *values))

@@ -51,6 +51,9 @@ class MemoryStore:
         self.definitions.pop(name, None)
         self.states.pop(name, None)
 
+    def row_key(self, job_name: str) -> str:
+        return job_name
+
     def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:
         self.rows.setdefault(job_name, []).append(unpack_row(packed, aside))
 

@@ -45,10 +45,14 @@ class Store(Protocol):
     def on_job_removed(self, name: str) -> None:
         """A persisted job was removed (its history stays)."""
 
-    def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:
+    def row_key(self, job_name: str) -> Any:
+        """What :meth:`on_row` takes to name this job (not None): the engine asks once per job and
+        store and keeps the answer with the job, so the hot path looks nothing up by name."""
+
+    def on_row(self, key: Any, packed: bytes, aside: tuple | None) -> None:
         """A history row of a persisted job was recorded (hot path: queue, do not block).
 
-        ``packed``: the row's packed bytes; ``aside``: the values kept aside, in
+        ``key``: what :meth:`row_key` answered for the job; ``packed``: the row's packed bytes; ``aside``: the values kept aside, in
         :data:`nbsched.history.ASIDE_FIELDS` order, or ``None`` when all are None (the common case).
         ``unpack_row(packed, aside)`` is the row as a plain tuple."""
 

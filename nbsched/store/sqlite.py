@@ -221,9 +221,12 @@ class SQLiteStore:
         self._ops.append(("remove", name))
         self._kick()
 
-    def on_row(self, job_name: str, packed: bytes, aside: tuple | None) -> None:  # replaced per instance by _hot_path()
-        self._rows.names.append(job_name if aside is None else (job_name, aside))
-        self._rows.data.extend(packed)
+    def row_key(self, job_name: str) -> int:
+        """The job's slot in the row queue (see :class:`~nbsched.store._writer.RowQueue`)."""
+        return self._rows.slot(job_name)
+
+    def on_row(self, slot: int, packed: bytes, aside: tuple | None) -> None:  # replaced per instance by _hot_path()
+        self._rows.append(slot, packed, aside)
         self._kick()
 
     def on_result(self, job_name: str, run_id: int, scheduled_ts: float, value: Any) -> None:
@@ -244,8 +247,10 @@ class SQLiteStore:
     def _hot_path(self) -> None:
         """``on_row`` and ``claim`` as closures over locals: the scheduler calls them on every fire,
         and a closure skips the bound-method and attribute lookups (about a third of their cost)."""
-        names_append = self._rows.names.append
-        data_extend = self._rows.data.extend
+        rows = self._rows
+        slots_append = rows.slots.append
+        asides_append = rows.asides.append
+        data_extend = rows.data.extend
         sleeping = self._writer_sleeping
         wake_set = self._wake.set
         leases_get = self._leases.get
@@ -253,10 +258,13 @@ class SQLiteStore:
         wall = self._wall
         store = self
 
-        def on_row(job_name: str, packed: bytes, aside: tuple | None) -> None:
-            # the name, then the packed row's bytes into one buffer: no object per fire stays behind
-            # (a rare row with an error or a worker gives its name with those values)
-            names_append(job_name if aside is None else (job_name, aside))
+        def on_row(slot: int, packed: bytes, aside: tuple | None) -> None:
+            # RowQueue.append inlined: the job's slot into a typed array, then the packed row's bytes
+            # into one buffer (no object per fire stays behind, none is shared with the writer)
+            if aside is not None:  # a rare row with an error or a worker: its values first, then ~slot
+                asides_append(aside)
+                slot = ~slot
+            slots_append(slot)
             data_extend(packed)
             if sleeping[0]:
                 wake_set()
@@ -317,8 +325,8 @@ class SQLiteStore:
             return
         self._closed = True
         atexit.unregister(self._atexit)
-        self.on_row = lambda job_name, packed, aside: self._late(  # runs ending after close
-            [], Rows([job_name if aside is None else (job_name, aside)], packed))
+        self.on_row = lambda slot, packed, aside: self._late(  # runs ending after close
+            [], self._rows.one(slot, packed, aside))
         writer = self._writer
         if writer is not None and writer.is_alive():
             writer.stopping = True
