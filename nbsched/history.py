@@ -988,6 +988,29 @@ def _order(scheduled, run_id):
     return order
 
 
+class _Permuter:
+    """Columns put in ``order`` (``column.take(order)``), each into the memory the previous column of
+    its dtype just gave up: one new array per dtype, not one per column.  At a million rows a fresh
+    array is tens of thousands of pages the kernel has to map and zero on first touch, which cost
+    more than the take itself.  Every column passed in must be the caller's own: it is reused."""
+
+    __slots__ = ("order", "spare")
+
+    def __init__(self, order):
+        self.order = order
+        self.spare: dict = {}
+
+    def __call__(self, column):
+        import numpy as np
+
+        out = self.spare.pop(column.dtype, None)
+        if out is None:
+            out = np.empty_like(column)
+        np.take(column, self.order, out=out, mode="clip")  # the indexes are valid: "clip" skips a buffered copy
+        self.spare[column.dtype] = column
+        return out
+
+
 def _sorted_positions(rows, order, n: int):
     """Where the rows ``rows`` (row numbers in decoding order) land in the frame ordered by ``order``."""
     import numpy as np
@@ -1029,9 +1052,10 @@ def _frame(bufs: list, sizes, job_codes, job_names: list[str], aside: list[tuple
     lateness = _lateness(columns, entries)
     order = _order(columns[_PACKED.index(SCHEDULED)], columns[_PACKED.index(0)])
     if order is not None:
-        columns = [c.take(order) for c in columns]
-        lateness = lateness.take(order)
-        job_codes = job_codes.take(order)
+        permute = _Permuter(order)
+        columns = list(map(permute, columns))
+        lateness = permute(lateness)
+        job_codes = permute(job_codes)
     out: dict[str, Any] = {"job": pd.Categorical.from_codes(job_codes, dtype=_job_dtype(job_names))}
     for i, c in enumerate(COLUMNS):
         if c.code:
