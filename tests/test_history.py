@@ -316,10 +316,17 @@ def _reference_argsort(keys):
     return np.argsort(keys, kind="stable")
 
 
-@pytest.mark.parametrize("case", ["ties", "distinct", "negative", "nan", "ints", "wide", "wide-collide"])
-def test_stable_argsort_is_numpys_stable_argsort(case):
+@pytest.mark.parametrize("radix", [False, True], ids=["packed", "radix"])
+@pytest.mark.parametrize("case", ["ties", "distinct", "negative", "nan", "ints", "wide", "wide-collide", "days",
+                                  "equal"])
+def test_stable_argsort_is_numpys_stable_argsort(case, radix, monkeypatch):
     rng = np.random.default_rng(3)
     n = 5000
+    passes = []
+    if radix:  # the radix sort is for many keys: here for these too
+        monkeypatch.setattr(_history, "_RADIX_MIN", 0)
+        real = _history._radix_argsort
+        monkeypatch.setattr(_history, "_radix_argsort", lambda k, bits: passes.append(bits) or real(k, bits))
     keys = {
         "ties": 1.7e9 + rng.integers(0, 50, n).astype(float),
         "distinct": 1.7e9 + rng.permutation(n) / 7,
@@ -329,8 +336,13 @@ def test_stable_argsort_is_numpys_stable_argsort(case):
         # a span that leaves no room for the position bits: the low key bits are dropped, then checked
         "wide": np.concatenate([[1e-300, 1e300], 1.7e9 + rng.integers(0, 30, n - 2)]),
         "wide-collide": np.concatenate([[1e-300, 1e300], 1.7e9 + rng.permutation(n - 2) * 2.4e-7]),
+        # three weeks of times to the microsecond, some tied: keys of ~43 bits (three 16-bit passes)
+        "days": np.round(1.7e9 + rng.random(n) * 21 * 86400, 6)[rng.integers(0, n, n)],
+        "equal": np.full(n, 1.7e9),
     }[case]
     assert np.array_equal(_history._stable_argsort(keys), _reference_argsort(keys))
+    radix_cases = {"ties": 28, "distinct": 32, "ints": 6, "days": 43, "equal": 0}  # the keys' bits
+    assert passes == ([radix_cases[case]] if radix and case in radix_cases else [])
 
 
 def _random_logs(jobs, rows_each, seed, max_rows=None):
