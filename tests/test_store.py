@@ -559,6 +559,26 @@ async def test_a_store_attached_later_records_each_job_under_its_own_name(clock,
     sched.shutdown()
 
 
+async def test_restoring_another_file_keeps_the_running_jobs_running_and_recorded_there(clock, db, tmp_path):
+    other = tmp_path / "other.db"
+    first = scheduler(clock, other)
+    first.add(tick, "every 5s", name="a")
+    first.add(tick, "every 5s", name="z")
+    first.shutdown()
+    sched = scheduler(clock, db)
+    sched.add(tick, "every 1s", name="a")  # the running "a", persisted in db
+    await clock.advance(2)
+    loaded = sched.restore(other)
+    assert [job.name for job in loaded] == ["z"]  # a job of that name runs already: left alone
+    await clock.advance(10)
+    assert outcomes(sched.history(), "a") == {"success": 12}  # no fire time dropped by the switch
+    sched.store.flush()
+    stored = sched.store.history()
+    assert stored[stored["job"] == "a"]["scheduled_at"].dt.second.tolist() == list(range(3, 13))
+    assert str(sched.store.listing().set_index("name").loc["a", "trigger"]) == "every 1s"
+    sched.shutdown()
+
+
 async def test_rows_with_errors_keep_them_across_chunks(clock, db, monkeypatch):
     from nbsched.store import _writer
 

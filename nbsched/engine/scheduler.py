@@ -671,7 +671,9 @@ class Scheduler:
 
     def restore(self, path: Any = None, *, namespace: dict | None = None) -> list[Job]:
         """Re-register every job persisted in the store (the attached one, ``path``, or ``nbsched.db``)
-        with its history and results.  Stored code runs only because you call this."""
+        with its history and results.  Stored code runs only because you call this.  A stored job
+        whose name runs already is left alone; with ``path`` another store, the running persisted
+        jobs go on in that one (see :meth:`attach_store`)."""
         if path is not None or self._store is None:
             self.attach_store(path, persist_all=self._store.persist_all if self._store is not None else False)
         return self._store.restore(self, namespace=namespace)
