@@ -17,6 +17,19 @@ def test_memory_store_satisfies_the_protocol():
         open_store(object())
 
 
+def test_a_store_missing_part_of_the_protocol_is_refused_with_what_it_lacks():
+    from nbsched.store.sqlite import _STORE_MEMBERS
+
+    members = {name for name in dir(Store) if not name.startswith("_")} | set(Store.__annotations__)
+    assert set(_STORE_MEMBERS) == members  # the error names the protocol as it is
+
+    # a store written before row_key was asked for: everything else a MemoryStore has
+    base = MemoryStore()
+    older = type("Older", (), {name: getattr(base, name) for name in _STORE_MEMBERS if name != "row_key"})()
+    with pytest.raises(TypeError, match=r"and it lacks row_key; or pass a path"):
+        nbsched.Scheduler(tz="UTC", store=older)
+
+
 async def test_jobs_history_and_results_survive_a_new_scheduler(clock):
     store = MemoryStore()
     calls = []

@@ -84,10 +84,16 @@ def open_store(arg: Any = None, **options: Any) -> Any:
     if isinstance(arg, (str, os.PathLike)):
         return SQLiteStore(arg, **options)
     if not isinstance(arg, Store):
-        raise TypeError(f"{arg!r} is not a store: it must provide what nbsched.store.Store describes (persist_all, "
-                        "attach, on_job_saved, on_job_removed, on_row, on_result, claim, restore, close); "
+        missing = [name for name in _STORE_MEMBERS if not hasattr(arg, name)]
+        raise TypeError(f"{arg!r} is not a store: it must provide what nbsched.store.Store describes "
+                        f"({', '.join(_STORE_MEMBERS)}), and it lacks {', '.join(missing) or 'none of them by name'}; "
                         "or pass a path such as 'jobs.db'")
     return arg
+
+
+#: What :class:`~nbsched.store.protocol.Store` asks of a store, named in :func:`open_store`'s error.
+_STORE_MEMBERS = ("persist_all", "claims_free_until", "attach", "on_job_saved", "on_job_removed", "row_key",
+                  "on_row", "on_result", "claim", "restore", "close")
 
 
 class _Pending(threading.Event):
