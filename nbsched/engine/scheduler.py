@@ -654,10 +654,11 @@ class Scheduler:
         opened = open_store(store)
         opened.persist_all = persist_all
         opened.attach(self)
-        if self._store is not None and self._store is not opened:
-            self._store.close()
-        previous, self._store = self._store, opened
+        previous = self._store
         if previous is not opened:
+            if previous is not None:
+                previous.close()
+            self._store = opened
             for job in self._jobs.values():
                 job._row_key = None  # the old store's: ask the new one
                 if job._persist and previous is not None:

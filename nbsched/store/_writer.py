@@ -91,17 +91,22 @@ class Rows:
         """Every row's job slot, as a numpy array (the ``~`` of the rows with values aside undone)."""
         import numpy as np
 
-        slots = np.frombuffer(self.slots, dtype=np.int32) if len(self.slots) else np.zeros(0, np.int32)
+        slots = _as_numpy(self.slots)
         return np.where(slots < 0, ~slots, slots) if self.asides else slots
+
+
+def _as_numpy(slots: array):
+    """``slots`` viewed as a numpy int32 array (no copy)."""
+    import numpy as np
+
+    return np.frombuffer(slots, dtype=np.int32) if slots else np.zeros(0, np.int32)
 
 
 def _flagged(slots: array):
     """The indices of the ``~slot`` entries of ``slots`` (rows with values kept aside), as a numpy array."""
     import numpy as np
 
-    if not slots:
-        return np.zeros(0, np.intp)
-    return np.flatnonzero(np.frombuffer(slots, dtype=np.int32) < 0)
+    return np.flatnonzero(_as_numpy(slots) < 0)
 
 
 class RowQueue:
