@@ -775,19 +775,29 @@ async def sc_small(ad, ctx, **p):
     return await run_steady(ad, ctx, **p)
 
 
+def _within(ratio: float) -> Target:
+    """At most ``ratio`` times raw asyncio's figure in the same run."""
+    return Target(f"<= {ratio:.1f}x raw asyncio", lambda v, r: r is not None and v <= ratio * r)
+
+
+#: The targets of the performance issue ("a kernel that never stutters"), checked in every run: the
+#: CPU and lateness at 10,000 jobs a second against raw asyncio's, no loop block over 5 ms at any
+#: size, peak memory at 100,000 jobs; (b) 100,000 also has this benchmark's own floor (keeping up).
+_BLOCK_5MS = Target("<= 5 ms", lambda v, r: v <= 5.0)
+
+
 def _steady_metrics(big: bool) -> list[Metric]:
-    cpu_t = None if big else Target("<= 1.5x raw asyncio", lambda v, r: r is not None and v <= 1.5 * r)
     ach_t = Target(">= 99%", lambda v, r: v >= 99.0) if big else None
-    p99_t = Target("<= 20 ms", lambda v, r: v <= 20.0) if big else None
+    p99_t = Target("<= 20 ms", lambda v, r: v <= 20.0) if big else _within(1.0)
     return [
         Metric("achieved_pct", "fires achieved / expected (%)", "{:.1f}", ach_t),
-        Metric("cpu_ms_per_1000", "CPU ms per 1,000 fires", "{:.2f}", cpu_t),
+        Metric("cpu_ms_per_1000", "CPU ms per 1,000 fires", "{:.2f}", None if big else _within(1.0)),
         Metric("loop_busy_ms_per_1000", "… of which loop busy (ms per 1,000 fires)", "{:.2f}"),
         Metric("cpu_pct_core", "CPU (% of one core)", "{:.1f}"),
         *LAT_METRICS(None, p99_t),
-        Metric("block_ms", "longest loop block (ms)", "{:.1f}"),
+        Metric("block_ms", "longest loop block (ms)", "{:.1f}", _BLOCK_5MS),
         Metric("gc_max_ms", "… longest GC pause (ms)", "{:.1f}"),
-        Metric("rss_peak_mb", "peak RSS (MB)", "{:.0f}"),
+        Metric("rss_peak_mb", "peak RSS (MB)", "{:.0f}", _within(1.5) if big else None),
         Metric("add_s", "time to add the jobs (s)", "{:.2f}"),
     ]
 
@@ -847,10 +857,10 @@ async def sc_cron(ad, ctx, **p):
     full=dict(n=100_000, interval=60.0),
     quick=dict(n=20_000, interval=60.0),
     metrics=[
-        Metric("add_s", "add: total (s)", "{:.3f}", Target("<= 1.5 s", lambda v, r: v <= 1.5)),
+        Metric("add_s", "add: total (s)", "{:.3f}", _within(1.0)),
         Metric("add_us", "add: per job (us)", "{:.1f}"),
         Metric("add_cpu_s", "add: CPU time (s)", "{:.3f}"),
-        Metric("remove_s", "remove: total (s)", "{:.3f}"),
+        Metric("remove_s", "remove: total (s)", "{:.3f}", _within(1.5)),
         Metric("remove_us", "remove: per job (us)", "{:.1f}"),
         Metric("rss_peak_mb", "peak RSS with all jobs added (MB)", "{:.0f}"),
     ],
@@ -887,13 +897,12 @@ async def sc_add_remove(ad, ctx, *, n, interval):
     full=dict(n=10_000, interval=1.0, bursts=2, lead=2.0),
     quick=dict(n=10_000, interval=1.0, bursts=1, lead=2.0),
     metrics=[
-        Metric("block_ms", "longest loop block: busiest single iteration (ms)", "{:.1f}",
-               Target("<= 5 ms", lambda v, r: v <= 5.0)),
+        Metric("block_ms", "longest loop block: busiest single iteration (ms)", "{:.1f}", _BLOCK_5MS),
         Metric("quiet_block_ms", "same, quiet loop before the burst (ms)", "{:.2f}"),
         Metric("sleep_gap_ms", "sleep(1 ms) probe: longest wake-up gap (ms)", "{:.1f}"),
         Metric("quiet_sleep_gap_ms", "same, quiet loop before the burst (ms)", "{:.2f}"),
         Metric("gc_max_ms", "longest GC pause during the bursts (ms)", "{:.1f}"),
-        Metric("drain_ms", "burst start -> last job started (ms)", "{:.1f}"),
+        Metric("drain_ms", "burst start -> last job started (ms)", "{:.1f}", _within(1.2)),
         Metric("lat_p99_ms", "lateness p99 of burst fires (ms)", "{:.1f}"),
         Metric("achieved_pct", "burst fires achieved (%)", "{:.1f}"),
     ],
