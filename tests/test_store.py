@@ -541,6 +541,25 @@ def test_the_row_queue_hands_over_complete_rows_in_order():
     assert q.slot_of == {"a": 0, "b": 1, "c": 2, "d": 3}
 
 
+def test_the_writer_maps_slots_handed_out_while_it_reads_the_names(db):
+    class Growing(list):
+        """The queue's slot -> name list while the loop's thread adds jobs: each look at its length
+        finds one more name than the look before (a real race, seen at 10,000 jobs: IndexError)."""
+
+        def __len__(self):
+            n = super().__len__()
+            self.append(f"late{n}")
+            return n
+
+    with SQLiteStore(db) as store:
+        names = Growing(["a", "b", "c"])
+        table = store._call_writer(lambda writer: writer.slot_ids(names), 5)
+        assert table.tolist() == store._call_writer(lambda writer: [writer.job_id(n) for n in "abc"], 5)
+        later = store._call_writer(lambda writer: writer.slot_ids(names), 5)  # the names added meanwhile
+        assert later.tolist() == store._call_writer(
+            lambda writer: [writer.job_id(n) for n in ["a", "b", "c", "late3"]], 5)
+
+
 async def test_a_store_attached_later_records_each_job_under_its_own_name(clock, db, tmp_path):
     sched = scheduler(clock, db)
     sched.add(tick, "every 2s", name="a")

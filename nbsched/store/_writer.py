@@ -292,10 +292,11 @@ class BatchWriter:
 
         table = self._slot_ids
         known = len(table)
-        if known < len(names) or self._stale_slots:
-            grown = np.empty(len(names), np.int32)
+        count = len(names)  # read once: the loop's thread hands out new slots meanwhile (a later take has them)
+        if known < count or self._stale_slots:
+            grown = np.empty(count, np.int32)
             grown[:known] = table
-            for slot in [*range(known, len(names)), *self._stale_slots]:
+            for slot in [*range(known, count), *self._stale_slots]:
                 grown[slot] = self.job_id(names[slot])
             self._stale_slots.clear()
             self._slot_ids = table = grown
