@@ -778,8 +778,8 @@ async def sc_small(ad, ctx, **p):
     return await run_steady(ad, ctx, **p)
 
 
-#: Rounds of the side-by-side measurement (:func:`run_paired`).
-PAIRED_ROUNDS = 4
+#: Rounds of the side-by-side measurement (:func:`run_paired`): odd, so that its median is one pair.
+PAIRED_ROUNDS = 5
 #: The scenario measured side by side, and the figure compared.
 PAIRED_SCENARIO, PAIRED_KEY = "b_10k", "cpu_ms_per_1000"
 
@@ -1099,7 +1099,7 @@ def paired_summary(pairs: list[tuple[float | None, float | None]]) -> tuple[floa
     whole = sorted(((nb / raw, raw, nb) for raw, nb in pairs if raw and nb is not None))
     if not whole:
         return None
-    ratio, raw, nb = whole[(len(whole) - 1) // 2]  # the lower median: a real pair, not an average
+    ratio, raw, nb = whole[(len(whole) - 1) // 2]  # a real pair, not an average (the lower one of an even count)
     return raw, nb, ratio
 
 
