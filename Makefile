@@ -59,7 +59,7 @@ test-newest:
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not kernel and not browser and not store"
 
-# ~7-9 minutes on a 2-core machine (7.6 min on 2026-12-08, 02:34-02:41; 9.0 min at 00:00 on a busier one): bench.py ~2.5, bench_store ~2.5, bench_kernel ~1.2, bench_dask ~1, the rest ~1
+# ~7-9 minutes on a 2-core machine (7.6 min on 2026-12-08, 04:11-04:19; 9.0 min at 00:00 on a busier one): bench.py ~3.6 (with its side-by-side pairs), bench_store ~1.2, bench_kernel ~1.2, bench_dask ~1, the rest ~1
 bench: setup
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_store.py
