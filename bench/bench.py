@@ -1094,13 +1094,12 @@ def run_paired(quick: bool, sets: list[str] | None) -> list[tuple[float | None, 
     return pairs
 
 
-def paired_summary(pairs: list[tuple[float | None, float | None]]) -> tuple[float, float, float] | None:
-    """(raw, nbsched, ratio) of the median pair (by ratio), or None if no pair has both figures."""
-    whole = sorted(((nb / raw, raw, nb) for raw, nb in pairs if raw and nb is not None))
+def paired_summary(pairs: list[tuple[float | None, float | None]]) -> tuple[float, float] | None:
+    """(raw, nbsched) of the median pair by ratio, or None if no pair has both figures."""
+    whole = sorted((pair for pair in pairs if pair[0] and pair[1] is not None), key=lambda pair: pair[1] / pair[0])
     if not whole:
         return None
-    ratio, raw, nb = whole[(len(whole) - 1) // 2]  # a real pair, not an average (the lower one of an even count)
-    return raw, nb, ratio
+    return whole[(len(whole) - 1) // 2]  # a real pair, not an average (the lower one of an even count)
 
 
 def machine_busy_s() -> float | None:
@@ -1215,7 +1214,7 @@ def parent(args) -> int:
         pairs = run_paired(args.quick, args.set)
         summary = paired_summary(pairs)
         if summary is not None:
-            for sched, value in zip(("asyncio", "nbsched"), summary[:2]):
+            for sched, value in zip(("asyncio", "nbsched"), summary):
                 cell = results.get((PAIRED_SCENARIO, sched))
                 if cell is not None:
                     cell["paired_" + PAIRED_KEY] = value
